@@ -1,0 +1,106 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"github.com/vishvananda/netlink"
+
+	"github.com/podvnet/podvnet/pkg/maps"
+)
+
+func newDebugCommand() *cobra.Command {
+	var root string
+	cmd := &cobra.Command{
+		Use:   "debug",
+		Short: "Inspect the pinned data path of this node (works while the agent is down)",
+	}
+	cmd.PersistentFlags().StringVar(&root, "bpffs-root", "/sys/fs/bpf/podvnet", "bpffs directory the agent pins under")
+	cmd.AddCommand(newDebugEndpointsCommand(&root))
+	return cmd
+}
+
+// endpointRow is one endpoint as `debug endpoints -o json` prints it.
+type endpointRow struct {
+	IP      string `json:"ip"`
+	Ifindex uint32 `json:"ifindex"`
+	IfName  string `json:"ifname"`
+	PodMAC  string `json:"pod_mac"`
+	HostMAC string `json:"host_mac"`
+	Flags   uint32 `json:"flags"`
+}
+
+func newDebugEndpointsCommand(root *string) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "endpoints",
+		Short: "List the endpoints map: pod IP -> host veth and MACs",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			set, err := maps.OpenPinned(*root)
+			if err != nil {
+				return err
+			}
+			defer set.Close()
+			entries, err := set.Endpoints.List()
+			if err != nil {
+				return err
+			}
+			rows := make([]endpointRow, 0, len(entries))
+			for _, e := range entries {
+				rows = append(rows, endpointRow{
+					IP: e.IP.String(), Ifindex: e.Ifindex, IfName: ifName(e.Ifindex),
+					PodMAC: maps.MAC(e.PodMAC), HostMAC: maps.MAC(e.HostMAC), Flags: e.Flags,
+				})
+			}
+			return printEndpoints(cmd.OutOrStdout(), output, rows)
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	return cmd
+}
+
+func printEndpoints(w io.Writer, output string, rows []endpointRow) error {
+	switch output {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rows)
+	case "table":
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "IP\tIFINDEX\tIFNAME\tPOD MAC\tHOST MAC\tFLAGS")
+		for _, r := range rows {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", r.IP, r.Ifindex, r.IfName, r.PodMAC, r.HostMAC, flagString(r.Flags))
+		}
+		tw.Flush()
+		fmt.Fprintf(w, "%d %s\n", len(rows), plural(len(rows), "endpoint", "endpoints"))
+		return nil
+	default:
+		return fmt.Errorf("-o %q: want table or json", output)
+	}
+}
+
+func ifName(ifindex uint32) string {
+	l, err := netlink.LinkByIndex(int(ifindex))
+	if err != nil {
+		return "(gone)"
+	}
+	return l.Attrs().Name
+}
+
+func flagString(f uint32) string {
+	if f == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%#x", f)
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}

@@ -1,0 +1,23 @@
+// Command podvnet-agent is the podvnet node daemon (`run`) and the tools
+// engineers use on a node (`debug`, `version`).
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cilium/ebpf"
+)
+
+func main() {
+	if err := newRootCommand().Execute(); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			fmt.Fprintf(os.Stderr, "Error: %+v\n", ve)
+		} else {
+			fmt.Fprintf(os.Stderr, "Error: %v\n", err)
+		}
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/podvnet/podvnet/pkg/agent"
+	"github.com/podvnet/podvnet/pkg/ipam"
+)
+
+type runFlags struct {
+	nic        string
+	ipamSource string
+	poolFile   string
+	bpffsRoot  string
+	stateDir   string
+	socket     string
+	maxPods    int
+	cooldown   time.Duration
+	noSNAT     []string
+	logLevel   string
+	logFormat  string
+}
+
+func newRunCommand() *cobra.Command {
+	f := &runFlags{}
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the node agent: pool, data path and the CNI plugin's API",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runAgent(cmd.Context(), f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.nic, "nic", "eth0", "the VNet NIC whose secondary IPs pods get")
+	fl.StringVar(&f.ipamSource, "ipam-source", "static", "where the pool comes from: static")
+	fl.StringVar(&f.poolFile, "pool-file", "/etc/podvnet/pool.json", "static pool file (with --ipam-source static)")
+	fl.StringVar(&f.bpffsRoot, "bpffs-root", "/sys/fs/bpf/podvnet", "bpffs directory for pinned maps and links (a bpffs is mounted if none is)")
+	fl.StringVar(&f.stateDir, "state-dir", "/var/lib/podvnet", "directory for the durable allocation state")
+	fl.StringVar(&f.socket, "socket", "/run/podvnet/agent.sock", "unix socket the CNI plugin talks to (root only)")
+	fl.IntVar(&f.maxPods, "max-pods", 30, "most pods on this node; the limit is min(max-pods, secondary IPs)")
+	fl.DurationVar(&f.cooldown, "ip-cooldown", 30*time.Second, "how long a released IP rests before it is handed out again")
+	fl.StringSliceVar(&f.noSNAT, "no-snat-cidrs", nil, "extra destination CIDRs pods reach without SNAT (peered VNets, on-premises); the pool subnet is always included")
+	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.StringVar(&f.logFormat, "log-format", "console", "console or json")
+	return cmd
+}
+
+func runAgent(ctx context.Context, f *runFlags) error {
+	log, err := newLogger(f.logLevel, f.logFormat)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+
+	cfg := agent.Config{
+		NIC: f.nic, BPFFSRoot: f.bpffsRoot, StateDir: f.stateDir, Socket: f.socket,
+		MaxPods: f.maxPods, Cooldown: f.cooldown,
+	}
+	if f.maxPods <= 0 {
+		return fmt.Errorf("--max-pods %d: must be at least 1", f.maxPods)
+	}
+	for _, s := range f.noSNAT {
+		p, err := netip.ParsePrefix(s)
+		if err != nil || !p.Addr().Is4() {
+			return fmt.Errorf("--no-snat-cidrs %q: not an IPv4 CIDR", s)
+		}
+		cfg.NoSNAT = append(cfg.NoSNAT, p.Masked())
+	}
+	switch f.ipamSource {
+	case "static":
+		if cfg.Pool, err = ipam.LoadStaticPool(f.poolFile); err != nil {
+			return fmt.Errorf("--pool-file: %w", err)
+		}
+	default:
+		return fmt.Errorf("--ipam-source %q: want static", f.ipamSource)
+	}
+
+	log.Info("starting", zap.String("version", version), zap.String("nic", f.nic),
+		zap.String("subnet", cfg.Pool.Subnet.String()), zap.String("primary", cfg.Pool.Primary.String()),
+		zap.Int("secondary_ips", len(cfg.Pool.Secondary)), zap.Int("max_pods", f.maxPods))
+	a, err := agent.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := a.Serve(ctx); err != nil {
+		return err
+	}
+	// Pins stay: the data path keeps forwarding while no agent runs.
+	log.Info("stopped; data path left running")
+	return nil
+}

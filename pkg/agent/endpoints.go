@@ -1,0 +1,171 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/podvnet/podvnet/pkg/agentapi"
+	"github.com/podvnet/podvnet/pkg/ipam"
+	"github.com/podvnet/podvnet/pkg/loader"
+	"github.com/podvnet/podvnet/pkg/maps"
+)
+
+// badRequest marks errors caused by the caller's input.
+type badRequest struct{ error }
+
+func errBadRequest(format string, args ...any) error {
+	return badRequest{fmt.Errorf(format, args...)}
+}
+
+// Add allocates the endpoint's IP and wires the data path for it: map entry,
+// /32 route and from_pod on the host veth. Asking twice for the same key
+// answers the same. On failure nothing of this call is left behind.
+func (a *Agent) Add(ctx context.Context, req agentapi.AddRequest) (_ agentapi.AddResponse, err error) {
+	if req.ContainerID == "" || req.IfName == "" {
+		return agentapi.AddResponse{}, errBadRequest("container_id and ifname are required")
+	}
+	if want := agentapi.HostVethName(req.ContainerID, req.IfName); req.HostIfName != want {
+		return agentapi.AddResponse{}, errBadRequest("host_ifname %q does not match %q derived from the container ID and ifname", req.HostIfName, want)
+	}
+	podMAC, err := net.ParseMAC(req.PodMAC)
+	if err != nil || len(podMAC) != 6 {
+		return agentapi.AddResponse{}, errBadRequest("pod_mac %q: not an Ethernet MAC", req.PodMAC)
+	}
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+
+	host, err := netlink.LinkByName(req.HostIfName)
+	if err != nil {
+		return agentapi.AddResponse{}, errBadRequest("host veth %s: %v", req.HostIfName, err)
+	}
+	if host.Type() != "veth" {
+		return agentapi.AddResponse{}, errBadRequest("host interface %s is a %s, not a veth", req.HostIfName, host.Type())
+	}
+
+	key := ipam.Key{Network: req.Network, ContainerID: req.ContainerID, IfName: req.IfName}
+	_, existed := a.alloc.Get(key)
+	al, err := a.alloc.Allocate(key, ipam.Owner{
+		PodNamespace: req.PodNamespace, PodName: req.PodName, PodUID: req.PodUID,
+		Netns: req.Netns, HostIfName: req.HostIfName, PodMAC: podMAC.String(),
+	})
+	if err != nil {
+		return agentapi.AddResponse{}, err
+	}
+	defer func() {
+		if err != nil && !existed {
+			a.teardown(al.IP, req.HostIfName)
+			if _, _, rerr := a.alloc.Release(key); rerr != nil {
+				a.log.Error("release after failed ADD", zap.String("ip", al.IP.String()), zap.Error(rerr))
+			}
+		}
+	}()
+
+	if err := a.plumb(al.IP, host, podMAC); err != nil {
+		return agentapi.AddResponse{}, err
+	}
+	a.log.Info("endpoint added", zap.String("container_id", req.ContainerID), zap.String("ifname", req.IfName),
+		zap.String("ip", al.IP.String()), zap.String("host_ifname", req.HostIfName), zap.Int("ifindex", host.Attrs().Index),
+		zap.String("pod", req.PodNamespace+"/"+req.PodName))
+	return agentapi.AddResponse{
+		IP:      netip.PrefixFrom(al.IP, 32).String(),
+		Gateway: agentapi.GatewayIP,
+		HostMAC: host.Attrs().HardwareAddr.String(),
+		MTU:     a.nic.Attrs().MTU,
+	}, nil
+}
+
+// plumb writes the map entry, the /32 route and attaches from_pod. Each step
+// replaces what may be there, so it also repairs an endpoint on reconcile.
+func (a *Agent) plumb(ip netip.Addr, host netlink.Link, podMAC net.HardwareAddr) error {
+	attrs := host.Attrs()
+	ep := maps.Endpoint{Ifindex: uint32(attrs.Index)}
+	copy(ep.PodMAC[:], podMAC)
+	copy(ep.HostMAC[:], attrs.HardwareAddr)
+	if err := a.dp.Maps.Endpoints.Put(ip, ep); err != nil {
+		return err
+	}
+	// The kernel path to the pod: replies the stack delivers (masqueraded
+	// flows, Services, node-to-pod) still arrive when they skip from_nic.
+	route := &netlink.Route{
+		LinkIndex: attrs.Index,
+		Dst:       &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)},
+		Scope:     netlink.SCOPE_LINK,
+	}
+	if err := netlink.RouteReplace(route); err != nil {
+		return fmt.Errorf("add route %s/32 dev %s: %w", ip, attrs.Name, err)
+	}
+	return a.dp.Attach(loader.HookPod, attrs.Index, attrs.Name)
+}
+
+// teardown removes the data path of an endpoint: link pin, map entry, route,
+// host veth. Every step tolerates what is already gone.
+func (a *Agent) teardown(ip netip.Addr, hostIfName string) error {
+	var errs []error
+	if hostIfName != "" {
+		errs = append(errs, a.dp.Detach(loader.HookPod, hostIfName))
+	}
+	if ip.IsValid() {
+		errs = append(errs, a.dp.Maps.Endpoints.Delete(ip))
+		route := &netlink.Route{Dst: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK}
+		if err := netlink.RouteDel(route); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("delete route %s/32: %w", ip, err))
+		}
+	}
+	if hostIfName != "" {
+		if l, err := netlink.LinkByName(hostIfName); err == nil {
+			if err := netlink.LinkDel(l); err != nil {
+				errs = append(errs, fmt.Errorf("delete host veth %s: %w", hostIfName, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Del tears down the endpoint's data path and releases its IP, in that
+// order: a crash in between leaves an allocation that reconcile finishes.
+// Unknown endpoints succeed (DEL is idempotent).
+func (a *Agent) Del(ctx context.Context, req agentapi.DelRequest) error {
+	if req.ContainerID == "" || req.IfName == "" {
+		return errBadRequest("container_id and ifname are required")
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	key := ipam.Key{Network: req.Network, ContainerID: req.ContainerID, IfName: req.IfName}
+	hostIfName := agentapi.HostVethName(req.ContainerID, req.IfName)
+	al, ok := a.alloc.Get(key)
+	if !ok {
+		// Nothing allocated, but a half-made ADD may have left a veth.
+		return a.teardown(netip.Addr{}, hostIfName)
+	}
+	if err := a.teardown(al.IP, hostIfName); err != nil {
+		return err
+	}
+	if _, _, err := a.alloc.Release(key); err != nil {
+		return err
+	}
+	a.log.Info("endpoint deleted", zap.String("container_id", req.ContainerID), zap.String("ifname", req.IfName),
+		zap.String("ip", al.IP.String()))
+	return nil
+}
+
+// Status reports readiness and free addresses.
+func (a *Agent) Status() agentapi.Status {
+	st := agentapi.Status{
+		Ready:     a.ready.Load(),
+		Limit:     a.alloc.Limit(),
+		Allocated: len(a.alloc.List()),
+		Free:      a.alloc.Free(),
+	}
+	if !st.Ready {
+		st.Reason = "agent is starting or stopping"
+	}
+	return st
+}

@@ -1,0 +1,114 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+
+	"github.com/vishvananda/netlink"
+	"go.uber.org/zap"
+
+	"github.com/podvnet/podvnet/pkg/agentapi"
+	"github.com/podvnet/podvnet/pkg/loader"
+)
+
+// hostVethName matches the names HostVethName produces, and nothing else:
+// reconcile must never touch an interface podvnet did not create.
+var hostVethName = regexp.MustCompile(`^` + agentapi.HostVethPrefix + `[0-9a-f]{12}$`)
+
+// reconcile makes the node match the persisted allocations: endpoints whose
+// veth exists are (re)plumbed; allocations whose veth is gone are released;
+// veths, map entries and link pins that belong to no allocation are removed.
+func (a *Agent) reconcile() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+
+	links, err := listLinks()
+	if err != nil {
+		return err
+	}
+	byName := map[string]netlink.Link{}
+	for _, l := range links {
+		byName[l.Attrs().Name] = l
+	}
+
+	var kept, released, strayVeths, strayEntries, strayPins int
+	owned := map[string]bool{}
+	ownedIPs := map[string]bool{}
+	for _, al := range a.alloc.List() {
+		name := agentapi.HostVethName(al.ContainerID, al.IfName)
+		host, ok := byName[name]
+		podMAC, macErr := net.ParseMAC(al.PodMAC)
+		if ok && macErr == nil {
+			if err := a.plumb(al.IP, host, podMAC); err != nil {
+				return fmt.Errorf("restore endpoint %s on %s: %w", al.IP, name, err)
+			}
+			owned[name] = true
+			ownedIPs[al.IP.String()] = true
+			kept++
+			continue
+		}
+		if err := a.teardown(al.IP, name); err != nil {
+			return fmt.Errorf("clean up endpoint %s: %w", al.IP, err)
+		}
+		if _, _, err := a.alloc.Release(al.Key); err != nil {
+			return err
+		}
+		a.log.Info("released endpoint whose veth is gone", zap.String("ip", al.IP.String()),
+			zap.String("container_id", al.ContainerID), zap.String("ifname", al.IfName))
+		released++
+	}
+
+	for name, l := range byName {
+		if hostVethName.MatchString(name) && l.Type() == "veth" && !owned[name] {
+			if err := netlink.LinkDel(l); err != nil {
+				return fmt.Errorf("delete stray veth %s: %w", name, err)
+			}
+			strayVeths++
+		}
+	}
+	entries, err := a.dp.Maps.Endpoints.List()
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !ownedIPs[e.IP.String()] {
+			if err := a.dp.Maps.Endpoints.Delete(e.IP); err != nil {
+				return err
+			}
+			strayEntries++
+		}
+	}
+	pinned, err := loader.PinnedInterfaces(a.dp.Root(), loader.HookPod)
+	if err != nil {
+		return err
+	}
+	for _, name := range pinned {
+		if !owned[name] {
+			if err := a.dp.Detach(loader.HookPod, name); err != nil {
+				return err
+			}
+			strayPins++
+		}
+	}
+	a.log.Info("reconciled", zap.Int("kept", kept), zap.Int("released", released),
+		zap.Int("stray_veths", strayVeths), zap.Int("stray_map_entries", strayEntries), zap.Int("stray_link_pins", strayPins))
+	return nil
+}
+
+// listLinks dumps links, retrying when churn interrupts the dump.
+func listLinks() ([]netlink.Link, error) {
+	var err error
+	for range 5 {
+		var links []netlink.Link
+		links, err = netlink.LinkList()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			if err != nil {
+				return nil, fmt.Errorf("list links: %w", err)
+			}
+			return links, nil
+		}
+	}
+	return nil, fmt.Errorf("list links: %w", err)
+}

@@ -1,0 +1,87 @@
+// Package agentapi is the contract between the CNI plugin and the agent: the
+// versioned request and response types of the agent's unix-socket API, the
+// client the plugin uses, and the host veth naming both sides rely on.
+package agentapi
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+)
+
+// API paths. The version is in the path so a newer agent can serve old
+// plugins during a rolling upgrade.
+const (
+	PathEndpoints = "/v1/endpoints"
+	PathStatus    = "/v1/status"
+)
+
+// MaxBodyBytes bounds every request body the agent reads.
+const MaxBodyBytes = 64 << 10
+
+// HostVethPrefix starts every host-side veth name podvnet creates.
+const HostVethPrefix = "pv"
+
+// HostVethName is the host-side veth name of a pod attachment: "pv" and 12
+// hex digits of a hash of the container ID and ifname, 14 characters (Linux
+// allows 15). Deterministic, so DEL finds the veth without any state.
+func HostVethName(containerID, ifname string) string {
+	h := sha256.Sum256([]byte(containerID + "/" + ifname))
+	return HostVethPrefix + hex.EncodeToString(h[:])[:12]
+}
+
+// GatewayIP is the pods' default gateway: a link-local address no network
+// uses, answered by a permanent neighbour entry for the host veth's MAC.
+const GatewayIP = "169.254.1.1"
+
+// AddRequest asks the agent to wire up an endpoint whose veth the plugin
+// created.
+type AddRequest struct {
+	Network      string `json:"network"`
+	ContainerID  string `json:"container_id"`
+	IfName       string `json:"ifname"`
+	Netns        string `json:"netns"`
+	HostIfName   string `json:"host_ifname"`
+	PodMAC       string `json:"pod_mac"`
+	PodNamespace string `json:"pod_namespace,omitempty"`
+	PodName      string `json:"pod_name,omitempty"`
+	PodUID       string `json:"pod_uid,omitempty"`
+}
+
+// AddResponse is what the plugin configures in the pod.
+type AddResponse struct {
+	IP      string `json:"ip"`      // CIDR, a /32
+	Gateway string `json:"gateway"` // GatewayIP
+	HostMAC string `json:"host_mac"`
+	MTU     int    `json:"mtu"`
+}
+
+// DelRequest asks the agent to release an endpoint. It succeeds for unknown
+// endpoints.
+type DelRequest struct {
+	Network     string `json:"network"`
+	ContainerID string `json:"container_id"`
+	IfName      string `json:"ifname"`
+}
+
+// Status is the agent's readiness and pool state.
+type Status struct {
+	Ready     bool   `json:"ready"`
+	Reason    string `json:"reason,omitempty"`
+	Limit     int    `json:"limit"`
+	Allocated int    `json:"allocated"`
+	Free      int    `json:"free"`
+}
+
+// Error codes in an ErrorResponse.
+const (
+	CodeBadRequest    = "bad_request"
+	CodePoolExhausted = "pool_exhausted"
+	CodeNotReady      = "not_ready"
+	CodeInternal      = "internal"
+)
+
+// ErrorResponse is the body of every non-2xx answer.
+type ErrorResponse struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}

@@ -1,0 +1,251 @@
+package ipam
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+)
+
+// ErrPoolExhausted means no address can be handed out now.
+var ErrPoolExhausted = errors.New("address pool exhausted")
+
+// Key identifies one pod attachment, as the CNI spec does.
+type Key struct {
+	Network     string `json:"network"`
+	ContainerID string `json:"container_id"`
+	IfName      string `json:"ifname"`
+}
+
+func (k Key) String() string { return k.Network + "/" + k.ContainerID + "/" + k.IfName }
+
+// Owner describes who holds an address and where it is plugged in, so the
+// agent can rebuild the data path after a restart and `debug` can name pods.
+type Owner struct {
+	PodNamespace string `json:"pod_namespace,omitempty"`
+	PodName      string `json:"pod_name,omitempty"`
+	PodUID       string `json:"pod_uid,omitempty"`
+	Netns        string `json:"netns,omitempty"`
+	HostIfName   string `json:"host_ifname,omitempty"`
+	PodMAC       string `json:"pod_mac,omitempty"`
+}
+
+// Allocation is an address held by a key.
+type Allocation struct {
+	IP netip.Addr `json:"ip"`
+	Key
+	Owner
+	Since time.Time `json:"since"`
+}
+
+// Cooling is a released address that is not handed out again until Until,
+// so that peers forget the old pod first (conntrack, caches, ARP).
+type Cooling struct {
+	IP    netip.Addr `json:"ip"`
+	Until time.Time  `json:"until"`
+}
+
+// Options tune an Allocator.
+type Options struct {
+	MaxPods  int           // upper bound of allocations; <= 0 means the pool size
+	Cooldown time.Duration // how long a released address rests
+	Now      func() time.Time
+}
+
+// Allocator hands out the pool's secondary IPs. It is safe for concurrent use.
+type Allocator struct {
+	mu      sync.Mutex
+	pool    Pool
+	opts    Options
+	store   Store
+	byKey   map[Key]Allocation
+	byIP    map[netip.Addr]Key
+	cooling map[netip.Addr]time.Time
+	inPool  map[netip.Addr]bool
+}
+
+// NewAllocator loads the stored state. Allocations of addresses the pool no
+// longer lists are kept (a pod still uses them) but never handed out again.
+func NewAllocator(pool Pool, store Store, opts Options) (*Allocator, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	st, err := store.Load()
+	if err != nil {
+		return nil, err
+	}
+	a := &Allocator{
+		pool:    pool,
+		opts:    opts,
+		store:   store,
+		byKey:   map[Key]Allocation{},
+		byIP:    map[netip.Addr]Key{},
+		cooling: map[netip.Addr]time.Time{},
+	}
+	for _, al := range st.Allocations {
+		a.byKey[al.Key] = al
+		a.byIP[al.IP] = al.Key
+	}
+	for _, c := range st.Cooling {
+		a.cooling[c.IP] = c.Until
+	}
+	return a, nil
+}
+
+// Limit is the most pods this node takes: min(max pods, secondary IPs).
+func (a *Allocator) Limit() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.limit()
+}
+
+func (a *Allocator) limit() int {
+	n := len(a.pool.Secondary)
+	if a.opts.MaxPods > 0 && a.opts.MaxPods < n {
+		n = a.opts.MaxPods
+	}
+	return n
+}
+
+// Pool returns the pool in use.
+func (a *Allocator) Pool() Pool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.pool
+}
+
+// Allocate returns the key's address, allocating one if it has none.
+// Asking again with the same key returns the same address. The allocation
+// is durable before Allocate returns.
+func (a *Allocator) Allocate(k Key, o Owner) (Allocation, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if al, ok := a.byKey[k]; ok {
+		return al, nil
+	}
+	if len(a.byKey) >= a.limit() {
+		return Allocation{}, fmt.Errorf("%w: all %d addresses of this node's limit (min of --max-pods and %d secondary IPs) are in use",
+			ErrPoolExhausted, a.limit(), len(a.pool.Secondary))
+	}
+	now := a.opts.Now()
+	ip, ok := a.pick(now)
+	if !ok {
+		return Allocation{}, fmt.Errorf("%w: %d of %d in use, the rest released less than %s ago; retry shortly",
+			ErrPoolExhausted, len(a.byKey), a.limit(), a.opts.Cooldown)
+	}
+	al := Allocation{IP: ip, Key: k, Owner: o, Since: now.UTC()}
+	a.byKey[k] = al
+	a.byIP[ip] = k
+	delete(a.cooling, ip)
+	if err := a.save(); err != nil {
+		delete(a.byKey, k)
+		delete(a.byIP, ip)
+		return Allocation{}, err
+	}
+	return al, nil
+}
+
+// pick returns the first pool address that is free and not cooling down.
+func (a *Allocator) pick(now time.Time) (netip.Addr, bool) {
+	for _, ip := range a.pool.Secondary {
+		if _, used := a.byIP[ip]; used {
+			continue
+		}
+		if until, ok := a.cooling[ip]; ok && now.Before(until) {
+			continue
+		}
+		return ip, true
+	}
+	return netip.Addr{}, false
+}
+
+// Release frees the key's address (it cools down before reuse) and returns
+// what was released. Releasing an unknown key is not an error.
+func (a *Allocator) Release(k Key) (Allocation, bool, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	al, ok := a.byKey[k]
+	if !ok {
+		return Allocation{}, false, nil
+	}
+	delete(a.byKey, k)
+	delete(a.byIP, al.IP)
+	prev, hadPrev := a.cooling[al.IP]
+	a.cooling[al.IP] = a.opts.Now().Add(a.opts.Cooldown).UTC()
+	if err := a.save(); err != nil {
+		a.byKey[k] = al
+		a.byIP[al.IP] = k
+		if hadPrev {
+			a.cooling[al.IP] = prev
+		} else {
+			delete(a.cooling, al.IP)
+		}
+		return Allocation{}, false, err
+	}
+	return al, true, nil
+}
+
+// Get returns the allocation of a key.
+func (a *Allocator) Get(k Key) (Allocation, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	al, ok := a.byKey[k]
+	return al, ok
+}
+
+// List returns every allocation, sorted by IP.
+func (a *Allocator) List() []Allocation {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]Allocation, 0, len(a.byKey))
+	for _, al := range a.byKey {
+		out = append(out, al)
+	}
+	slices.SortFunc(out, func(x, y Allocation) int { return x.IP.Compare(y.IP) })
+	return out
+}
+
+// Free is how many more pods fit now (not counting cooling addresses).
+func (a *Allocator) Free() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.opts.Now()
+	free := 0
+	for _, ip := range a.pool.Secondary {
+		if _, used := a.byIP[ip]; used {
+			continue
+		}
+		if until, ok := a.cooling[ip]; ok && now.Before(until) {
+			continue
+		}
+		free++
+	}
+	return min(free, a.limit()-len(a.byKey))
+}
+
+// save persists the current state. Expired cooldowns are dropped here.
+func (a *Allocator) save() error {
+	now := a.opts.Now()
+	st := &State{Version: StateVersion, Allocations: make([]Allocation, 0, len(a.byKey)), Cooling: []Cooling{}}
+	for _, al := range a.byKey {
+		st.Allocations = append(st.Allocations, al)
+	}
+	slices.SortFunc(st.Allocations, func(x, y Allocation) int { return x.IP.Compare(y.IP) })
+	for ip, until := range a.cooling {
+		if !now.Before(until) {
+			delete(a.cooling, ip)
+			continue
+		}
+		st.Cooling = append(st.Cooling, Cooling{IP: ip, Until: until})
+	}
+	slices.SortFunc(st.Cooling, func(x, y Cooling) int { return x.IP.Compare(y.IP) })
+	if err := a.store.Save(st); err != nil {
+		return fmt.Errorf("persist allocations: %w", err)
+	}
+	return nil
+}
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }

@@ -1,0 +1,145 @@
+package ipam
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// StateVersion is the format version of the state file. A file of another
+// version is refused, never reinterpreted.
+const StateVersion = 1
+
+// State is what survives a restart: live allocations and addresses still
+// cooling down after release.
+type State struct {
+	Version     int          `json:"version"`
+	Allocations []Allocation `json:"allocations"`
+	Cooling     []Cooling    `json:"cooling"`
+}
+
+// Store persists State. Save must be durable when it returns.
+type Store interface {
+	Load() (*State, error)
+	Save(*State) error
+}
+
+// ErrCorruptState means the state file cannot be trusted; the agent stops
+// rather than start empty and hand out addresses that live pods hold.
+var ErrCorruptState = errors.New("state file corrupt or of an unknown version")
+
+// FileStore keeps State in one JSON file, replaced atomically.
+type FileStore struct {
+	Path string
+}
+
+// Load reads the state; a missing file is an empty state.
+func (f FileStore) Load() (*State, error) {
+	b, err := os.ReadFile(f.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &State{Version: StateVersion}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state file %s: %w", f.Path, err)
+	}
+	s, err := DecodeState(b)
+	if err != nil {
+		return nil, fmt.Errorf("state file %s: %w (kept as is; move it away only if no pod on this node uses podvnet)", f.Path, err)
+	}
+	return s, nil
+}
+
+// DecodeState parses and checks a state file's contents.
+func DecodeState(b []byte) (*State, error) {
+	var s State
+	dec := json.NewDecoder(bytesReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorruptState, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: trailing data after the JSON document", ErrCorruptState)
+	}
+	if s.Version != StateVersion {
+		return nil, fmt.Errorf("%w: version %d, this agent reads version %d", ErrCorruptState, s.Version, StateVersion)
+	}
+	seenIP := map[string]bool{}
+	seenKey := map[Key]bool{}
+	for i, a := range s.Allocations {
+		if !a.IP.IsValid() {
+			return nil, fmt.Errorf("%w: allocation %d has no IP", ErrCorruptState, i)
+		}
+		if a.ContainerID == "" || a.IfName == "" {
+			return nil, fmt.Errorf("%w: allocation of %s has no container ID or ifname", ErrCorruptState, a.IP)
+		}
+		if seenIP[a.IP.String()] {
+			return nil, fmt.Errorf("%w: %s allocated twice", ErrCorruptState, a.IP)
+		}
+		if seenKey[a.Key] {
+			return nil, fmt.Errorf("%w: %s holds two addresses", ErrCorruptState, a.Key)
+		}
+		seenIP[a.IP.String()] = true
+		seenKey[a.Key] = true
+	}
+	for i, c := range s.Cooling {
+		if !c.IP.IsValid() {
+			return nil, fmt.Errorf("%w: cooling entry %d has no IP", ErrCorruptState, i)
+		}
+	}
+	return &s, nil
+}
+
+// Save writes the state durably: temp file, fsync, rename, fsync of the
+// directory. A crash leaves either the old or the new file, never a mix.
+func (f FileStore) Save(s *State) error {
+	s.Version = StateVersion
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	return WriteFileAtomic(f.Path, append(b, '\n'), 0o600)
+}
+
+// WriteFileAtomic replaces path with data so that readers and crashes see
+// either the old or the new content.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("create temp file for %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return fmt.Errorf("chmod %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("fsync %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", tmp.Name(), err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("rename into %s: %w", path, err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open %s for fsync: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
+}

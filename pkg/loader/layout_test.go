@@ -1,0 +1,80 @@
+package loader
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf/btf"
+
+	"github.com/podvnet/podvnet/pkg/maps"
+)
+
+// TestLayoutMatchesBTF keeps the Go mirrors in pkg/maps honest: every struct
+// shared with C must have the same size, member order, names and offsets as
+// the object's BTF, and the reason enum the same names and values.
+func TestLayoutMatchesBTF(t *testing.T) {
+	spec, err := loadFromPod()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mirrors := map[string]any{
+		"pv_endpoint_key": maps.EndpointKey{},
+		"pv_endpoint":     maps.Endpoint{},
+		"pv_config":       maps.Config{},
+		"pv_nosnat_key":   maps.NoSNATKey{},
+		"pv_counter":      maps.Counter{},
+	}
+	for cName, goVal := range mirrors {
+		t.Run(cName, func(t *testing.T) {
+			var s *btf.Struct
+			if err := spec.Types.TypeByName(cName, &s); err != nil {
+				t.Fatalf("struct %s not in BTF: %v", cName, err)
+			}
+			gt := reflect.TypeOf(goVal)
+			if int(gt.Size()) != int(s.Size) {
+				t.Errorf("size: Go %s is %d bytes, C %s is %d", gt.Name(), gt.Size(), cName, s.Size)
+			}
+			if gt.NumField() != len(s.Members) {
+				t.Fatalf("Go %s has %d fields, C %s has %d members", gt.Name(), gt.NumField(), cName, len(s.Members))
+			}
+			for i, m := range s.Members {
+				f := gt.Field(i)
+				if norm(f.Name) != norm(m.Name) {
+					t.Errorf("field %d: Go %s, C %s", i, f.Name, m.Name)
+				}
+				if int(f.Offset) != int(m.Offset.Bytes()) {
+					t.Errorf("%s: Go offset %d, C offset %d", m.Name, f.Offset, m.Offset.Bytes())
+				}
+				size, _ := btf.Sizeof(m.Type)
+				if int(f.Type.Size()) != size {
+					t.Errorf("%s: Go size %d, C size %d", m.Name, f.Type.Size(), size)
+				}
+			}
+		})
+	}
+
+	t.Run("pv_reason", func(t *testing.T) {
+		var e *btf.Enum
+		if err := spec.Types.TypeByName("pv_reason", &e); err != nil {
+			t.Fatalf("enum pv_reason not in BTF: %v", err)
+		}
+		for _, v := range e.Values {
+			r := maps.Reason(v.Value)
+			if v.Name == "PV_REASON_MAX" {
+				if r != maps.ReasonMax {
+					t.Errorf("PV_REASON_MAX=%d, Go ReasonMax=%d", v.Value, maps.ReasonMax)
+				}
+				continue
+			}
+			if want := strings.ToLower(strings.TrimPrefix(v.Name, "PV_")); r.String() != want {
+				t.Errorf("value %d: C %s, Go %s", v.Value, v.Name, r)
+			}
+		}
+		if len(e.Values) != int(maps.ReasonMax)+1 {
+			t.Errorf("C has %d reasons (with MAX), Go %d", len(e.Values), maps.ReasonMax+1)
+		}
+	})
+}
+
+func norm(s string) string { return strings.ToLower(strings.ReplaceAll(s, "_", "")) }

@@ -1,0 +1,108 @@
+// Package maps gives typed Go views of podvnet's pinned BPF maps: endpoints,
+// node config, counters and no-SNAT ranges. It takes opened maps (or opens
+// the pins read-only for `debug`) and never loads programs.
+package maps
+
+import (
+	"fmt"
+	"path/filepath"
+)
+
+// Go mirrors of the structs in bpf/include/podvnet.h. Keep in sync:
+// TestLayoutMatchesBTF (pkg/loader) compares them with the object's BTF.
+// Addresses are [4]byte in network order, as the programs see them.
+
+// Endpoint mirrors struct pv_endpoint: one pod interface on this node.
+type Endpoint struct {
+	Ifindex uint32  // host-side veth
+	PodMAC  [6]byte // pod's eth0
+	HostMAC [6]byte // host-side veth
+	Flags   uint32
+}
+
+// EndpointKey mirrors struct pv_endpoint_key.
+type EndpointKey struct {
+	IP [4]byte
+}
+
+// Config mirrors struct pv_config, the node-wide settings at index 0.
+type Config struct {
+	NICIfindex uint32
+	NodeIP     [4]byte
+	NICMAC     [6]byte
+	Pad        uint16
+	Flags      uint32
+}
+
+// NoSNATKey mirrors struct pv_nosnat_key (an LPM trie key).
+type NoSNATKey struct {
+	Prefixlen uint32
+	Addr      [4]byte
+}
+
+// Counter mirrors struct pv_counter.
+type Counter struct {
+	Packets uint64
+	Bytes   uint64
+}
+
+// Reason mirrors enum pv_reason: a verdict or a drop reason.
+type Reason uint32
+
+// The values of enum pv_reason.
+const (
+	ReasonPodToStack Reason = iota
+	ReasonPodToLocal
+	ReasonPodToNIC
+	ReasonPodARP
+	ReasonNICToStack
+	ReasonNICToLocal
+	ReasonDropMalformed
+	ReasonDropUnsupportedL3
+	ReasonDropSpoofedIP
+	ReasonDropSpoofedMAC
+	ReasonDropTTLExceeded
+	ReasonMax
+)
+
+// reasonNames are the C enumerator names without the PV_ prefix, lower-cased
+// for people; TestLayoutMatchesBTF checks them against the enum.
+var reasonNames = [ReasonMax]string{
+	ReasonPodToStack:        "pod_to_stack",
+	ReasonPodToLocal:        "pod_to_local",
+	ReasonPodToNIC:          "pod_to_nic",
+	ReasonPodARP:            "pod_arp",
+	ReasonNICToStack:        "nic_to_stack",
+	ReasonNICToLocal:        "nic_to_local",
+	ReasonDropMalformed:     "drop_malformed",
+	ReasonDropUnsupportedL3: "drop_unsupported_l3",
+	ReasonDropSpoofedIP:     "drop_spoofed_ip",
+	ReasonDropSpoofedMAC:    "drop_spoofed_mac",
+	ReasonDropTTLExceeded:   "drop_ttl_exceeded",
+}
+
+func (r Reason) String() string {
+	if r < ReasonMax {
+		return reasonNames[r]
+	}
+	return fmt.Sprintf("reason_%d", uint32(r))
+}
+
+// IsDrop reports whether packets counted under r were dropped.
+func (r Reason) IsDrop() bool {
+	return r >= ReasonDropMalformed && r < ReasonMax
+}
+
+// Map names as in the ELF object; each is pinned under PinDir(root).
+const (
+	EndpointsMap = "endpoints"
+	ConfigMap    = "config"
+	CountersMap  = "counters"
+	NoSNATMap    = "nosnat"
+)
+
+// Names lists every map podvnet pins.
+var Names = []string{EndpointsMap, ConfigMap, CountersMap, NoSNATMap}
+
+// PinDir is where the maps are pinned under a bpffs root.
+func PinDir(root string) string { return filepath.Join(root, "maps") }

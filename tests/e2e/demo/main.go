@@ -1,0 +1,187 @@
+// Command demo brings up a simulated VNet with two nodes running the real
+// podvnet agent, creates two pods per node with the real plugin (through
+// libcni), sends TCP traffic pod to pod on one node and across nodes, shows
+// what the eBPF programs counted and the debug view of the endpoint maps,
+// and removes everything again, also on error or Ctrl-C. `make demo` runs it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/podvnet/podvnet/internal/nettest"
+	"github.com/podvnet/podvnet/pkg/maps"
+	"github.com/podvnet/podvnet/tests/e2e/vnet"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintf(os.Stderr, "demo failed: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	binDir := flag.String("bin-dir", "bin", "directory with podvnet-agent and podvnet")
+	keep := flag.Bool("keep-logs", false, "keep the work directory (agent and plugin logs)")
+	hold := flag.Bool("hold", false, "keep the VNet up until Ctrl-C, to explore it with `ip netns exec`")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		return errors.New("run as root: the demo creates network namespaces, veths and a bpffs")
+	}
+	bin, err := filepath.Abs(*binDir)
+	if err != nil {
+		return err
+	}
+	for _, b := range []string{"podvnet-agent", "podvnet"} {
+		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
+			return fmt.Errorf("%s not found in %s: run `make build` first", b, bin)
+		}
+	}
+	work, err := os.MkdirTemp("", "podvnet-demo-")
+	if err != nil {
+		return err
+	}
+	if !*keep {
+		defer os.RemoveAll(work)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	prefix := nettest.Prefix()
+	step("Building the simulated VNet %s: fabric router + 2 nodes (namespaces %s-*)", vnet.Subnet, prefix)
+	v, err := vnet.New(vnet.Options{Prefix: prefix, PerNode: 30, BinDir: bin, WorkDir: work})
+	if err != nil {
+		return err
+	}
+	// Teardown runs on success, error and Ctrl-C alike.
+	defer func() {
+		step("Tearing down: CNI DEL for every pod, agents stopped, namespaces and bpffs removed")
+		if err := v.Close(); err != nil {
+			fmt.Fprintf(os.Stderr, "teardown: %v\n", err)
+			return
+		}
+		fmt.Println("  nothing left behind")
+		if *keep {
+			fmt.Printf("  logs kept in %s\n", work)
+		}
+	}()
+	for _, n := range v.Nodes {
+		fmt.Printf("  %s: eth0 %s/%d, secondary IPs %s-%s\n", n.Name, n.Pool.Primary, vnet.Subnet.Bits(),
+			n.Pool.Secondary[0], n.Pool.Secondary[len(n.Pool.Secondary)-1])
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
+	step("Starting podvnet-agent on each node")
+	for _, n := range v.Nodes {
+		if err := n.StartAgent(); err != nil {
+			return err
+		}
+		fmt.Printf("  %s: agent pid %d serving %s\n", n.Name, n.AgentPID(), n.Socket())
+	}
+
+	step("Creating two pods per node with the podvnet CNI plugin (via libcni, as containerd does)")
+	var pods []*vnet.Pod
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  NODE\tPOD\tIP\tHOST VETH")
+	for _, n := range v.Nodes {
+		for _, name := range []string{"web", "db"} {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			p, err := n.AddPod(name)
+			if err != nil {
+				return err
+			}
+			if _, err := p.EchoServer(7000); err != nil {
+				return err
+			}
+			pods = append(pods, p)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", n.Name, p.Name, p.IP, p.Result.Interfaces[0].Name)
+		}
+	}
+	tw.Flush()
+
+	step("TCP traffic through the eBPF path")
+	before := counters(v)
+	for _, pair := range [][2]*vnet.Pod{{pods[0], pods[1]}, {pods[0], pods[2]}, {pods[3], pods[1]}} {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		src, dst := pair[0], pair[1]
+		where := "same node"
+		if src.Node != dst.Node {
+			where = "across nodes"
+		}
+		const size = 8 << 20
+		d, err := vnet.TCPEcho(src, dst.IP, 7000, size, 20*time.Second)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("  %s/%s %s -> %s/%s %s (%s): %d MiB echoed in %s\n", src.Node.Name, src.Name, src.IP,
+			dst.Node.Name, dst.Name, dst.IP, where, size>>20, d.Round(time.Millisecond))
+	}
+	after := counters(v)
+	fmt.Println("  what the programs counted (packets):")
+	for i, n := range v.Nodes {
+		var parts []string
+		for _, r := range []maps.Reason{maps.ReasonPodToLocal, maps.ReasonPodToNIC, maps.ReasonNICToLocal, maps.ReasonPodToStack} {
+			parts = append(parts, fmt.Sprintf("%s +%d", r, after[i][r]-before[i][r]))
+		}
+		fmt.Printf("    %s: %s\n", n.Name, strings.Join(parts, ", "))
+	}
+
+	for _, n := range v.Nodes {
+		step("podvnet-agent debug endpoints on %s", n.Name)
+		out, err := n.Debug("endpoints")
+		if err != nil {
+			return err
+		}
+		fmt.Print(indent(out))
+	}
+	if *hold {
+		step("Holding the VNet up; press Ctrl-C to tear it down. Namespaces:")
+		fmt.Printf("  fabric %s, nodes %s-node1 %s-node2, pods %s-node1-web ...\n", v.Fabric.Name, prefix, prefix, prefix)
+		fmt.Printf("  e.g. ip netns exec %s-node1-web ping %s\n", prefix, pods[2].IP)
+		<-ctx.Done()
+	}
+	return nil
+}
+
+// counters reads each node's pinned counters map directly.
+func counters(v *vnet.VNet) []map[maps.Reason]uint64 {
+	var out []map[maps.Reason]uint64
+	for _, n := range v.Nodes {
+		m := map[maps.Reason]uint64{}
+		if set, err := maps.OpenPinned(n.BPFFS); err == nil {
+			if all, err := set.Counters.All(); err == nil {
+				for _, c := range all {
+					m[c.Reason] = c.Packets
+				}
+			}
+			set.Close()
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func step(format string, args ...any) {
+	fmt.Printf("\n==> "+format+"\n", args...)
+}
+
+func indent(s string) string {
+	return "  " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n  ") + "\n"
+}

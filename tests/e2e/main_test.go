@@ -1,0 +1,103 @@
+// Package e2e runs the real podvnet binaries in a simulated VNet (see
+// package vnet). Every test builds its own VNet with a unique prefix and
+// removes it, also when it fails.
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/podvnet/podvnet/internal/nettest"
+	"github.com/podvnet/podvnet/tests/e2e/vnet"
+)
+
+// binDir holds podvnet-agent and podvnet, built once per test binary unless
+// PODVNET_BIN_DIR points at binaries already built (make test does).
+var binDir string
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	binDir = os.Getenv("PODVNET_BIN_DIR")
+	if binDir == "" && os.Geteuid() == 0 {
+		dir, err := os.MkdirTemp("", "podvnet-e2e-bin-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		for pkg, name := range map[string]string{"./cmd/agent": "podvnet-agent", "./cmd/plugin": "podvnet"} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
+			cmd.Dir = "../.."
+			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+			if err := cmd.Run(); err != nil {
+				fmt.Fprintf(os.Stderr, "build %s: %v\n", pkg, err)
+				return 1
+			}
+		}
+		binDir = dir
+	}
+	return m.Run()
+}
+
+// newVNet builds a simulated VNet for t, removed when t ends.
+func newVNet(t *testing.T, opts vnet.Options) *vnet.VNet {
+	t.Helper()
+	nettest.RequireRoot(t)
+	if opts.Prefix == "" {
+		opts.Prefix = nettest.Prefix()
+	}
+	opts.BinDir = binDir
+	opts.WorkDir = t.TempDir()
+	v, err := vnet.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range v.Nodes {
+				if b, err := os.ReadFile(n.AgentLog()); err == nil {
+					t.Logf("%s agent log:\n%s", n.Name, tail(b, 6000))
+				}
+				if b, err := os.ReadFile(filepath.Join(n.Dir, "cni.log")); err == nil {
+					t.Logf("%s plugin log:\n%s", n.Name, tail(b, 3000))
+				}
+			}
+		}
+		if err := v.Close(); err != nil {
+			t.Errorf("tear down VNet: %v", err)
+		}
+	})
+	return v
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+// startAgents starts the agent on every node.
+func startAgents(t *testing.T, v *vnet.VNet) {
+	t.Helper()
+	for _, n := range v.Nodes {
+		if err := n.StartAgent(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func addPod(t *testing.T, n *vnet.Node, name string) *vnet.Pod {
+	t.Helper()
+	p, err := n.AddPod(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

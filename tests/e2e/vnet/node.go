@@ -1,0 +1,183 @@
+package vnet
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/podvnet/podvnet/internal/nettest"
+	"github.com/podvnet/podvnet/pkg/agentapi"
+	"github.com/podvnet/podvnet/pkg/ipam"
+)
+
+// Node is one simulated VM: a namespace with eth0 on the fabric.
+type Node struct {
+	vnet   *VNet
+	Index  int
+	Name   string
+	NS     *nettest.NS
+	Pool   ipam.Pool
+	NICMAC net.HardwareAddr
+	Dir    string // the node's work dir
+	BPFFS  string
+
+	agent *exec.Cmd
+	done  chan error
+	pods  int
+}
+
+// Socket is the agent's API socket.
+func (n *Node) Socket() string { return filepath.Join(n.Dir, "agent.sock") }
+
+// StateDir is the agent's state directory.
+func (n *Node) StateDir() string { return filepath.Join(n.Dir, "state") }
+
+// AgentLog is where the agent's output goes.
+func (n *Node) AgentLog() string { return filepath.Join(n.Dir, "agent.log") }
+
+// PoolFile is the static pool file of the node.
+func (n *Node) PoolFile() string { return filepath.Join(n.Dir, "pool.json") }
+
+func (n *Node) bin(name string) string { return filepath.Join(n.vnet.Opts.BinDir, name) }
+
+// AgentArgs are the flags StartAgent passes to `podvnet-agent run`.
+func (n *Node) AgentArgs() []string {
+	args := []string{"run", "--nic", "eth0",
+		"--ipam-source", "static", "--pool-file", n.PoolFile(),
+		"--bpffs-root", n.BPFFS, "--state-dir", n.StateDir(), "--socket", n.Socket(),
+		"--log-level", "debug",
+	}
+	return append(args, n.vnet.Opts.AgentArgs...)
+}
+
+// StartAgent runs podvnet-agent in the node's namespace and waits until it
+// serves. extra flags are appended.
+func (n *Node) StartAgent(extra ...string) error {
+	if n.agent != nil {
+		return fmt.Errorf("%s: agent already running", n.Name)
+	}
+	if err := n.writePool(); err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(n.AgentLog(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	args := append([]string{"--net=" + n.NS.Path(), n.bin("podvnet-agent")}, append(n.AgentArgs(), extra...)...)
+	cmd := exec.Command("nsenter", args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// If the test process dies, so does the agent.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("%s: start agent: %w", n.Name, err)
+	}
+	n.agent = cmd
+	n.done = make(chan error, 1)
+	go func() { n.done <- cmd.Wait() }()
+	n.vnet.onClose(func() error { n.StopAgent(syscall.SIGTERM); return nil })
+
+	client := agentapi.NewClient(n.Socket())
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-n.done:
+			n.agent = nil
+			return fmt.Errorf("%s: agent exited (%v):\n%s", n.Name, err, n.tailLog())
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		st, err := client.Status(ctx)
+		cancel()
+		if err == nil && st.Ready {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s: agent not ready after 30s:\n%s", n.Name, n.tailLog())
+}
+
+// WaitAgentExit waits for an agent that is expected to stop on its own and
+// returns how it ended.
+func (n *Node) WaitAgentExit(timeout time.Duration) error {
+	if n.agent == nil {
+		return errors.New("agent not running")
+	}
+	select {
+	case err := <-n.done:
+		n.agent = nil
+		return err
+	case <-time.After(timeout):
+		return fmt.Errorf("%s: agent still running after %s", n.Name, timeout)
+	}
+}
+
+// StopAgent signals the agent and waits for it (SIGKILL after 10s).
+func (n *Node) StopAgent(sig syscall.Signal) {
+	if n.agent == nil {
+		return
+	}
+	n.agent.Process.Signal(sig)
+	select {
+	case <-n.done:
+	case <-time.After(10 * time.Second):
+		n.agent.Process.Kill()
+		<-n.done
+	}
+	n.agent = nil
+}
+
+// AgentPID is the running agent's process ID, 0 when none runs.
+func (n *Node) AgentPID() int {
+	if n.agent == nil {
+		return 0
+	}
+	return n.agent.Process.Pid
+}
+
+func (n *Node) tailLog() string {
+	b, _ := os.ReadFile(n.AgentLog())
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
+}
+
+func (n *Node) writePool() error {
+	doc := map[string]any{
+		"subnet": n.Pool.Subnet.String(), "gateway": n.Pool.Gateway.String(), "primary": n.Pool.Primary.String(),
+	}
+	var sec []string
+	for _, ip := range n.Pool.Secondary {
+		sec = append(sec, ip.String())
+	}
+	doc["secondary"] = sec
+	b, _ := json.Marshal(doc)
+	return os.WriteFile(n.PoolFile(), b, 0o600)
+}
+
+// Exec runs a command in the node's network namespace and returns its
+// combined output.
+func (n *Node) Exec(name string, args ...string) (string, error) {
+	cmd := exec.Command("nsenter", append([]string{"--net=" + n.NS.Path(), name}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("%s: %s %v: %w\n%s", n.Name, name, args, err, out.String())
+	}
+	return out.String(), nil
+}
+
+// Debug runs `podvnet-agent debug ARGS --bpffs-root <node's>` in the node.
+func (n *Node) Debug(args ...string) (string, error) {
+	return n.Exec(n.bin("podvnet-agent"), append(append([]string{"debug"}, args...), "--bpffs-root", n.BPFFS)...)
+}

@@ -9,14 +9,55 @@
  *     out of the NIC, skipping the host's routing and netfilter;
  *   - anything else (this node, Service CIDR, Internet): the kernel stack,
  *     where kube-proxy and masquerading live.
- * ARP passes to the stack (the host veth owns no address, so nothing answers
- * but neighbour probes stay harmless); other non-IPv4 frames are dropped:
- * podvnet is IPv4-only, and IPv6 from a pod would reach the host stack without
- * any source check.
+ * ARP: a request for the gateway (169.254.1.1) is answered here with the
+ * host veth's MAC, so a pod whose neighbour table was flushed (or whose
+ * permanent entry was removed) finds its gateway again; other ARP passes to
+ * the stack, where nothing answers it (the host veth owns no address). Other
+ * non-IPv4 frames are dropped: podvnet is IPv4-only, and IPv6 from a pod would
+ * reach the host stack without any source check.
  */
 #include "podvnet.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
+
+/* Turns an ARP request for the gateway, sent by the endpoint that owns this
+ * interface, into the reply and sends it back out to the pod. */
+static __always_inline int pv_arp(struct __sk_buff *skb, struct ethhdr *eth)
+{
+	void *data_end = (void *)(long)skb->data_end;
+	struct pv_arp *arp = (void *)(eth + 1);
+	struct pv_endpoint *src;
+	struct pv_config *cfg;
+	__be32 spa, tpa;
+
+	if ((void *)(arp + 1) > data_end || arp->ar_op != bpf_htons(PV_ARPOP_REQUEST) ||
+	    arp->ar_hrd != bpf_htons(PV_ARPHRD_ETHER) || arp->ar_pro != bpf_htons(ETH_P_IP) ||
+	    arp->ar_hln != ETH_ALEN || arp->ar_pln != 4)
+		return pv_count(skb, PV_POD_ARP, TC_ACT_OK);
+	cfg = pv_config();
+	__builtin_memcpy(&tpa, arp->tpa, 4);
+	if (!cfg || cfg->gateway_ip == 0 || tpa != cfg->gateway_ip)
+		return pv_count(skb, PV_POD_ARP, TC_ACT_OK);
+
+	__builtin_memcpy(&spa, arp->spa, 4);
+	src = pv_endpoint(spa);
+	if (!src || src->ifindex != skb->ifindex)
+		return pv_count(skb, PV_DROP_SPOOFED_IP, TC_ACT_SHOT);
+	if (__builtin_memcmp(arp->sha, src->pod_mac, ETH_ALEN) != 0 ||
+	    __builtin_memcmp(eth->h_source, src->pod_mac, ETH_ALEN) != 0)
+		return pv_count(skb, PV_DROP_SPOOFED_MAC, TC_ACT_SHOT);
+
+	arp->ar_op = bpf_htons(PV_ARPOP_REPLY);
+	__builtin_memcpy(arp->tha, src->pod_mac, ETH_ALEN);
+	__builtin_memcpy(arp->tpa, &spa, 4);
+	__builtin_memcpy(arp->sha, src->host_mac, ETH_ALEN);
+	__builtin_memcpy(arp->spa, &tpa, 4);
+	__builtin_memcpy(eth->h_dest, src->pod_mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, src->host_mac, ETH_ALEN);
+	pv_count(skb, PV_POD_ARP_REPLY, TC_ACT_OK);
+	/* Out of the host veth: the reply arrives on the pod's eth0. */
+	return bpf_redirect(skb->ifindex, 0);
+}
 
 SEC("tc")
 int from_pod(struct __sk_buff *skb)
@@ -33,7 +74,7 @@ int from_pod(struct __sk_buff *skb)
 		return pv_count(skb, PV_DROP_MALFORMED, TC_ACT_SHOT);
 	if (ret == 0) {
 		if (eth->h_proto == bpf_htons(ETH_P_ARP))
-			return pv_count(skb, PV_POD_ARP, TC_ACT_OK);
+			return pv_arp(skb, eth);
 		return pv_count(skb, PV_DROP_UNSUPPORTED_L3, TC_ACT_SHOT);
 	}
 

@@ -42,6 +42,7 @@ struct pv_endpoint {
 struct pv_config {
 	__u32 nic_ifindex;  /* the VNet NIC; 0 = not configured, pass to stack */
 	__be32 node_ip;     /* primary IP of the NIC, always handled by the stack */
+	__be32 gateway_ip;  /* the pods' default gateway (169.254.1.1) */
 	__u8 nic_mac[6];
 	__u16 pad;
 	__u32 flags;        /* PV_CFG_F_* */
@@ -58,6 +59,7 @@ enum pv_reason {
 	PV_POD_TO_LOCAL,        /* from a pod to a pod on this node */
 	PV_POD_TO_NIC,          /* from a pod into the VNet */
 	PV_POD_ARP,             /* ARP from a pod, passed to the stack */
+	PV_POD_ARP_REPLY,       /* ARP request for the gateway, answered */
 	PV_NIC_TO_STACK,        /* from the NIC, not for a pod */
 	PV_NIC_TO_LOCAL,        /* from the NIC to a pod on this node */
 	PV_DROP_MALFORMED,      /* truncated Ethernet or IPv4 header, IHL < 5 */
@@ -158,6 +160,23 @@ static __always_inline int pv_parse_ipv4(struct __sk_buff *skb, struct ethhdr **
 	*ip = h;
 	return 1;
 }
+
+/* An ARP packet for IPv4 over Ethernet (linux/if_arp.h drags in libc). */
+#define PV_ARPHRD_ETHER 1
+#define PV_ARPOP_REQUEST 1
+#define PV_ARPOP_REPLY 2
+
+struct pv_arp {
+	__be16 ar_hrd;
+	__be16 ar_pro;
+	__u8 ar_hln;
+	__u8 ar_pln;
+	__be16 ar_op;
+	__u8 sha[ETH_ALEN];
+	__u8 spa[4];
+	__u8 tha[ETH_ALEN];
+	__u8 tpa[4];
+};
 
 /* A routed hop: decrement TTL with an incremental checksum update (RFC 1624),
  * as ip_decrease_ttl() does. Returns 0 when the packet must be dropped. */

@@ -18,8 +18,8 @@ func newDebugCommand() *cobra.Command {
 		Use:   "debug",
 		Short: "Inspect the pinned data path of this node (works while the agent is down)",
 	}
-	cmd.PersistentFlags().StringVar(&root, "bpffs-root", "/sys/fs/bpf/podvnet", "bpffs directory the agent pins under")
-	cmd.AddCommand(newDebugEndpointsCommand(&root))
+	cmd.PersistentFlags().StringVar(&root, "bpffs-root", defaultBPFFSRoot, "bpffs directory the agent pins under")
+	cmd.AddCommand(newDebugEndpointsCommand(&root), newDebugCountersCommand(&root), newDebugLinksCommand(&root))
 	return cmd
 }
 

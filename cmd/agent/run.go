@@ -13,6 +13,14 @@ import (
 
 	"github.com/podvnet/podvnet/pkg/agent"
 	"github.com/podvnet/podvnet/pkg/ipam"
+	"github.com/podvnet/podvnet/pkg/loader"
+)
+
+// Defaults shared by run, debug and cleanup.
+const (
+	defaultBPFFSRoot = "/sys/fs/bpf/podvnet"
+	defaultStateDir  = "/var/lib/podvnet"
+	defaultSocket    = "/run/podvnet/agent.sock"
 )
 
 type runFlags struct {
@@ -25,6 +33,7 @@ type runFlags struct {
 	maxPods    int
 	cooldown   time.Duration
 	noSNAT     []string
+	attachMode string
 	logLevel   string
 	logFormat  string
 }
@@ -43,9 +52,10 @@ func newRunCommand() *cobra.Command {
 	fl.StringVar(&f.nic, "nic", "eth0", "the VNet NIC whose secondary IPs pods get")
 	fl.StringVar(&f.ipamSource, "ipam-source", "static", "where the pool comes from: static")
 	fl.StringVar(&f.poolFile, "pool-file", "/etc/podvnet/pool.json", "static pool file (with --ipam-source static)")
-	fl.StringVar(&f.bpffsRoot, "bpffs-root", "/sys/fs/bpf/podvnet", "bpffs directory for pinned maps and links (a bpffs is mounted if none is)")
-	fl.StringVar(&f.stateDir, "state-dir", "/var/lib/podvnet", "directory for the durable allocation state")
-	fl.StringVar(&f.socket, "socket", "/run/podvnet/agent.sock", "unix socket the CNI plugin talks to (root only)")
+	fl.StringVar(&f.bpffsRoot, "bpffs-root", defaultBPFFSRoot, "bpffs directory for pinned maps and links (a bpffs is mounted if none is)")
+	fl.StringVar(&f.stateDir, "state-dir", defaultStateDir, "directory for the durable allocation state")
+	fl.StringVar(&f.socket, "socket", defaultSocket, "unix socket the CNI plugin talks to (root only)")
+	fl.StringVar(&f.attachMode, "attach-mode", "auto", "how programs attach to tc: auto (tcx, else legacy), tcx, or legacy (clsact + cls_bpf)")
 	fl.IntVar(&f.maxPods, "max-pods", 30, "most pods on this node; the limit is min(max-pods, secondary IPs)")
 	fl.DurationVar(&f.cooldown, "ip-cooldown", 30*time.Second, "how long a released IP rests before it is handed out again")
 	fl.StringSliceVar(&f.noSNAT, "no-snat-cidrs", nil, "extra destination CIDRs pods reach without SNAT (peered VNets, on-premises); the pool subnet is always included")
@@ -64,6 +74,9 @@ func runAgent(ctx context.Context, f *runFlags) error {
 	cfg := agent.Config{
 		NIC: f.nic, BPFFSRoot: f.bpffsRoot, StateDir: f.stateDir, Socket: f.socket,
 		MaxPods: f.maxPods, Cooldown: f.cooldown,
+	}
+	if cfg.AttachMode, err = loader.ParseMode(f.attachMode); err != nil {
+		return fmt.Errorf("--attach-mode: %w", err)
 	}
 	if f.maxPods <= 0 {
 		return fmt.Errorf("--max-pods %d: must be at least 1", f.maxPods)

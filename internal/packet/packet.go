@@ -104,3 +104,36 @@ func (f Frame) IPv4HeaderValid() bool {
 	hlen := int(f[14]&0x0f) * 4
 	return Checksum(f[14:14+hlen]) == 0
 }
+
+// ARP returns an Ethernet frame carrying an IPv4-over-Ethernet ARP packet.
+func ARP(op uint16, ethSrc, ethDst, sha net.HardwareAddr, spa netip.Addr, tha net.HardwareAddr, tpa netip.Addr) []byte {
+	b := Ethernet(ethSrc, ethDst, EtherTypeARP, 28)
+	a := b[14:]
+	binary.BigEndian.PutUint16(a[0:2], 1) // Ethernet
+	binary.BigEndian.PutUint16(a[2:4], EtherTypeIPv4)
+	a[4], a[5] = 6, 4
+	binary.BigEndian.PutUint16(a[6:8], op)
+	s4, t4 := spa.As4(), tpa.As4()
+	copy(a[8:14], sha)
+	copy(a[14:18], s4[:])
+	copy(a[18:24], tha)
+	copy(a[24:28], t4[:])
+	return b
+}
+
+// ARPFields are the fields of an ARP frame.
+type ARPFields struct {
+	Op       uint16
+	SHA, THA net.HardwareAddr
+	SPA, TPA netip.Addr
+}
+
+// ARP parses the ARP packet of a frame.
+func (f Frame) ARP() ARPFields {
+	a := f[14:]
+	return ARPFields{
+		Op:  binary.BigEndian.Uint16(a[6:8]),
+		SHA: net.HardwareAddr(a[8:14]), SPA: netip.AddrFrom4([4]byte(a[14:18])),
+		THA: net.HardwareAddr(a[18:24]), TPA: netip.AddrFrom4([4]byte(a[24:28])),
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
 
+	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/ipam"
 	"github.com/podvnet/podvnet/pkg/loader"
 	"github.com/podvnet/podvnet/pkg/maps"
@@ -23,14 +24,15 @@ import (
 
 // Config is what `podvnet-agent run` is told.
 type Config struct {
-	NIC       string        // the VNet NIC, e.g. eth0
-	BPFFSRoot string        // where maps and links are pinned
-	StateDir  string        // where allocations persist
-	Socket    string        // the plugin API's unix socket
-	Pool      ipam.Pool     // the node's addresses
-	MaxPods   int           // upper bound on pods, <= pool size
-	Cooldown  time.Duration // rest of a released address
-	NoSNAT    []netip.Prefix
+	NIC        string        // the VNet NIC, e.g. eth0
+	BPFFSRoot  string        // where maps and links are pinned
+	StateDir   string        // where allocations persist
+	Socket     string        // the plugin API's unix socket
+	Pool       ipam.Pool     // the node's addresses
+	MaxPods    int           // upper bound on pods, <= pool size
+	Cooldown   time.Duration // rest of a released address
+	NoSNAT     []netip.Prefix
+	AttachMode loader.Mode // tcx, legacy or auto
 }
 
 // StateFile is the allocation state under the state dir.
@@ -66,7 +68,7 @@ func New(cfg Config, log *zap.Logger) (_ *Agent, err error) {
 	if err != nil {
 		return nil, err
 	}
-	dp, err := loader.Load(cfg.BPFFSRoot)
+	dp, err := loader.Load(cfg.BPFFSRoot, loader.Options{Mode: cfg.AttachMode})
 	if err != nil {
 		return nil, fmt.Errorf("load data path: %w", err)
 	}
@@ -87,13 +89,17 @@ func New(cfg Config, log *zap.Logger) (_ *Agent, err error) {
 		return nil, err
 	}
 	log.Info("data path attached", zap.String("ifname", nic.Attrs().Name), zap.Int("ifindex", nic.Attrs().Index),
-		zap.String("prog", "from_nic"))
+		zap.String("prog", "from_nic"), zap.String("mode", string(dp.Mode())))
 	return a, nil
 }
 
 func (a *Agent) writeConfig() error {
 	attrs := a.nic.Attrs()
-	cfg := maps.Config{NICIfindex: uint32(attrs.Index), NodeIP: a.cfg.Pool.Primary.As4()}
+	cfg := maps.Config{
+		NICIfindex: uint32(attrs.Index),
+		NodeIP:     a.cfg.Pool.Primary.As4(),
+		GatewayIP:  netip.MustParseAddr(agentapi.GatewayIP).As4(),
+	}
 	copy(cfg.NICMAC[:], attrs.HardwareAddr)
 	if err := a.dp.Maps.Config.Set(cfg); err != nil {
 		return err

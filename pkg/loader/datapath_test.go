@@ -20,7 +20,7 @@ import (
 const (
 	actOK       = 0
 	actShot     = 2
-	actRedirect = 7
+	actRedirect = 7 // bpf_redirect, _peer and _neigh alike
 )
 
 var (
@@ -31,13 +31,14 @@ var (
 	podBMAC  = mac("02:aa:00:00:00:06")
 	hostBMAC = mac("02:bb:00:00:00:06")
 
-	podA    = netip.MustParseAddr("10.240.0.5")
-	podB    = netip.MustParseAddr("10.240.0.6")
-	nodeIP  = netip.MustParseAddr("10.240.0.4")
-	remote  = netip.MustParseAddr("10.240.0.40") // a pod on another node
-	inet    = netip.MustParseAddr("198.51.100.7")
-	subnet  = netip.MustParsePrefix("10.240.0.0/16")
-	peering = netip.MustParsePrefix("172.16.0.0/12")
+	podA      = netip.MustParseAddr("10.240.0.5")
+	podB      = netip.MustParseAddr("10.240.0.6")
+	nodeIP    = netip.MustParseAddr("10.240.0.4")
+	gatewayIP = netip.MustParseAddr("169.254.1.1")
+	remote    = netip.MustParseAddr("10.240.0.40") // a pod on another node
+	inet      = netip.MustParseAddr("198.51.100.7")
+	subnet    = netip.MustParsePrefix("10.240.0.0/16")
+	peering   = netip.MustParsePrefix("172.16.0.0/12")
 )
 
 func mac(s string) net.HardwareAddr {
@@ -61,7 +62,7 @@ func newTestbed(t *testing.T) *testbed {
 	t.Helper()
 	nettest.RequireRoot(t)
 	ns := nettest.NewNS(t, nettest.Prefix()+"-dp")
-	dp, err := Load(nettest.BPFFS(t))
+	dp, err := Load(nettest.BPFFS(t), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +85,7 @@ func newTestbed(t *testing.T) *testbed {
 
 	var nm [6]byte
 	copy(nm[:], nicMAC)
-	must(t, dp.Maps.Config.Set(maps.Config{NICIfindex: uint32(tb.nicIdx), NodeIP: nodeIP.As4(), NICMAC: nm}))
+	must(t, dp.Maps.Config.Set(maps.Config{NICIfindex: uint32(tb.nicIdx), NodeIP: nodeIP.As4(), GatewayIP: gatewayIP.As4(), NICMAC: nm}))
 	must(t, dp.Maps.NoSNAT.Sync([]netip.Prefix{subnet, peering}))
 	must(t, dp.Maps.Endpoints.Put(podA, endpoint(tb.podAIdx, podAMAC, hostAMAC)))
 	must(t, dp.Maps.Endpoints.Put(podB, endpoint(4242, podBMAC, hostBMAC)))
@@ -181,7 +182,7 @@ func TestFromPod(t *testing.T) {
 	fromA := func(dst netip.Addr) packet.IPv4 {
 		return packet.IPv4{SrcMAC: podAMAC, DstMAC: hostAMAC, Src: podA, Dst: dst}
 	}
-	arp := packet.Ethernet(podAMAC, mac("ff:ff:ff:ff:ff:ff"), packet.EtherTypeARP, 28)
+	arp := packet.ARP(1, podAMAC, mac("ff:ff:ff:ff:ff:ff"), podAMAC, podA, mac("00:00:00:00:00:00"), remote)
 	spoofIP := fromA(remote)
 	spoofIP.Src = podB
 	spoofMAC := fromA(remote)
@@ -212,7 +213,7 @@ func TestFromPod(t *testing.T) {
 		{name: "unknown source IP", frame: withSrc(fromA(remote), inet), verdict: actShot, reason: maps.ReasonDropSpoofedIP},
 		{name: "spoofed source MAC", frame: spoofMAC.Build(), verdict: actShot, reason: maps.ReasonDropSpoofedMAC},
 		{name: "TTL 1", frame: ttl1.Build(), verdict: actShot, reason: maps.ReasonDropTTLExceeded},
-		{name: "ARP", frame: arp, verdict: actOK, reason: maps.ReasonPodARP},
+		{name: "ARP for another IP", frame: arp, verdict: actOK, reason: maps.ReasonPodARP},
 		{name: "IPv6", frame: packet.Ethernet(podAMAC, hostAMAC, packet.EtherTypeIPv6, 40), verdict: actShot, reason: maps.ReasonDropUnsupportedL3},
 		{name: "VLAN tagged", frame: packet.Ethernet(podAMAC, hostAMAC, packet.EtherTypeVLAN, 46), verdict: actShot, reason: maps.ReasonDropUnsupportedL3},
 		{name: "IHL below 5", frame: ihl4(fromA(remote)), verdict: actShot, reason: maps.ReasonDropMalformed},
@@ -249,6 +250,49 @@ func TestFromPod(t *testing.T) {
 				}
 			} else if tt.verdict == actOK && !bytes.Equal(out[:len(in)], in) {
 				t.Errorf("a frame passed to the stack must be untouched")
+			}
+		})
+	}
+}
+
+// TestARPResponder: the gateway answers ARP from the pod that owns the
+// interface, in eBPF, straight back out of the host veth.
+func TestARPResponder(t *testing.T) {
+	tb := newTestbed(t)
+	bcast := mac("ff:ff:ff:ff:ff:ff")
+	zero := mac("00:00:00:00:00:00")
+	tests := []struct {
+		name    string
+		frame   []byte
+		verdict uint32
+		reason  maps.Reason
+	}{
+		{"request for the gateway", packet.ARP(1, podAMAC, bcast, podAMAC, podA, zero, gatewayIP), actRedirect, maps.ReasonPodARPReply},
+		{"request for another IP", packet.ARP(1, podAMAC, bcast, podAMAC, podA, zero, remote), actOK, maps.ReasonPodARP},
+		{"reply", packet.ARP(2, podAMAC, hostAMAC, podAMAC, podA, hostAMAC, gatewayIP), actOK, maps.ReasonPodARP},
+		{"sender IP of another pod", packet.ARP(1, podAMAC, bcast, podAMAC, podB, zero, gatewayIP), actShot, maps.ReasonDropSpoofedIP},
+		{"sender MAC not the pod's", packet.ARP(1, podBMAC, bcast, podBMAC, podA, zero, gatewayIP), actShot, maps.ReasonDropSpoofedMAC},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := tb.counters(t)
+			verdict, out := tb.run(t, HookPod, tb.podAIdx, tt.frame)
+			if verdict != tt.verdict {
+				t.Fatalf("verdict %d, want %d", verdict, tt.verdict)
+			}
+			if got := tb.counters(t)[tt.reason].Packets - before[tt.reason].Packets; got != 1 {
+				t.Errorf("counter %s moved by %d, want 1", tt.reason, got)
+			}
+			if tt.reason != maps.ReasonPodARPReply {
+				return
+			}
+			arp := out.ARP()
+			if !bytes.Equal(out.DstMAC(), podAMAC) || !bytes.Equal(out.SrcMAC(), hostAMAC) {
+				t.Errorf("Ethernet %s <- %s, want %s <- %s", out.DstMAC(), out.SrcMAC(), podAMAC, hostAMAC)
+			}
+			want := packet.ARPFields{Op: 2, SHA: hostAMAC, SPA: gatewayIP, THA: podAMAC, TPA: podA}
+			if arp.Op != want.Op || !bytes.Equal(arp.SHA, want.SHA) || arp.SPA != want.SPA || !bytes.Equal(arp.THA, want.THA) || arp.TPA != want.TPA {
+				t.Errorf("ARP reply %+v, want %+v", arp, want)
 			}
 		})
 	}
@@ -327,3 +371,5 @@ func badVersion(p packet.IPv4) []byte {
 	b[14] = 6<<4 | 5
 	return b
 }
+
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }

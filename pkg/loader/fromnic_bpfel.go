@@ -17,6 +17,7 @@ type fromNicPvConfig struct {
 	_          structs.HostLayout
 	NicIfindex uint32
 	NodeIp     uint32
+	GatewayIp  uint32
 	NicMac     [6]uint8
 	Pad        uint16
 	Flags      uint32

@@ -17,6 +17,7 @@ type fromPodPvConfig struct {
 	_          structs.HostLayout
 	NicIfindex uint32
 	NodeIp     uint32
+	GatewayIp  uint32
 	NicMac     [6]uint8
 	Pad        uint16
 	Flags      uint32
@@ -54,14 +55,15 @@ const (
 	fromPodPvReasonPV_POD_TO_LOCAL        fromPodPvReason = 1
 	fromPodPvReasonPV_POD_TO_NIC          fromPodPvReason = 2
 	fromPodPvReasonPV_POD_ARP             fromPodPvReason = 3
-	fromPodPvReasonPV_NIC_TO_STACK        fromPodPvReason = 4
-	fromPodPvReasonPV_NIC_TO_LOCAL        fromPodPvReason = 5
-	fromPodPvReasonPV_DROP_MALFORMED      fromPodPvReason = 6
-	fromPodPvReasonPV_DROP_UNSUPPORTED_L3 fromPodPvReason = 7
-	fromPodPvReasonPV_DROP_SPOOFED_IP     fromPodPvReason = 8
-	fromPodPvReasonPV_DROP_SPOOFED_MAC    fromPodPvReason = 9
-	fromPodPvReasonPV_DROP_TTL_EXCEEDED   fromPodPvReason = 10
-	fromPodPvReasonPV_REASON_MAX          fromPodPvReason = 11
+	fromPodPvReasonPV_POD_ARP_REPLY       fromPodPvReason = 4
+	fromPodPvReasonPV_NIC_TO_STACK        fromPodPvReason = 5
+	fromPodPvReasonPV_NIC_TO_LOCAL        fromPodPvReason = 6
+	fromPodPvReasonPV_DROP_MALFORMED      fromPodPvReason = 7
+	fromPodPvReasonPV_DROP_UNSUPPORTED_L3 fromPodPvReason = 8
+	fromPodPvReasonPV_DROP_SPOOFED_IP     fromPodPvReason = 9
+	fromPodPvReasonPV_DROP_SPOOFED_MAC    fromPodPvReason = 10
+	fromPodPvReasonPV_DROP_TTL_EXCEEDED   fromPodPvReason = 11
+	fromPodPvReasonPV_REASON_MAX          fromPodPvReason = 12
 )
 
 // Names of all BPF objects in the ELF.

@@ -1,23 +1,108 @@
 package loader
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+
 	"github.com/podvnet/podvnet/internal/nettest"
+	"github.com/podvnet/podvnet/pkg/maps"
 )
 
 func TestLoadAdoptsPinnedMaps(t *testing.T) {
 	nettest.RequireRoot(t)
 	root := nettest.BPFFS(t)
 
-	d, err := Load(root)
+	d, err := Load(root, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	ep := maps.Endpoint{Ifindex: 7, PodMAC: [6]byte{2, 0, 0, 0, 0, 5}}
+	ip := mustAddr("10.240.0.5")
+	if err := d.Maps.Endpoints.Put(ip, ep); err != nil {
+		t.Fatal(err)
+	}
 	d.Close()
-	d2, err := Load(root)
+
+	d2, err := Load(root, Options{})
 	if err != nil {
 		t.Fatalf("second load must adopt the pinned maps: %v", err)
 	}
-	d2.Close()
+	defer d2.Close()
+	got, ok, err := d2.Maps.Endpoints.Get(ip)
+	if err != nil || !ok || got != ep {
+		t.Fatalf("entry after reload: %+v %v %v, want %+v", got, ok, err, ep)
+	}
+}
+
+// TestLoadRefusesChangedLayout: a map pinned by a build with another layout
+// is refused with an error naming the pin, never silently reinterpreted.
+func TestLoadRefusesChangedLayout(t *testing.T) {
+	nettest.RequireRoot(t)
+	spec, err := loadFromPod()
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig := spec.Maps[maps.EndpointsMap]
+
+	// Same sizes, fields swapped: only the BTF tells them apart.
+	var ep *btf.Struct
+	if err := spec.Types.TypeByName("pv_endpoint", &ep); err != nil {
+		t.Fatal(err)
+	}
+	swapped := btf.Copy(ep).(*btf.Struct)
+	swapped.Members[1].Name, swapped.Members[2].Name = swapped.Members[2].Name, swapped.Members[1].Name
+
+	tests := []struct {
+		name string
+		spec func() *ebpf.MapSpec
+		want string
+	}{
+		{"value size", func() *ebpf.MapSpec {
+			s := orig.Copy()
+			s.Value, s.ValueSize = nil, orig.ValueSize+4
+			return s
+		}, "ValueSize"},
+		{"max entries", func() *ebpf.MapSpec {
+			s := orig.Copy()
+			s.MaxEntries = 64
+			return s
+		}, "MaxEntries"},
+		{"member order", func() *ebpf.MapSpec {
+			s := orig.Copy()
+			s.Value = swapped
+			return s
+		}, "type pv_endpoint changed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := nettest.BPFFS(t)
+			m, err := ebpf.NewMapWithOptions(tt.spec(), ebpf.MapOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			pin := filepath.Join(maps.PinDir(root), maps.EndpointsMap)
+			if err := os.MkdirAll(maps.PinDir(root), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Pin(pin); err != nil {
+				t.Fatal(err)
+			}
+			d, err := Load(root, Options{})
+			if err == nil {
+				d.Close()
+				t.Fatal("a pinned map with another layout was adopted")
+			}
+			for _, w := range []string{pin, "incompatible", tt.want} {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
 }

@@ -29,6 +29,7 @@ type EndpointKey struct {
 type Config struct {
 	NICIfindex uint32
 	NodeIP     [4]byte
+	GatewayIP  [4]byte
 	NICMAC     [6]byte
 	Pad        uint16
 	Flags      uint32
@@ -55,6 +56,7 @@ const (
 	ReasonPodToLocal
 	ReasonPodToNIC
 	ReasonPodARP
+	ReasonPodARPReply
 	ReasonNICToStack
 	ReasonNICToLocal
 	ReasonDropMalformed
@@ -72,6 +74,7 @@ var reasonNames = [ReasonMax]string{
 	ReasonPodToLocal:        "pod_to_local",
 	ReasonPodToNIC:          "pod_to_nic",
 	ReasonPodARP:            "pod_arp",
+	ReasonPodARPReply:       "pod_arp_reply",
 	ReasonNICToStack:        "nic_to_stack",
 	ReasonNICToLocal:        "nic_to_local",
 	ReasonDropMalformed:     "drop_malformed",
@@ -91,6 +94,19 @@ func (r Reason) String() string {
 // IsDrop reports whether packets counted under r were dropped.
 func (r Reason) IsDrop() bool {
 	return r >= ReasonDropMalformed && r < ReasonMax
+}
+
+// Verdict is what happened to packets counted under r: "redirect" (the eBPF
+// fast path), "pass" (handed to the kernel stack) or "drop".
+func (r Reason) Verdict() string {
+	switch {
+	case r.IsDrop():
+		return "drop"
+	case r == ReasonPodToLocal || r == ReasonPodToNIC || r == ReasonNICToLocal || r == ReasonPodARPReply:
+		return "redirect"
+	default:
+		return "pass"
+	}
 }
 
 // Map names as in the ELF object; each is pinned under PinDir(root).

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -40,6 +41,30 @@ func TestPodLifecycle(t *testing.T) {
 		if _, err := vnet.TCPEcho(pair[0], pair[1].IP, echoPort, 256<<10, 10*time.Second); err != nil {
 			t.Fatal(err)
 		}
+	}
+
+	// A pod that loses its permanent neighbour entry for the gateway finds
+	// it again: from_pod answers its ARP request.
+	eth0, err := a.NS.NL.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := &netlink.Neigh{LinkIndex: eth0.Attrs().Index, Family: netlink.FAMILY_V4, IP: net.ParseIP("169.254.1.1")}
+	if err := a.NS.NL.NeighDel(gw); err != nil {
+		t.Fatalf("delete the gateway's neighbour entry: %v", err)
+	}
+	if _, err := vnet.TCPEcho(a, c.IP, echoPort, 4096, 10*time.Second); err != nil {
+		t.Fatalf("after deleting the pod's neighbour entry for its gateway: %v", err)
+	}
+	neighs, _ := a.NS.NL.NeighList(eth0.Attrs().Index, netlink.FAMILY_V4)
+	learned := false
+	for _, n := range neighs {
+		if n.IP.Equal(gw.IP) && n.HardwareAddr.String() == a.Result.Interfaces[0].Mac && n.State&netlink.NUD_PERMANENT == 0 {
+			learned = true
+		}
+	}
+	if !learned {
+		t.Fatalf("the gateway was not re-learned by ARP: %+v", neighs)
 	}
 
 	out, err := n1.Debug("endpoints", "-o", "json")
@@ -152,6 +177,30 @@ func containsAddr[T comparable](list []T, x T) bool {
 // allocation or pod link pin of podvnet.
 func assertNothingLeft(t *testing.T, n *vnet.Node) {
 	t.Helper()
+	assertNoVethsOrRoutes(t, n)
+	out, err := n.Debug("endpoints", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(out) != "[]" {
+		t.Errorf("%s: endpoints map not empty: %s", n.Name, out)
+	}
+	st, err := ipam.FileStore{Path: agent.StateFile(n.StateDir())}.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Allocations) != 0 {
+		t.Errorf("%s: allocations left: %+v", n.Name, st.Allocations)
+	}
+	pins, _ := os.ReadDir(filepath.Dir(loader.LinkPin(n.BPFFS, loader.HookPod, "x")))
+	for _, p := range pins {
+		t.Errorf("%s: pod link pin %s left behind", n.Name, p.Name())
+	}
+}
+
+// assertNoVethsOrRoutes checks a node holds no pod veth and no /32 route.
+func assertNoVethsOrRoutes(t *testing.T, n *vnet.Node) {
+	t.Helper()
 	links, err := n.NS.NL.LinkList()
 	if err != nil {
 		t.Fatal(err)
@@ -171,23 +220,5 @@ func assertNothingLeft(t *testing.T, n *vnet.Node) {
 				t.Errorf("%s: route %s left behind", n.Name, r.Dst)
 			}
 		}
-	}
-	out, err := n.Debug("endpoints", "-o", "json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.TrimSpace(out) != "[]" {
-		t.Errorf("%s: endpoints map not empty: %s", n.Name, out)
-	}
-	st, err := ipam.FileStore{Path: agent.StateFile(n.StateDir())}.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(st.Allocations) != 0 {
-		t.Errorf("%s: allocations left: %+v", n.Name, st.Allocations)
-	}
-	pins, _ := os.ReadDir(filepath.Dir(loader.LinkPin(n.BPFFS, loader.HookPod, "x")))
-	for _, p := range pins {
-		t.Errorf("%s: pod link pin %s left behind", n.Name, p.Name())
 	}
 }

@@ -3,10 +3,12 @@ package vnet
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -65,3 +67,102 @@ func TCPEcho(src *Pod, dst netAddr, port, size int, timeout time.Duration) (time
 }
 
 type netAddr interface{ String() string }
+
+// UDPFlow sends numbered UDP datagrams at a fixed rate from one pod to
+// another and records which arrive.
+type UDPFlow struct {
+	stop     chan struct{}
+	done     chan struct{}
+	recvDone chan struct{}
+	conn     net.PacketConn
+	mu       sync.Mutex
+	sent     uint64
+	got      map[uint64]bool
+	sendErr  error
+}
+
+// StartUDPFlow starts sending pps datagrams per second from src to dst:port.
+func StartUDPFlow(src, dst *Pod, port, pps int) (*UDPFlow, error) {
+	var pc net.PacketConn
+	err := dst.NS.Do(func() (err error) {
+		pc, err = net.ListenPacket("udp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(port)))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen udp in %s: %w", dst.Name, err)
+	}
+	// Room for every datagram of a few seconds: a busy test machine must
+	// not turn a slow reader into "loss".
+	pc.(*net.UDPConn).SetReadBuffer(8 << 20)
+	out, err := src.Dial("udp4", net.JoinHostPort(dst.IP.String(), strconv.Itoa(port)), time.Second)
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	f := &UDPFlow{stop: make(chan struct{}), done: make(chan struct{}), recvDone: make(chan struct{}), conn: pc, got: map[uint64]bool{}}
+	go func() {
+		defer close(f.recvDone)
+		buf := make([]byte, 64)
+		for {
+			n, _, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if n >= 8 {
+				f.mu.Lock()
+				f.got[binary.BigEndian.Uint64(buf)] = true
+				f.mu.Unlock()
+			}
+		}
+	}()
+	go func() {
+		defer close(f.done)
+		defer out.Close()
+		const tick = time.Millisecond
+		perTick := max(1, pps/1000)
+		t := time.NewTicker(tick)
+		defer t.Stop()
+		msg := make([]byte, 64)
+		for {
+			select {
+			case <-f.stop:
+				return
+			case <-t.C:
+			}
+			for range perTick {
+				f.mu.Lock()
+				seq := f.sent
+				f.mu.Unlock()
+				binary.BigEndian.PutUint64(msg, seq)
+				if _, err := out.Write(msg); err != nil {
+					f.mu.Lock()
+					f.sendErr = err
+					f.mu.Unlock()
+					return
+				}
+				f.mu.Lock()
+				f.sent++
+				f.mu.Unlock()
+			}
+		}
+	}()
+	return f, nil
+}
+
+// Stop ends the flow, waits for datagrams in flight, and returns how many
+// were sent and the sequence numbers that never arrived.
+func (f *UDPFlow) Stop() (sent uint64, missing []uint64, err error) {
+	close(f.stop)
+	<-f.done
+	time.Sleep(500 * time.Millisecond)
+	f.conn.Close()
+	<-f.recvDone
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := uint64(0); i < f.sent; i++ {
+		if !f.got[i] {
+			missing = append(missing, i)
+		}
+	}
+	return f.sent, missing, f.sendErr
+}

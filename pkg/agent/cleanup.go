@@ -1,0 +1,106 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vishvananda/netlink"
+	"go.uber.org/zap"
+
+	"github.com/podvnet/podvnet/pkg/agentapi"
+	"github.com/podvnet/podvnet/pkg/loader"
+	"github.com/podvnet/podvnet/pkg/maps"
+)
+
+// CleanupConfig names what `podvnet-agent cleanup` removes.
+type CleanupConfig struct {
+	BPFFSRoot string
+	StateDir  string
+	Socket    string
+}
+
+// ErrAgentRunning means cleanup was refused because an agent still serves.
+var ErrAgentRunning = errors.New("a podvnet agent is still running")
+
+// Cleanup removes everything podvnet made on this node: programs (tcx links
+// and legacy tc filters), pinned maps and the pin directories, the host
+// veths of pods (their /32 routes go with them), the socket and the state.
+// Pods on the node lose their network: this is the uninstall path, not the
+// upgrade path (an upgrade keeps all of it running).
+func Cleanup(ctx context.Context, cfg CleanupConfig, log *zap.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if st, err := agentapi.NewClient(cfg.Socket).Status(ctx); err == nil {
+		return fmt.Errorf("%w at %s (ready=%v): stop it first, or it re-creates what cleanup removes", ErrAgentRunning, cfg.Socket, st.Ready)
+	}
+
+	var errs []error
+	atts, err := loader.ListAttachments(cfg.BPFFSRoot)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, a := range atts {
+		if err := loader.RemoveAttachment(a); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		log.Info("detached", zap.String("ifname", a.IfName), zap.String("prog", a.ProgName), zap.String("mode", string(a.Mode)))
+	}
+
+	links, err := netlinksafe.LinkList()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("list links: %w", err))
+	}
+	for _, l := range links {
+		if hostVethName.MatchString(l.Attrs().Name) && l.Type() == "veth" {
+			if err := netlink.LinkDel(l); err != nil {
+				errs = append(errs, fmt.Errorf("delete veth %s: %w", l.Attrs().Name, err))
+				continue
+			}
+			log.Info("deleted pod veth", zap.String("ifname", l.Attrs().Name))
+		}
+	}
+
+	for _, name := range maps.Names {
+		if err := removeIfExists(filepath.Join(maps.PinDir(cfg.BPFFSRoot), name)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, dir := range []string{
+		filepath.Dir(loader.LinkPin(cfg.BPFFSRoot, loader.HookPod, "x")),
+		filepath.Dir(loader.LinkPin(cfg.BPFFSRoot, loader.HookNIC, "x")),
+		filepath.Join(cfg.BPFFSRoot, "links"),
+		maps.PinDir(cfg.BPFFSRoot),
+	} {
+		if err := removeIfExists(dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// The root itself may be a bpffs mount point (then it stays, empty).
+	if err := os.Remove(cfg.BPFFSRoot); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, os.ErrPermission) {
+		log.Debug("bpffs root kept", zap.String("path", cfg.BPFFSRoot), zap.Error(err))
+	}
+	for _, f := range []string{cfg.Socket, StateFile(cfg.StateDir)} {
+		if err := removeIfExists(f); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	log.Info("cleanup done: nothing of podvnet is left on this node")
+	return nil
+}
+
+func removeIfExists(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", path, err)
+	}
+	return nil
+}

@@ -88,6 +88,9 @@ func New(cfg Config, log *zap.Logger) (_ *Agent, err error) {
 	if err := dp.Attach(loader.HookNIC, nic.Attrs().Index, nic.Attrs().Name); err != nil {
 		return nil, err
 	}
+	if err := a.detachOtherNICs(); err != nil {
+		return nil, err
+	}
 	log.Info("data path attached", zap.String("ifname", nic.Attrs().Name), zap.Int("ifindex", nic.Attrs().Index),
 		zap.String("prog", "from_nic"), zap.String("mode", string(dp.Mode())))
 	return a, nil
@@ -106,6 +109,24 @@ func (a *Agent) writeConfig() error {
 	}
 	ranges := append([]netip.Prefix{a.cfg.Pool.Subnet.Masked()}, a.cfg.NoSNAT...)
 	return a.dp.Maps.NoSNAT.Sync(ranges)
+}
+
+// detachOtherNICs removes from_nic from interfaces that are no longer the
+// NIC (--nic changed since the last agent).
+func (a *Agent) detachOtherNICs() error {
+	atts, err := loader.ListAttachments(a.cfg.BPFFSRoot)
+	if err != nil {
+		return err
+	}
+	for _, att := range atts {
+		if att.Hook == loader.HookNIC && att.IfName != a.nic.Attrs().Name {
+			if err := loader.RemoveAttachment(att); err != nil {
+				return err
+			}
+			a.log.Info("detached from former NIC", zap.String("ifname", att.IfName), zap.String("mode", string(att.Mode)))
+		}
+	}
+	return nil
 }
 
 // Serve answers the plugin on the unix socket until ctx ends.

@@ -227,6 +227,27 @@ func TestSpoofedSourceIsDropped(t *testing.T) {
 	if got := after[maps.ReasonDropSpoofedIP].Packets - before[maps.ReasonDropSpoofedIP].Packets; got < 60 {
 		t.Errorf("drop_spoofed_ip moved by %d, want >= 60", got)
 	}
+	// What an engineer on the node sees.
+	out, err := n1.Debug("counters", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []struct {
+		Reason, Verdict string
+		Packets         uint64
+	}
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("debug counters -o json: %v\n%s", err, out)
+	}
+	found := false
+	for _, r := range rows {
+		if r.Reason == "drop_spoofed_ip" && r.Verdict == "drop" && r.Packets >= 60 {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("debug counters does not show the spoofed packets:\n%s", out)
+	}
 
 	// The control: the same sockets and targets with a's own address work.
 	if err := a.NS.NL.AddrDel(link, forged); err != nil {

@@ -172,8 +172,10 @@ func (v *VNet) addNode(n *Node) error {
 	if err := v.Fabric.NL.LinkSetUp(fl); err != nil {
 		return err
 	}
-	for _, kv := range [][2]string{{"proxy_arp", "1"}, {"rp_filter", "0"}} {
-		if err := v.Fabric.Sysctl("net.ipv4.conf."+fabricSide+"."+kv[0], kv[1]); err != nil {
+	// Azure's fabric answers at once; Linux delays proxy ARP replies to
+	// broadcast requests by up to proxy_delay (0.8 s) unless told not to.
+	for _, kv := range [][2]string{{"conf.%s.proxy_arp", "1"}, {"conf.%s.rp_filter", "0"}, {"neigh.%s.proxy_delay", "0"}} {
+		if err := v.Fabric.Sysctl("net.ipv4."+fmt.Sprintf(kv[0], fabricSide), kv[1]); err != nil {
 			return err
 		}
 	}

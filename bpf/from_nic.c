@@ -2,7 +2,10 @@
 /*
  * from_nic: tc ingress of the VNet NIC. A frame for a pod on this node goes
  * straight into the pod (MAC rewrite, TTL-1, bpf_redirect_peer); everything
- * else is the node's own traffic and goes to the stack untouched.
+ * else is the node's own traffic and goes to the stack untouched. Packets of
+ * connections the kernel NAT'd (the reply of a Service backend on another
+ * node), fragments and ICMP errors also go to the stack, which translates
+ * them back and routes them to the pod over its /32 route.
  */
 #include "podvnet.h"
 
@@ -14,6 +17,7 @@ int from_nic(struct __sk_buff *skb)
 	struct ethhdr *eth = NULL;
 	struct iphdr *ip = NULL;
 	struct pv_endpoint *dst;
+	struct pv_config *cfg;
 	int ret;
 
 	ret = pv_parse_ipv4(skb, &eth, &ip);
@@ -21,7 +25,12 @@ int from_nic(struct __sk_buff *skb)
 		return pv_count(skb, PV_NIC_TO_STACK, TC_ACT_OK);
 
 	dst = pv_endpoint(ip->daddr);
-	if (!dst)
+	cfg = pv_config();
+	if (!dst || !cfg)
 		return pv_count(skb, PV_NIC_TO_STACK, TC_ACT_OK);
+	if (pv_is_frag_or_icmp_error(skb, ip))
+		return pv_count(skb, PV_NIC_TO_STACK_FRAG, TC_ACT_OK);
+	if (pv_nat_flow(skb, ip, cfg))
+		return pv_count(skb, PV_NIC_TO_STACK_NAT, TC_ACT_OK);
 	return pv_to_local(skb, eth, ip, dst, PV_NIC_TO_LOCAL);
 }

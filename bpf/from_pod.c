@@ -9,6 +9,9 @@
  *     out of the NIC, skipping the host's routing and netfilter;
  *   - anything else (this node, Service CIDR, Internet): the kernel stack,
  *     where kube-proxy and masquerading live.
+ * Before a redirect, packets of connections the kernel NAT'd (a Service's
+ * backend answering, a NodePort reply), fragments and ICMP errors go to the
+ * stack instead: only there are they translated back.
  * ARP: a request for the gateway (169.254.1.1) is answered here with the
  * host veth's MAC, so a pod whose neighbour table was flushed (or whose
  * permanent entry was removed) finds its gateway again; other ARP passes to
@@ -84,18 +87,23 @@ int from_pod(struct __sk_buff *skb)
 	if (__builtin_memcmp(eth->h_source, src->pod_mac, ETH_ALEN) != 0)
 		return pv_count(skb, PV_DROP_SPOOFED_MAC, TC_ACT_SHOT);
 
-	dst = pv_endpoint(ip->daddr);
-	if (dst)
-		return pv_to_local(skb, eth, ip, dst, PV_POD_TO_LOCAL);
-
 	cfg = pv_config();
 	if (!cfg || cfg->nic_ifindex == 0 || ip->daddr == cfg->node_ip)
 		return pv_count(skb, PV_POD_TO_STACK, TC_ACT_OK);
 
-	nk.prefixlen = 32;
-	nk.addr = ip->daddr;
-	if (!bpf_map_lookup_elem(&nosnat, &nk))
-		return pv_count(skb, PV_POD_TO_STACK, TC_ACT_OK);
+	dst = pv_endpoint(ip->daddr);
+	if (!dst) {
+		nk.prefixlen = 32;
+		nk.addr = ip->daddr;
+		if (!bpf_map_lookup_elem(&nosnat, &nk))
+			return pv_count(skb, PV_POD_TO_STACK, TC_ACT_OK);
+	}
+	if (pv_is_frag_or_icmp_error(skb, ip))
+		return pv_count(skb, PV_POD_TO_STACK_FRAG, TC_ACT_OK);
+	if (pv_nat_flow(skb, ip, cfg))
+		return pv_count(skb, PV_POD_TO_STACK_NAT, TC_ACT_OK);
+	if (dst)
+		return pv_to_local(skb, eth, ip, dst, PV_POD_TO_LOCAL);
 
 	if (!pv_decrease_ttl(ip))
 		return pv_count(skb, PV_DROP_TTL_EXCEEDED, TC_ACT_SHOT);

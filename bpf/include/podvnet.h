@@ -18,6 +18,7 @@
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <linux/ip.h>
+#include <linux/in.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -56,11 +57,15 @@ struct pv_nosnat_key {
 /* Every verdict and drop reason. Names are printed by `debug counters`. */
 enum pv_reason {
 	PV_POD_TO_STACK = 0,    /* from a pod, handed to the kernel stack */
+	PV_POD_TO_STACK_NAT,    /* from a pod, a flow the kernel NAT'd: stack */
+	PV_POD_TO_STACK_FRAG,   /* from a pod, an IPv4 fragment or ICMP error: stack */
 	PV_POD_TO_LOCAL,        /* from a pod to a pod on this node */
 	PV_POD_TO_NIC,          /* from a pod into the VNet */
 	PV_POD_ARP,             /* ARP from a pod, passed to the stack */
 	PV_POD_ARP_REPLY,       /* ARP request for the gateway, answered */
 	PV_NIC_TO_STACK,        /* from the NIC, not for a pod */
+	PV_NIC_TO_STACK_NAT,    /* from the NIC to a pod, a flow the kernel NAT'd */
+	PV_NIC_TO_STACK_FRAG,   /* from the NIC to a pod, a fragment or ICMP error */
 	PV_NIC_TO_LOCAL,        /* from the NIC to a pod on this node */
 	PV_DROP_MALFORMED,      /* truncated Ethernet or IPv4 header, IHL < 5 */
 	PV_DROP_UNSUPPORTED_L3, /* from a pod, neither IPv4 nor ARP */
@@ -81,6 +86,9 @@ const enum pv_reason pv_reason_btf_anchor SEC(".podvnet.btf_only") __attribute__
 
 /* PV_EP_F_*: endpoint flags. */
 #define PV_EP_F_NONE 0
+
+/* PV_CFG_F_*: node config flags. */
+#define PV_CFG_F_CT_LOOKUP (1U << 0) /* ask conntrack before a fast-path redirect */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -177,6 +185,91 @@ struct pv_arp {
 	__u8 tha[ETH_ALEN];
 	__u8 tpa[4];
 };
+
+/*
+ * Conntrack. Replies of connections the kernel NAT'd (kube-proxy's DNAT of a
+ * Service, masquerading) must meet conntrack to be translated back, so they
+ * leave the fast path. The kfuncs are weak: a kernel without them (before
+ * 5.18) loads the programs all the same and skips the lookup.
+ */
+struct bpf_ct_opts___pv {
+	__s32 netns_id;
+	__s32 error;
+	__u8 l4proto;
+	__u8 dir;
+	__u16 ct_zone_id; /* 6.9+; older kernels take the first 12 bytes */
+	__u8 ct_zone_dir;
+	__u8 reserved[3];
+};
+
+/* Only the field we read; CO-RE finds it in the running kernel. */
+struct nf_conn {
+	unsigned long status;
+} __attribute__((preserve_access_index));
+
+extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf_sock_tuple *tuple, __u32 tuple__sz,
+					 struct bpf_ct_opts___pv *opts, __u32 opts__sz) __ksym __weak;
+extern void bpf_ct_release(struct nf_conn *ct) __ksym __weak;
+
+#define PV_IPS_NAT_MASK ((1UL << 4) | (1UL << 5)) /* IPS_SRC_NAT | IPS_DST_NAT */
+#define PV_BPF_F_CURRENT_NETNS (-1)
+
+/* Size of struct bpf_ct_opts in the running kernel (12 or 16), set by the
+ * loader from the kernel's BTF; 0 when the kernel has no conntrack kfuncs. */
+volatile const __u32 pv_ct_opts_size = 0;
+
+struct pv_ports {
+	__be16 sport;
+	__be16 dport;
+};
+
+/* pv_is_frag_or_icmp_error: IPv4 fragments carry no ports to look up, and
+ * ICMP errors refer to a flow that may be NAT'd; the kernel handles both. */
+static __always_inline int pv_is_frag_or_icmp_error(struct __sk_buff *skb, struct iphdr *ip)
+{
+	void *data_end = (void *)(long)skb->data_end;
+	__u8 *icmp_type;
+
+	if (ip->frag_off & bpf_htons(0x3fff)) /* MF or an offset */
+		return 1;
+	if (ip->protocol != IPPROTO_ICMP)
+		return 0;
+	icmp_type = (void *)ip + ip->ihl * 4;
+	if ((void *)(icmp_type + 1) > data_end)
+		return 1;
+	return *icmp_type == 3 || *icmp_type == 11 || *icmp_type == 12; /* unreach, time exceeded, param */
+}
+
+/* pv_nat_flow reports whether conntrack holds a NAT'd connection for this
+ * TCP or UDP packet (in either direction). */
+static __always_inline int pv_nat_flow(struct __sk_buff *skb, struct iphdr *ip, const struct pv_config *cfg)
+{
+	void *data_end = (void *)(long)skb->data_end;
+	struct bpf_ct_opts___pv opts = { .netns_id = PV_BPF_F_CURRENT_NETNS };
+	struct bpf_sock_tuple tuple = {};
+	struct pv_ports *ports;
+	struct nf_conn *ct;
+	unsigned long status;
+
+	if (!(cfg->flags & PV_CFG_F_CT_LOOKUP) || pv_ct_opts_size == 0 || !bpf_skb_ct_lookup)
+		return 0;
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return 0;
+	ports = (void *)ip + ip->ihl * 4;
+	if ((void *)(ports + 1) > data_end)
+		return 0;
+	tuple.ipv4.saddr = ip->saddr;
+	tuple.ipv4.daddr = ip->daddr;
+	tuple.ipv4.sport = ports->sport;
+	tuple.ipv4.dport = ports->dport;
+	opts.l4proto = ip->protocol;
+	ct = bpf_skb_ct_lookup(skb, &tuple, sizeof(tuple.ipv4), &opts, pv_ct_opts_size == 12 ? 12 : 16);
+	if (!ct)
+		return 0;
+	status = ct->status;
+	bpf_ct_release(ct);
+	return (status & PV_IPS_NAT_MASK) != 0;
+}
 
 /* A routed hop: decrement TTL with an incremental checksum update (RFC 1624),
  * as ip_decrease_ttl() does. Returns 0 when the packet must be dropped. */

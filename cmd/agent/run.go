@@ -34,6 +34,8 @@ type runFlags struct {
 	cooldown   time.Duration
 	noSNAT     []string
 	attachMode string
+	mtu        int
+	noCTLookup bool
 	logLevel   string
 	logFormat  string
 }
@@ -55,6 +57,8 @@ func newRunCommand() *cobra.Command {
 	fl.StringVar(&f.bpffsRoot, "bpffs-root", defaultBPFFSRoot, "bpffs directory for pinned maps and links (a bpffs is mounted if none is)")
 	fl.StringVar(&f.stateDir, "state-dir", defaultStateDir, "directory for the durable allocation state")
 	fl.StringVar(&f.socket, "socket", defaultSocket, "unix socket the CNI plugin talks to (root only)")
+	fl.IntVar(&f.mtu, "mtu", 0, "MTU of pod interfaces; 0 follows the NIC's MTU")
+	fl.BoolVar(&f.noCTLookup, "no-conntrack-lookup", false, "skip the programs' conntrack check before fast-path redirects (breaks Service replies; for measuring its cost)")
 	fl.StringVar(&f.attachMode, "attach-mode", "auto", "how programs attach to tc: auto (tcx, else legacy), tcx, or legacy (clsact + cls_bpf)")
 	fl.IntVar(&f.maxPods, "max-pods", 30, "most pods on this node; the limit is min(max-pods, secondary IPs)")
 	fl.DurationVar(&f.cooldown, "ip-cooldown", 30*time.Second, "how long a released IP rests before it is handed out again")
@@ -73,7 +77,10 @@ func runAgent(ctx context.Context, f *runFlags) error {
 
 	cfg := agent.Config{
 		NIC: f.nic, BPFFSRoot: f.bpffsRoot, StateDir: f.stateDir, Socket: f.socket,
-		MaxPods: f.maxPods, Cooldown: f.cooldown,
+		MaxPods: f.maxPods, Cooldown: f.cooldown, MTU: f.mtu, NoConntrackLookup: f.noCTLookup,
+	}
+	if f.mtu != 0 && f.mtu < 576 {
+		return fmt.Errorf("--mtu %d: below the IPv4 minimum of 576", f.mtu)
 	}
 	if cfg.AttachMode, err = loader.ParseMode(f.attachMode); err != nil {
 		return fmt.Errorf("--attach-mode: %w", err)

@@ -20,6 +20,7 @@ import (
 	"github.com/podvnet/podvnet/pkg/ipam"
 	"github.com/podvnet/podvnet/pkg/loader"
 	"github.com/podvnet/podvnet/pkg/maps"
+	"github.com/podvnet/podvnet/pkg/snat"
 )
 
 // Config is what `podvnet-agent run` is told.
@@ -33,6 +34,12 @@ type Config struct {
 	Cooldown   time.Duration // rest of a released address
 	NoSNAT     []netip.Prefix
 	AttachMode loader.Mode // tcx, legacy or auto
+	// MTU of pod interfaces; 0 follows the NIC.
+	MTU int
+	// NoConntrackLookup turns off the programs' conntrack check before a
+	// fast-path redirect. Replies of NAT'd connections (Services) then
+	// break: it exists to measure what the lookup costs.
+	NoConntrackLookup bool
 }
 
 // StateFile is the allocation state under the state dir.
@@ -78,7 +85,13 @@ func New(cfg Config, log *zap.Logger) (_ *Agent, err error) {
 			dp.Close()
 		}
 	}()
+	if a.mtu() > nic.Attrs().MTU {
+		return nil, fmt.Errorf("--mtu %d exceeds the MTU %d of NIC %s: pods would send frames the VNet drops", cfg.MTU, nic.Attrs().MTU, cfg.NIC)
+	}
 
+	if err := a.prepareNode(); err != nil {
+		return nil, err
+	}
 	if err := a.writeConfig(); err != nil {
 		return nil, err
 	}
@@ -92,8 +105,42 @@ func New(cfg Config, log *zap.Logger) (_ *Agent, err error) {
 		return nil, err
 	}
 	log.Info("data path attached", zap.String("ifname", nic.Attrs().Name), zap.Int("ifindex", nic.Attrs().Index),
-		zap.String("prog", "from_nic"), zap.String("mode", string(dp.Mode())))
+		zap.String("prog", "from_nic"), zap.String("mode", string(dp.Mode())),
+		zap.Bool("conntrack_lookup", dp.ConntrackLookup() && !cfg.NoConntrackLookup), zap.Int("pod_mtu", a.mtu()))
 	return a, nil
+}
+
+// mtu is the MTU pods get.
+func (a *Agent) mtu() int {
+	if a.cfg.MTU > 0 {
+		return a.cfg.MTU
+	}
+	return a.nic.Attrs().MTU
+}
+
+// noSNAT is every range pods reach with their own IP: the subnet first.
+func (a *Agent) noSNAT() []netip.Prefix {
+	return append([]netip.Prefix{a.cfg.Pool.Subnet.Masked()}, a.cfg.NoSNAT...)
+}
+
+// prepareNode sets what the node needs besides the programs:
+//   - net.ipv4.ip_forward=1: the kernel path (Services, masquerading,
+//     replies of NAT'd flows) forwards between the NIC and pod veths.
+//   - the masquerade table: pod traffic to anything outside the no-SNAT
+//     ranges leaves with the node's IP.
+func (a *Agent) prepareNode() error {
+	changed, err := setSysctl("net.ipv4.ip_forward", "1")
+	if err != nil {
+		return err
+	}
+	if changed {
+		a.log.Info("enabled IPv4 forwarding (net.ipv4.ip_forward=1)")
+	}
+	if err := snat.Apply(snat.Rules{PodIfPrefix: agentapi.HostVethPrefix, NoSNAT: a.noSNAT()}); err != nil {
+		return err
+	}
+	a.log.Info("masquerade rules in place", zap.String("table", snat.TableName), zap.Stringers("no_snat", a.noSNAT()))
+	return nil
 }
 
 func (a *Agent) writeConfig() error {
@@ -103,12 +150,14 @@ func (a *Agent) writeConfig() error {
 		NodeIP:     a.cfg.Pool.Primary.As4(),
 		GatewayIP:  netip.MustParseAddr(agentapi.GatewayIP).As4(),
 	}
+	if !a.cfg.NoConntrackLookup {
+		cfg.Flags |= maps.ConfigCTLookup
+	}
 	copy(cfg.NICMAC[:], attrs.HardwareAddr)
 	if err := a.dp.Maps.Config.Set(cfg); err != nil {
 		return err
 	}
-	ranges := append([]netip.Prefix{a.cfg.Pool.Subnet.Masked()}, a.cfg.NoSNAT...)
-	return a.dp.Maps.NoSNAT.Sync(ranges)
+	return a.dp.Maps.NoSNAT.Sync(a.noSNAT())
 }
 
 // detachOtherNICs removes from_nic from interfaces that are no longer the

@@ -16,6 +16,7 @@ import (
 	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/loader"
 	"github.com/podvnet/podvnet/pkg/maps"
+	"github.com/podvnet/podvnet/pkg/snat"
 )
 
 // CleanupConfig names what `podvnet-agent cleanup` removes.
@@ -29,8 +30,10 @@ type CleanupConfig struct {
 var ErrAgentRunning = errors.New("a podvnet agent is still running")
 
 // Cleanup removes everything podvnet made on this node: programs (tcx links
-// and legacy tc filters), pinned maps and the pin directories, the host
-// veths of pods (their /32 routes go with them), the socket and the state.
+// and legacy tc filters), pinned maps and the pin directories, the
+// masquerade table, the host veths of pods (their /32 routes go with them),
+// the socket and the state. Sysctls are left as they are (ip_forward=1 is
+// what any Kubernetes node needs).
 // Pods on the node lose their network: this is the uninstall path, not the
 // upgrade path (an upgrade keeps all of it running).
 func Cleanup(ctx context.Context, cfg CleanupConfig, log *zap.Logger) error {
@@ -51,6 +54,12 @@ func Cleanup(ctx context.Context, cfg CleanupConfig, log *zap.Logger) error {
 			continue
 		}
 		log.Info("detached", zap.String("ifname", a.IfName), zap.String("prog", a.ProgName), zap.String("mode", string(a.Mode)))
+	}
+
+	if err := snat.Remove(); err != nil {
+		errs = append(errs, err)
+	} else {
+		log.Info("removed nftables table", zap.String("table", snat.TableName))
 	}
 
 	links, err := netlinksafe.LinkList()

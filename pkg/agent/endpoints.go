@@ -78,7 +78,7 @@ func (a *Agent) Add(ctx context.Context, req agentapi.AddRequest) (_ agentapi.Ad
 		IP:      netip.PrefixFrom(al.IP, 32).String(),
 		Gateway: agentapi.GatewayIP,
 		HostMAC: host.Attrs().HardwareAddr.String(),
-		MTU:     a.nic.Attrs().MTU,
+		MTU:     a.mtu(),
 	}, nil
 }
 
@@ -101,6 +101,13 @@ func (a *Agent) plumb(ip netip.Addr, host netlink.Link, podMAC net.HardwareAddr)
 	}
 	if err := netlink.RouteReplace(route); err != nil {
 		return fmt.Errorf("add route %s/32 dev %s: %w", ip, attrs.Name, err)
+	}
+	// Reverse-path filtering has nothing to check on a point-to-point veth
+	// whose only source is the pod (from_pod enforces it), and strict mode
+	// would drop what the kernel path legitimately forwards back out of the
+	// interface it came in on (a pod reaching itself through its Service).
+	if err := setPathValue(vethSysctl(attrs.Name, "rp_filter"), "0"); err != nil {
+		return err
 	}
 	return a.dp.Attach(loader.HookPod, attrs.Index, attrs.Name)
 }

@@ -85,7 +85,10 @@ func newTestbed(t *testing.T) *testbed {
 
 	var nm [6]byte
 	copy(nm[:], nicMAC)
-	must(t, dp.Maps.Config.Set(maps.Config{NICIfindex: uint32(tb.nicIdx), NodeIP: nodeIP.As4(), GatewayIP: gatewayIP.As4(), NICMAC: nm}))
+	// Conntrack lookups on: the testbed's netns tracks nothing, so every
+	// lookup misses and the fast path must still be taken.
+	must(t, dp.Maps.Config.Set(maps.Config{NICIfindex: uint32(tb.nicIdx), NodeIP: nodeIP.As4(), GatewayIP: gatewayIP.As4(),
+		NICMAC: nm, Flags: maps.ConfigCTLookup}))
 	must(t, dp.Maps.NoSNAT.Sync([]netip.Prefix{subnet, peering}))
 	must(t, dp.Maps.Endpoints.Put(podA, endpoint(tb.podAIdx, podAMAC, hostAMAC)))
 	must(t, dp.Maps.Endpoints.Put(podB, endpoint(4242, podBMAC, hostBMAC)))
@@ -205,7 +208,11 @@ func TestFromPod(t *testing.T) {
 			dstMAC: podBMAC, srcMAC: hostBMAC, ttl: 63},
 		{name: "VNet pod on another node", frame: fromA(remote).Build(), verdict: actRedirect, reason: maps.ReasonPodToNIC, ttl: 63},
 		{name: "peered range", frame: fromA(netip.MustParseAddr("172.20.1.1")).Build(), verdict: actRedirect, reason: maps.ReasonPodToNIC, ttl: 63},
-		{name: "fragment to VNet", frame: frag.Build(), verdict: actRedirect, reason: maps.ReasonPodToNIC, ttl: 63},
+		{name: "fragment to VNet", frame: frag.Build(), verdict: actOK, reason: maps.ReasonPodToStackFrag, ttl: 64},
+		{name: "fragment to a local pod", frame: withDst(frag, podB), verdict: actOK, reason: maps.ReasonPodToStackFrag, ttl: 64},
+		{name: "ICMP error to VNet", frame: icmp(fromA(remote), 3), verdict: actOK, reason: maps.ReasonPodToStackFrag, ttl: 64},
+		{name: "ICMP echo to VNet", frame: icmp(fromA(remote), 8), verdict: actRedirect, reason: maps.ReasonPodToNIC, ttl: 63},
+		{name: "TCP to VNet", frame: tcp(fromA(remote)), verdict: actRedirect, reason: maps.ReasonPodToNIC, ttl: 63},
 		{name: "this node", frame: fromA(nodeIP).Build(), verdict: actOK, reason: maps.ReasonPodToStack, ttl: 64},
 		{name: "Internet", frame: fromA(inet).Build(), verdict: actOK, reason: maps.ReasonPodToStack, ttl: 64},
 		{name: "Service CIDR", frame: fromA(netip.MustParseAddr("10.0.0.10")).Build(), verdict: actOK, reason: maps.ReasonPodToStack, ttl: 64},
@@ -373,3 +380,22 @@ func badVersion(p packet.IPv4) []byte {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+func withDst(p packet.IPv4, dst netip.Addr) []byte {
+	p.Dst = dst
+	return p.Build()
+}
+
+// icmp makes p an ICMP message of the given type.
+func icmp(p packet.IPv4, typ byte) []byte {
+	p.Proto = 1
+	b := p.Build()
+	b[34] = typ
+	return b
+}
+
+func tcp(p packet.IPv4) []byte {
+	p.Proto = 6
+	p.Payload = 20
+	return p.Build()
+}

@@ -52,11 +52,12 @@ type fromNicPvNosnatKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	fromNicMapConfig    = "config"
-	fromNicMapCounters  = "counters"
-	fromNicMapEndpoints = "endpoints"
-	fromNicMapNosnat    = "nosnat"
-	fromNicProgFromNic  = "from_nic"
+	fromNicMapConfig       = "config"
+	fromNicMapCounters     = "counters"
+	fromNicMapEndpoints    = "endpoints"
+	fromNicMapNosnat       = "nosnat"
+	fromNicProgFromNic     = "from_nic"
+	fromNicVarPvCtOptsSize = "pv_ct_opts_size"
 )
 
 // loadFromNic returns the embedded CollectionSpec for fromNic.
@@ -118,6 +119,7 @@ type fromNicMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fromNicVariableSpecs struct {
+	PvCtOptsSize *ebpf.VariableSpec `ebpf:"pv_ct_opts_size"`
 }
 
 // fromNicObjects contains all objects after they have been loaded into the kernel.
@@ -159,6 +161,7 @@ func (m *fromNicMaps) Close() error {
 //
 // It can be passed to loadFromNicObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fromNicVariables struct {
+	PvCtOptsSize *ebpf.Variable `ebpf:"pv_ct_opts_size"`
 }
 
 // fromNicPrograms contains all programs after they have been loaded into the kernel.

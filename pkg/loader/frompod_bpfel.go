@@ -52,29 +52,34 @@ type fromPodPvReason uint32
 
 const (
 	fromPodPvReasonPV_POD_TO_STACK        fromPodPvReason = 0
-	fromPodPvReasonPV_POD_TO_LOCAL        fromPodPvReason = 1
-	fromPodPvReasonPV_POD_TO_NIC          fromPodPvReason = 2
-	fromPodPvReasonPV_POD_ARP             fromPodPvReason = 3
-	fromPodPvReasonPV_POD_ARP_REPLY       fromPodPvReason = 4
-	fromPodPvReasonPV_NIC_TO_STACK        fromPodPvReason = 5
-	fromPodPvReasonPV_NIC_TO_LOCAL        fromPodPvReason = 6
-	fromPodPvReasonPV_DROP_MALFORMED      fromPodPvReason = 7
-	fromPodPvReasonPV_DROP_UNSUPPORTED_L3 fromPodPvReason = 8
-	fromPodPvReasonPV_DROP_SPOOFED_IP     fromPodPvReason = 9
-	fromPodPvReasonPV_DROP_SPOOFED_MAC    fromPodPvReason = 10
-	fromPodPvReasonPV_DROP_TTL_EXCEEDED   fromPodPvReason = 11
-	fromPodPvReasonPV_REASON_MAX          fromPodPvReason = 12
+	fromPodPvReasonPV_POD_TO_STACK_NAT    fromPodPvReason = 1
+	fromPodPvReasonPV_POD_TO_STACK_FRAG   fromPodPvReason = 2
+	fromPodPvReasonPV_POD_TO_LOCAL        fromPodPvReason = 3
+	fromPodPvReasonPV_POD_TO_NIC          fromPodPvReason = 4
+	fromPodPvReasonPV_POD_ARP             fromPodPvReason = 5
+	fromPodPvReasonPV_POD_ARP_REPLY       fromPodPvReason = 6
+	fromPodPvReasonPV_NIC_TO_STACK        fromPodPvReason = 7
+	fromPodPvReasonPV_NIC_TO_STACK_NAT    fromPodPvReason = 8
+	fromPodPvReasonPV_NIC_TO_STACK_FRAG   fromPodPvReason = 9
+	fromPodPvReasonPV_NIC_TO_LOCAL        fromPodPvReason = 10
+	fromPodPvReasonPV_DROP_MALFORMED      fromPodPvReason = 11
+	fromPodPvReasonPV_DROP_UNSUPPORTED_L3 fromPodPvReason = 12
+	fromPodPvReasonPV_DROP_SPOOFED_IP     fromPodPvReason = 13
+	fromPodPvReasonPV_DROP_SPOOFED_MAC    fromPodPvReason = 14
+	fromPodPvReasonPV_DROP_TTL_EXCEEDED   fromPodPvReason = 15
+	fromPodPvReasonPV_REASON_MAX          fromPodPvReason = 16
 )
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	fromPodMapConfig    = "config"
-	fromPodMapCounters  = "counters"
-	fromPodMapEndpoints = "endpoints"
-	fromPodMapNosnat    = "nosnat"
-	fromPodProgFromPod  = "from_pod"
+	fromPodMapConfig       = "config"
+	fromPodMapCounters     = "counters"
+	fromPodMapEndpoints    = "endpoints"
+	fromPodMapNosnat       = "nosnat"
+	fromPodProgFromPod     = "from_pod"
+	fromPodVarPvCtOptsSize = "pv_ct_opts_size"
 )
 
 // loadFromPod returns the embedded CollectionSpec for fromPod.
@@ -136,6 +141,7 @@ type fromPodMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fromPodVariableSpecs struct {
+	PvCtOptsSize *ebpf.VariableSpec `ebpf:"pv_ct_opts_size"`
 }
 
 // fromPodObjects contains all objects after they have been loaded into the kernel.
@@ -177,6 +183,7 @@ func (m *fromPodMaps) Close() error {
 //
 // It can be passed to loadFromPodObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fromPodVariables struct {
+	PvCtOptsSize *ebpf.Variable `ebpf:"pv_ct_opts_size"`
 }
 
 // fromPodPrograms contains all programs after they have been loaded into the kernel.

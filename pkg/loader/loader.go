@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 
 	"github.com/podvnet/podvnet/pkg/maps"
 )
@@ -16,12 +17,13 @@ import (
 // Closing it releases file descriptors only: pinned maps and links keep the
 // data path running without the agent.
 type Datapath struct {
-	root    string
-	mode    Mode
-	Maps    *maps.Set
-	fromPod *ebpf.Program
-	fromNIC *ebpf.Program
-	rawMaps map[string]*ebpf.Map
+	root       string
+	mode       Mode
+	ctOptsSize uint32
+	Maps       *maps.Set
+	fromPod    *ebpf.Program
+	fromNIC    *ebpf.Program
+	rawMaps    map[string]*ebpf.Map
 }
 
 // Options tune Load.
@@ -76,6 +78,16 @@ func Load(root string, opts Options) (_ *Datapath, err error) {
 		return nil, err
 	}
 
+	d.ctOptsSize = kernelCTOptsSize()
+	for name, spec := range map[string]*ebpf.CollectionSpec{"from_pod": podSpec, "from_nic": nicSpec} {
+		v, ok := spec.Variables["pv_ct_opts_size"]
+		if !ok {
+			return nil, fmt.Errorf("%s object has no pv_ct_opts_size", name)
+		}
+		if err := v.Set(d.ctOptsSize); err != nil {
+			return nil, fmt.Errorf("set pv_ct_opts_size in %s: %w", name, err)
+		}
+	}
 	collOpts := &ebpf.CollectionOptions{MapReplacements: d.rawMaps}
 	var podProgs fromPodPrograms
 	if err := podSpec.LoadAndAssign(&podProgs, collOpts); err != nil {
@@ -89,6 +101,32 @@ func Load(root string, opts Options) (_ *Datapath, err error) {
 	d.fromNIC = nicProgs.FromNic
 	return d, nil
 }
+
+// kernelCTOptsSize is the size of struct bpf_ct_opts in the running
+// kernel (its layout grew in 6.9), or 0 when the kernel has no conntrack
+// kfuncs: the programs then skip the lookup.
+func kernelCTOptsSize() uint32 {
+	k, err := btf.LoadKernelSpec()
+	if err != nil {
+		return 0
+	}
+	var opts *btf.Struct
+	if k.TypeByName("bpf_ct_opts", &opts) != nil {
+		return 0
+	}
+	var fn *btf.Func
+	if k.TypeByName("bpf_skb_ct_lookup", &fn) != nil {
+		return 0
+	}
+	if opts.Size != 12 && opts.Size != 16 {
+		return 0 // a layout this build does not know: no lookup rather than a wrong one
+	}
+	return opts.Size
+}
+
+// ConntrackLookup reports whether the programs can ask conntrack (kernel
+// 5.18+ with nf_conntrack).
+func (d *Datapath) ConntrackLookup() bool { return d.ctOptsSize != 0 }
 
 // loadError keeps the whole verifier log: a rejected program must explain
 // itself without a rebuild.

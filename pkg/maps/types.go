@@ -47,17 +47,28 @@ type Counter struct {
 	Bytes   uint64
 }
 
+// Config flags (PV_CFG_F_*).
+const (
+	// ConfigCTLookup makes the programs ask conntrack before a fast-path
+	// redirect, so replies of NAT'd connections reach the stack.
+	ConfigCTLookup uint32 = 1 << 0
+)
+
 // Reason mirrors enum pv_reason: a verdict or a drop reason.
 type Reason uint32
 
 // The values of enum pv_reason.
 const (
 	ReasonPodToStack Reason = iota
+	ReasonPodToStackNAT
+	ReasonPodToStackFrag
 	ReasonPodToLocal
 	ReasonPodToNIC
 	ReasonPodARP
 	ReasonPodARPReply
 	ReasonNICToStack
+	ReasonNICToStackNAT
+	ReasonNICToStackFrag
 	ReasonNICToLocal
 	ReasonDropMalformed
 	ReasonDropUnsupportedL3
@@ -71,11 +82,15 @@ const (
 // for people; TestLayoutMatchesBTF checks them against the enum.
 var reasonNames = [ReasonMax]string{
 	ReasonPodToStack:        "pod_to_stack",
+	ReasonPodToStackNAT:     "pod_to_stack_nat",
+	ReasonPodToStackFrag:    "pod_to_stack_frag",
 	ReasonPodToLocal:        "pod_to_local",
 	ReasonPodToNIC:          "pod_to_nic",
 	ReasonPodARP:            "pod_arp",
 	ReasonPodARPReply:       "pod_arp_reply",
 	ReasonNICToStack:        "nic_to_stack",
+	ReasonNICToStackNAT:     "nic_to_stack_nat",
+	ReasonNICToStackFrag:    "nic_to_stack_frag",
 	ReasonNICToLocal:        "nic_to_local",
 	ReasonDropMalformed:     "drop_malformed",
 	ReasonDropUnsupportedL3: "drop_unsupported_l3",

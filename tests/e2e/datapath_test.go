@@ -390,6 +390,9 @@ func TestCleanupLeavesNothing(t *testing.T) {
 	if out, _ := n.Exec("tc", "qdisc", "show", "dev", "eth0"); strings.Contains(out, "clsact") {
 		t.Errorf("clsact left on eth0:\n%s", out)
 	}
+	if out, _ := n.Exec("nft", "list", "tables"); strings.Contains(out, "podvnet") {
+		t.Errorf("nftables table left:\n%s", out)
+	}
 	if _, err := os.Stat(filepath.Join(n.StateDir(), "ipam.json")); !os.IsNotExist(err) {
 		t.Errorf("state file left: %v", err)
 	}

@@ -83,11 +83,11 @@ func tail(b []byte, n int) string {
 	return string(b)
 }
 
-// startAgents starts the agent on every node.
-func startAgents(t *testing.T, v *vnet.VNet) {
+// startAgents starts the agent on every node, with extra flags.
+func startAgents(t *testing.T, v *vnet.VNet, extra ...string) {
 	t.Helper()
 	for _, n := range v.Nodes {
-		if err := n.StartAgent(); err != nil {
+		if err := n.StartAgent(extra...); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -180,4 +181,15 @@ func (n *Node) Exec(name string, args ...string) (string, error) {
 // Debug runs `podvnet-agent debug ARGS --bpffs-root <node's>` in the node.
 func (n *Node) Debug(args ...string) (string, error) {
 	return n.Exec(n.bin("podvnet-agent"), append(append([]string{"debug"}, args...), "--bpffs-root", n.BPFFS)...)
+}
+
+// NFT loads an nftables script in the node's namespace (nft -f -).
+func (n *Node) NFT(script string) error {
+	cmd := exec.Command("nsenter", "--net="+n.NS.Path(), "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: nft -f: %w\n%s\nscript:\n%s", n.Name, err, out, script)
+	}
+	return nil
 }

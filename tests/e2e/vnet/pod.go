@@ -152,3 +152,6 @@ func randomHex(n int) string {
 	f.Close()
 	return fmt.Sprintf("%x", b)[:n]
 }
+
+// Do runs f inside the pod's network namespace.
+func (p *Pod) Do(f func() error) error { return p.NS.Do(f) }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -166,3 +167,58 @@ func (f *UDPFlow) Stop() (sent uint64, missing []uint64, err error) {
 	}
 	return f.sent, missing, f.sendErr
 }
+
+// Netns is anything with a network namespace to run in: a pod, a node's
+// namespace, a host.
+type Netns interface {
+	Do(func() error) error
+}
+
+// WhoAmIServer answers every TCP connection on port with the address the
+// connection came from, as this namespace sees it: NAT shows.
+func WhoAmIServer(ns Netns, port int, closeWith func(func() error)) error {
+	var ln net.Listener
+	err := ns.Do(func() (err error) {
+		ln, err = net.Listen("tcp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(port)))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	closeWith(ln.Close)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+			c.Write([]byte(host + "\n"))
+			c.Close()
+		}
+	}()
+	return nil
+}
+
+// WhoAmI connects from ns to addr's WhoAmIServer and returns the source
+// address the server saw.
+func WhoAmI(ns Netns, addr string, timeout time.Duration) (string, error) {
+	var c net.Conn
+	err := ns.Do(func() (err error) {
+		c, err = net.DialTimeout("tcp4", addr, timeout)
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("connect %s: %w", addr, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	b, err := io.ReadAll(c)
+	if err != nil {
+		return "", fmt.Errorf("read from %s: %w", addr, err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// OnClose registers f to run when the VNet is closed.
+func (v *VNet) OnClose(f func() error) { v.onClose(f) }

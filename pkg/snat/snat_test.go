@@ -1,0 +1,70 @@
+package snat
+
+import (
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/podvnet/podvnet/internal/nettest"
+)
+
+func TestMergePrefixes(t *testing.T) {
+	in := []netip.Prefix{
+		netip.MustParsePrefix("10.240.0.0/16"),
+		netip.MustParsePrefix("10.0.0.0/8"),
+		netip.MustParsePrefix("172.16.5.0/24"),
+		netip.MustParsePrefix("10.240.1.7/32"),
+	}
+	got := mergePrefixes(in)
+	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("172.16.5.0/24")}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("mergePrefixes = %v, want %v", got, want)
+	}
+}
+
+// TestApplyReplacesAtomically applies twice in a private netns and reads the
+// table back with nft: one table, the second set of ranges, no leftovers;
+// Remove deletes it and tolerates a second call.
+func TestApplyReplacesAtomically(t *testing.T) {
+	nettest.RequireRoot(t)
+	if _, err := exec.LookPath("nft"); err != nil {
+		if nettestCI() {
+			t.Fatal("nft (package nftables) is needed to read the table back")
+		}
+		t.Skip("nft not installed")
+	}
+	ns := nettest.NewNS(t, nettest.Prefix()+"-snat")
+	list := func() string {
+		out, _ := exec.Command("ip", "netns", "exec", ns.Name, "nft", "list", "table", "ip", TableName).CombinedOutput()
+		return string(out)
+	}
+	apply := func(r Rules) {
+		t.Helper()
+		if err := ns.Do(func() error { return Apply(r) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(Rules{PodIfPrefix: "pv", NoSNAT: []netip.Prefix{netip.MustParsePrefix("10.240.0.0/16")}})
+	apply(Rules{PodIfPrefix: "pv", NoSNAT: []netip.Prefix{netip.MustParsePrefix("10.240.0.0/16"), netip.MustParsePrefix("172.16.0.0/12")}})
+	out := list()
+	for _, want := range []string{`iifname != "pv*" return`, "ip daddr 10.240.0.0/16 return", "ip daddr 172.16.0.0/12 return", "masquerade", "hook postrouting priority srcnat"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	if n := strings.Count(out, "ip daddr 10.240.0.0/16 return"); n != 1 {
+		t.Errorf("the subnet rule appears %d times: the table was appended to, not replaced:\n%s", n, out)
+	}
+	for range 2 {
+		if err := ns.Do(Remove); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out := list(); strings.Contains(out, "masquerade") {
+		t.Errorf("table still there after Remove:\n%s", out)
+	}
+}
+
+func nettestCI() bool { return os.Getenv("CI") == "true" }

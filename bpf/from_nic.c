@@ -7,6 +7,7 @@
  * node), fragments and ICMP errors also go to the stack, which translates
  * them back and routes them to the pod over its /32 route.
  */
+#define PV_HOOK PV_HOOK_NIC
 #include "podvnet.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";

@@ -19,6 +19,7 @@
  * non-IPv4 frames are dropped: podvnet is IPv4-only, and IPv6 from a pod would
  * reach the host stack without any source check.
  */
+#define PV_HOOK PV_HOOK_POD
 #include "podvnet.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";

@@ -54,6 +54,29 @@ struct pv_nosnat_key {
 	__be32 addr;
 };
 
+/* An ARP packet for IPv4 over Ethernet (linux/if_arp.h drags in libc). */
+#define PV_ARPHRD_ETHER 1
+#define PV_ARPOP_REQUEST 1
+#define PV_ARPOP_REPLY 2
+
+struct pv_arp {
+	__be16 ar_hrd;
+	__be16 ar_pro;
+	__u8 ar_hln;
+	__u8 ar_pln;
+	__be16 ar_op;
+	__u8 sha[ETH_ALEN];
+	__u8 spa[4];
+	__u8 tha[ETH_ALEN];
+	__u8 tpa[4];
+};
+
+/* The first four bytes of TCP and UDP. */
+struct pv_ports {
+	__be16 sport;
+	__be16 dport;
+};
+
 /* Every verdict and drop reason. Names are printed by `debug counters`. */
 enum pv_reason {
 	PV_POD_TO_STACK = 0,    /* from a pod, handed to the kernel stack */
@@ -80,9 +103,46 @@ struct pv_counter {
 	__u64 bytes;
 };
 
-/* Puts enum pv_reason into the object's BTF, where bpf2go and the layout
- * test read it. The section is never loaded. */
+/* Which program saw a packet. */
+enum pv_hook {
+	PV_HOOK_POD = 1, /* from_pod */
+	PV_HOOK_NIC = 2, /* from_nic */
+};
+
+/* One packet reported to `debug monitor` through the events ring buffer. */
+struct pv_event {
+	__u64 ts_ns;      /* bpf_ktime_get_ns */
+	__u32 reason;     /* enum pv_reason */
+	__u32 ifindex;    /* the interface the packet arrived on */
+	__u32 len;        /* skb->len */
+	__be32 saddr;     /* IPv4 (or ARP sender/target) addresses, 0 if none */
+	__be32 daddr;
+	__be16 sport;     /* TCP/UDP ports, 0 otherwise */
+	__be16 dport;
+	__be16 eth_proto;
+	__u8 proto;       /* IPv4 protocol */
+	__u8 hook;        /* enum pv_hook */
+	__u32 pad;
+};
+
+/* The monitor's lease, index 0 of the monitor array: events are written
+ * only while a `debug monitor` renews it, so nobody listening costs one
+ * array lookup per packet. */
+struct pv_monitor {
+	__u64 deadline_ns; /* bpf_ktime_get_ns() until which events flow; 0 = off */
+	__u32 flags;       /* PV_MON_F_* */
+	__be32 ip;         /* report only packets from or to this IPv4; 0 = all */
+};
+
+#define PV_MON_F_DROPS (1U << 0) /* report drops */
+#define PV_MON_F_TRACE (1U << 1) /* report every other verdict too */
+
+/* Put the types only Go reads (the reason and hook enums, the event a ring
+ * buffer carries) into the object's BTF, where bpf2go and the layout test
+ * read them. The section is never loaded. */
 const enum pv_reason pv_reason_btf_anchor SEC(".podvnet.btf_only") __attribute__((unused));
+const enum pv_hook pv_hook_btf_anchor SEC(".podvnet.btf_only") __attribute__((unused));
+const struct pv_event pv_event_btf_anchor SEC(".podvnet.btf_only") __attribute__((unused));
 
 /* PV_EP_F_*: endpoint flags. */
 #define PV_EP_F_NONE 0
@@ -119,14 +179,85 @@ struct {
 	__type(value, __u8);
 } nosnat SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pv_monitor);
+} monitor SEC(".maps");
+
+#ifndef PV_HOOK
+#error "define PV_HOOK (PV_HOOK_POD or PV_HOOK_NIC) before including podvnet.h"
+#endif
+
+/* pv_report writes an event for the monitor, if one listens and the packet
+ * passes its filter. Only reached while a lease is held. */
+static __noinline void pv_report(struct __sk_buff *skb, const struct pv_monitor *mon, __u32 reason)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct pv_event ev = {};
+
+	if (mon->deadline_ns < bpf_ktime_get_ns())
+		return;
+	ev.reason = reason;
+	ev.ifindex = skb->ifindex;
+	ev.len = skb->len;
+	ev.hook = PV_HOOK;
+	if ((void *)(eth + 1) <= data_end) {
+		ev.eth_proto = eth->h_proto;
+		if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+			struct iphdr *ip = (void *)(eth + 1);
+
+			if ((void *)(ip + 1) <= data_end) {
+				ev.saddr = ip->saddr;
+				ev.daddr = ip->daddr;
+				ev.proto = ip->protocol;
+				if ((ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) &&
+				    !(ip->frag_off & bpf_htons(0x1fff)) && ip->ihl >= 5) {
+					struct pv_ports *ports = (void *)ip + ip->ihl * 4;
+
+					if ((void *)(ports + 1) <= data_end) {
+						ev.sport = ports->sport;
+						ev.dport = ports->dport;
+					}
+				}
+			}
+		} else if (eth->h_proto == bpf_htons(ETH_P_ARP)) {
+			struct pv_arp *arp = (void *)(eth + 1);
+
+			if ((void *)(arp + 1) <= data_end) {
+				__builtin_memcpy(&ev.saddr, arp->spa, 4);
+				__builtin_memcpy(&ev.daddr, arp->tpa, 4);
+			}
+		}
+	}
+	if (mon->ip && ev.saddr != mon->ip && ev.daddr != mon->ip)
+		return;
+	ev.ts_ns = bpf_ktime_get_ns();
+	bpf_ringbuf_output(&events, &ev, sizeof(ev), 0);
+}
+
 static __always_inline int pv_count(struct __sk_buff *skb, enum pv_reason reason, int verdict)
 {
+	__u32 zero = 0;
 	struct pv_counter *c = bpf_map_lookup_elem(&counters, &reason);
+	struct pv_monitor *mon;
 
 	if (c) {
 		c->packets++;
 		c->bytes += skb->len;
 	}
+	mon = bpf_map_lookup_elem(&monitor, &zero);
+	if (mon && mon->deadline_ns &&
+	    (mon->flags & (verdict == TC_ACT_SHOT ? PV_MON_F_DROPS : PV_MON_F_TRACE)))
+		pv_report(skb, mon, reason);
 	return verdict;
 }
 
@@ -169,23 +300,6 @@ static __always_inline int pv_parse_ipv4(struct __sk_buff *skb, struct ethhdr **
 	return 1;
 }
 
-/* An ARP packet for IPv4 over Ethernet (linux/if_arp.h drags in libc). */
-#define PV_ARPHRD_ETHER 1
-#define PV_ARPOP_REQUEST 1
-#define PV_ARPOP_REPLY 2
-
-struct pv_arp {
-	__be16 ar_hrd;
-	__be16 ar_pro;
-	__u8 ar_hln;
-	__u8 ar_pln;
-	__be16 ar_op;
-	__u8 sha[ETH_ALEN];
-	__u8 spa[4];
-	__u8 tha[ETH_ALEN];
-	__u8 tpa[4];
-};
-
 /*
  * Conntrack. Replies of connections the kernel NAT'd (kube-proxy's DNAT of a
  * Service, masquerading) must meet conntrack to be translated back, so they
@@ -217,11 +331,6 @@ extern void bpf_ct_release(struct nf_conn *ct) __ksym __weak;
 /* Size of struct bpf_ct_opts in the running kernel (12 or 16), set by the
  * loader from the kernel's BTF; 0 when the kernel has no conntrack kfuncs. */
 volatile const __u32 pv_ct_opts_size = 0;
-
-struct pv_ports {
-	__be16 sport;
-	__be16 dport;
-};
 
 /* pv_is_frag_or_icmp_error: IPv4 fragments carry no ports to look up, and
  * ICMP errors refer to a flow that may be NAT'd; the kernel handles both. */

@@ -19,7 +19,7 @@ func newDebugCommand() *cobra.Command {
 		Short: "Inspect the pinned data path of this node (works while the agent is down)",
 	}
 	cmd.PersistentFlags().StringVar(&root, "bpffs-root", defaultBPFFSRoot, "bpffs directory the agent pins under")
-	cmd.AddCommand(newDebugEndpointsCommand(&root), newDebugCountersCommand(&root), newDebugLinksCommand(&root))
+	cmd.AddCommand(newDebugEndpointsCommand(&root), newDebugCountersCommand(&root), newDebugLinksCommand(&root), newDebugMonitorCommand(&root))
 	return cmd
 }
 

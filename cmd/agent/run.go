@@ -24,20 +24,21 @@ const (
 )
 
 type runFlags struct {
-	nic        string
-	ipamSource string
-	poolFile   string
-	bpffsRoot  string
-	stateDir   string
-	socket     string
-	maxPods    int
-	cooldown   time.Duration
-	noSNAT     []string
-	attachMode string
-	mtu        int
-	noCTLookup bool
-	logLevel   string
-	logFormat  string
+	nic         string
+	ipamSource  string
+	poolFile    string
+	bpffsRoot   string
+	stateDir    string
+	socket      string
+	maxPods     int
+	cooldown    time.Duration
+	noSNAT      []string
+	attachMode  string
+	mtu         int
+	noCTLookup  bool
+	metricsAddr string
+	logLevel    string
+	logFormat   string
 }
 
 func newRunCommand() *cobra.Command {
@@ -63,6 +64,7 @@ func newRunCommand() *cobra.Command {
 	fl.IntVar(&f.maxPods, "max-pods", 30, "most pods on this node; the limit is min(max-pods, secondary IPs)")
 	fl.DurationVar(&f.cooldown, "ip-cooldown", 30*time.Second, "how long a released IP rests before it is handed out again")
 	fl.StringSliceVar(&f.noSNAT, "no-snat-cidrs", nil, "extra destination CIDRs pods reach without SNAT (peered VNets, on-premises); the pool subnet is always included")
+	fl.StringVar(&f.metricsAddr, "metrics-addr", agent.DefaultMetricsAddr, "address for /metrics, /healthz and /readyz; empty turns it off")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "console", "console or json")
 	return cmd
@@ -107,14 +109,23 @@ func runAgent(ctx context.Context, f *runFlags) error {
 	log.Info("starting", zap.String("version", version), zap.String("nic", f.nic),
 		zap.String("subnet", cfg.Pool.Subnet.String()), zap.String("primary", cfg.Pool.Primary.String()),
 		zap.Int("secondary_ips", len(cfg.Pool.Secondary)), zap.Int("max_pods", f.maxPods))
-	a, err := agent.New(cfg, log)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	cfg.Ready = agent.NewReadiness("starting")
+	cfg.Metrics = agent.NewMetrics(version, commit)
+	if f.metricsAddr != "" {
+		srv, err := agent.ServeHTTP(f.metricsAddr, cfg.Metrics, cfg.Ready)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+	}
+	a, err := agent.New(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	if err := a.Serve(ctx); err != nil {
 		return err
 	}

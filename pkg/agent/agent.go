@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -40,6 +39,11 @@ type Config struct {
 	// fast-path redirect. Replies of NAT'd connections (Services) then
 	// break: it exists to measure what the lookup costs.
 	NoConntrackLookup bool
+
+	// Metrics and Ready, when set, receive the agent's metrics and its
+	// readiness (they outlive New, which may wait for the NIC).
+	Metrics *Metrics
+	Ready   *Readiness
 }
 
 // StateFile is the allocation state under the state dir.
@@ -55,21 +59,26 @@ type Agent struct {
 
 	// mu serialises changes to endpoints (ADD, DEL, reconcile); lookups of
 	// the allocator are safe without it.
-	mu    sync.Mutex
-	ready atomic.Bool
+	mu      sync.Mutex
+	ready   *Readiness
+	metrics *Metrics
 }
 
-// New loads the data path (adopting what is pinned), reads the persisted
-// allocations, reconciles both with the node, and attaches from_nic. It
-// does not serve yet.
-func New(cfg Config, log *zap.Logger) (_ *Agent, err error) {
+// New waits for the NIC, loads the data path (adopting what is pinned),
+// reads the persisted allocations, reconciles both with the node, and
+// attaches from_nic. It does not serve yet.
+func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Agent, err error) {
+	if cfg.Ready == nil {
+		cfg.Ready = NewReadiness("starting")
+	}
 	if err := cfg.Pool.Validate(); err != nil {
 		return nil, fmt.Errorf("pool: %w", err)
 	}
-	nic, err := netlink.LinkByName(cfg.NIC)
+	nic, err := waitForLink(ctx, cfg.NIC, cfg.Ready, log)
 	if err != nil {
-		return nil, fmt.Errorf("find NIC %q: %w", cfg.NIC, err)
+		return nil, err
 	}
+	cfg.Ready.Set(false, "loading the data path")
 	alloc, err := ipam.NewAllocator(cfg.Pool, ipam.FileStore{Path: StateFile(cfg.StateDir)},
 		ipam.Options{MaxPods: cfg.MaxPods, Cooldown: cfg.Cooldown})
 	if err != nil {
@@ -79,7 +88,7 @@ func New(cfg Config, log *zap.Logger) (_ *Agent, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("load data path: %w", err)
 	}
-	a := &Agent{cfg: cfg, log: log, dp: dp, alloc: alloc, nic: nic}
+	a := &Agent{cfg: cfg, log: log, dp: dp, alloc: alloc, nic: nic, ready: cfg.Ready, metrics: cfg.Metrics}
 	defer func() {
 		if err != nil {
 			dp.Close()
@@ -104,10 +113,40 @@ func New(cfg Config, log *zap.Logger) (_ *Agent, err error) {
 	if err := a.detachOtherNICs(); err != nil {
 		return nil, err
 	}
+	a.metrics.registerAgent(a)
+	cfg.Ready.Set(false, "starting the plugin API")
 	log.Info("data path attached", zap.String("ifname", nic.Attrs().Name), zap.Int("ifindex", nic.Attrs().Index),
 		zap.String("prog", "from_nic"), zap.String("mode", string(dp.Mode())),
 		zap.Bool("conntrack_lookup", dp.ConntrackLookup() && !cfg.NoConntrackLookup), zap.Int("pod_mtu", a.mtu()))
 	return a, nil
+}
+
+// waitForLink returns the named interface, waiting for it to appear (a
+// NIC can show up late at boot) rather than crash-looping; readiness says
+// what the agent waits for.
+func waitForLink(ctx context.Context, name string, ready *Readiness, log *zap.Logger) (netlink.Link, error) {
+	delay := 100 * time.Millisecond
+	for logged := false; ; {
+		l, err := netlink.LinkByName(name)
+		if err == nil {
+			return l, nil
+		}
+		var notFound netlink.LinkNotFoundError
+		if !errors.As(err, &notFound) {
+			return nil, fmt.Errorf("find NIC %q: %w", name, err)
+		}
+		ready.Set(false, fmt.Sprintf("waiting for NIC %s to appear", name))
+		if !logged {
+			log.Warn("NIC not found, waiting for it", zap.String("ifname", name))
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("find NIC %q: %w (gave up: %v)", name, err, ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
 }
 
 // mtu is the MTU pods get.
@@ -185,7 +224,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 		return err
 	}
 	srv := newServer(a)
-	a.ready.Store(true)
+	a.ready.Set(true, "")
 	a.log.Info("serving", zap.String("socket", a.cfg.Socket), zap.Int("limit", a.alloc.Limit()),
 		zap.Int("allocated", len(a.alloc.List())))
 	errc := make(chan error, 1)
@@ -195,7 +234,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 	case err := <-errc:
 		return fmt.Errorf("serve %s: %w", a.cfg.Socket, err)
 	}
-	a.ready.Store(false)
+	a.ready.Set(false, "stopping")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, net.ErrClosed) {

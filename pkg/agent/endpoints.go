@@ -165,14 +165,13 @@ func (a *Agent) Del(ctx context.Context, req agentapi.DelRequest) error {
 
 // Status reports readiness and free addresses.
 func (a *Agent) Status() agentapi.Status {
+	ready, reason := a.ready.Get()
 	st := agentapi.Status{
-		Ready:     a.ready.Load(),
+		Ready:     ready,
+		Reason:    reason,
 		Limit:     a.alloc.Limit(),
 		Allocated: len(a.alloc.List()),
 		Free:      a.alloc.Free(),
-	}
-	if !st.Ready {
-		st.Reason = "agent is starting or stopping"
 	}
 	return st
 }

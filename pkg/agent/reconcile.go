@@ -92,6 +92,10 @@ func (a *Agent) reconcile() error {
 			strayPins++
 		}
 	}
+	for outcome, n := range map[string]int{"kept": kept, "released": released, "stray_veths": strayVeths,
+		"stray_map_entries": strayEntries, "stray_link_pins": strayPins} {
+		a.metrics.setReconciled(outcome, n)
+	}
 	a.log.Info("reconciled", zap.Int("kept", kept), zap.Int("released", released),
 		zap.Int("stray_veths", strayVeths), zap.Int("stray_map_entries", strayEntries), zap.Int("stray_link_pins", strayPins))
 	return nil

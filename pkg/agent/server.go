@@ -27,7 +27,9 @@ func newServer(a *Agent) *http.Server {
 		if !decode(w, r, &req) {
 			return
 		}
+		start := time.Now()
 		resp, err := a.Add(r.Context(), req)
+		a.metrics.observeCNI("add", start, err)
 		if err != nil {
 			a.writeError(w, "ADD", err)
 			return
@@ -39,7 +41,10 @@ func newServer(a *Agent) *http.Server {
 		if !decode(w, r, &req) {
 			return
 		}
-		if err := a.Del(r.Context(), req); err != nil {
+		start := time.Now()
+		err := a.Del(r.Context(), req)
+		a.metrics.observeCNI("del", start, err)
+		if err != nil {
 			a.writeError(w, "DEL", err)
 			return
 		}

@@ -2,10 +2,12 @@ package loader
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
@@ -398,4 +400,48 @@ func tcp(p packet.IPv4) []byte {
 	p.Proto = 6
 	p.Payload = 20
 	return p.Build()
+}
+
+// TestMonitorEvents: while a monitor holds the lease, drops are reported
+// with their reason and addresses (and filtered by IP); without a lease
+// nothing is written.
+func TestMonitorEvents(t *testing.T) {
+	tb := newTestbed(t)
+	spoofed := packet.IPv4{SrcMAC: podAMAC, DstMAC: hostAMAC, Src: podB, Dst: remote, Proto: 17}.Build()
+	genuine := packet.IPv4{SrcMAC: podAMAC, DstMAC: hostAMAC, Src: podA, Dst: remote}.Build()
+	binary.BigEndian.PutUint16(spoofed[34:], 40000) // UDP source port
+	binary.BigEndian.PutUint16(spoofed[36:], 9100)
+
+	mon, err := maps.OpenMonitor(tb.dp.Root(), maps.MonitorDrops, netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb.run(t, HookPod, tb.podAIdx, genuine) // a redirect: not a drop, not reported
+	tb.run(t, HookPod, tb.podAIdx, spoofed)
+	ev, err := mon.Read(time.Now().Add(time.Second))
+	if err != nil {
+		t.Fatalf("no event for a drop: %v", err)
+	}
+	src, dst := ev.Addrs()
+	sport, dport := ev.Ports()
+	if ev.Reason != maps.ReasonDropSpoofedIP || ev.Hook != maps.HookPod || ev.Ifindex != uint32(tb.podAIdx) ||
+		src != podB || dst != remote || sport != 40000 || dport != 9100 || ev.Proto != 17 || ev.Len != uint32(len(spoofed)) {
+		t.Errorf("event %+v (src %s dst %s ports %d->%d)", ev, src, dst, sport, dport)
+	}
+	if ev, err := mon.Read(time.Now().Add(100 * time.Millisecond)); err == nil {
+		t.Errorf("a second event %+v: the redirect was reported too", ev)
+	}
+	mon.Close()
+
+	// A filter for another address: nothing. No lease: nothing.
+	other, err := maps.OpenMonitor(tb.dp.Root(), maps.MonitorDrops|maps.MonitorTrace, netip.MustParseAddr("10.9.9.9"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	tb.run(t, HookPod, tb.podAIdx, spoofed)
+	tb.run(t, HookPod, tb.podAIdx, genuine)
+	if ev, err := other.Read(time.Now().Add(100 * time.Millisecond)); err == nil {
+		t.Errorf("event %+v passed a filter for 10.9.9.9", ev)
+	}
 }

@@ -42,6 +42,13 @@ type fromNicPvEndpointKey struct {
 	Ip uint32
 }
 
+type fromNicPvMonitor struct {
+	_          structs.HostLayout
+	DeadlineNs uint64
+	Flags      uint32
+	Ip         uint32
+}
+
 type fromNicPvNosnatKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -55,6 +62,8 @@ const (
 	fromNicMapConfig       = "config"
 	fromNicMapCounters     = "counters"
 	fromNicMapEndpoints    = "endpoints"
+	fromNicMapEvents       = "events"
+	fromNicMapMonitor      = "monitor"
 	fromNicMapNosnat       = "nosnat"
 	fromNicProgFromNic     = "from_nic"
 	fromNicVarPvCtOptsSize = "pv_ct_opts_size"
@@ -112,6 +121,8 @@ type fromNicMapSpecs struct {
 	Config    *ebpf.MapSpec `ebpf:"config"`
 	Counters  *ebpf.MapSpec `ebpf:"counters"`
 	Endpoints *ebpf.MapSpec `ebpf:"endpoints"`
+	Events    *ebpf.MapSpec `ebpf:"events"`
+	Monitor   *ebpf.MapSpec `ebpf:"monitor"`
 	Nosnat    *ebpf.MapSpec `ebpf:"nosnat"`
 }
 
@@ -145,6 +156,8 @@ type fromNicMaps struct {
 	Config    *ebpf.Map `ebpf:"config"`
 	Counters  *ebpf.Map `ebpf:"counters"`
 	Endpoints *ebpf.Map `ebpf:"endpoints"`
+	Events    *ebpf.Map `ebpf:"events"`
+	Monitor   *ebpf.Map `ebpf:"monitor"`
 	Nosnat    *ebpf.Map `ebpf:"nosnat"`
 }
 
@@ -153,6 +166,8 @@ func (m *fromNicMaps) Close() error {
 		m.Config,
 		m.Counters,
 		m.Endpoints,
+		m.Events,
+		m.Monitor,
 		m.Nosnat,
 	)
 }

@@ -42,6 +42,36 @@ type fromPodPvEndpointKey struct {
 	Ip uint32
 }
 
+type fromPodPvEvent struct {
+	_        structs.HostLayout
+	TsNs     uint64
+	Reason   uint32
+	Ifindex  uint32
+	Len      uint32
+	Saddr    uint32
+	Daddr    uint32
+	Sport    uint16
+	Dport    uint16
+	EthProto uint16
+	Proto    uint8
+	Hook     uint8
+	Pad      uint32
+}
+
+type fromPodPvHook uint32
+
+const (
+	fromPodPvHookPV_HOOK_POD fromPodPvHook = 1
+	fromPodPvHookPV_HOOK_NIC fromPodPvHook = 2
+)
+
+type fromPodPvMonitor struct {
+	_          structs.HostLayout
+	DeadlineNs uint64
+	Flags      uint32
+	Ip         uint32
+}
+
 type fromPodPvNosnatKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -77,6 +107,8 @@ const (
 	fromPodMapConfig       = "config"
 	fromPodMapCounters     = "counters"
 	fromPodMapEndpoints    = "endpoints"
+	fromPodMapEvents       = "events"
+	fromPodMapMonitor      = "monitor"
 	fromPodMapNosnat       = "nosnat"
 	fromPodProgFromPod     = "from_pod"
 	fromPodVarPvCtOptsSize = "pv_ct_opts_size"
@@ -134,6 +166,8 @@ type fromPodMapSpecs struct {
 	Config    *ebpf.MapSpec `ebpf:"config"`
 	Counters  *ebpf.MapSpec `ebpf:"counters"`
 	Endpoints *ebpf.MapSpec `ebpf:"endpoints"`
+	Events    *ebpf.MapSpec `ebpf:"events"`
+	Monitor   *ebpf.MapSpec `ebpf:"monitor"`
 	Nosnat    *ebpf.MapSpec `ebpf:"nosnat"`
 }
 
@@ -167,6 +201,8 @@ type fromPodMaps struct {
 	Config    *ebpf.Map `ebpf:"config"`
 	Counters  *ebpf.Map `ebpf:"counters"`
 	Endpoints *ebpf.Map `ebpf:"endpoints"`
+	Events    *ebpf.Map `ebpf:"events"`
+	Monitor   *ebpf.Map `ebpf:"monitor"`
 	Nosnat    *ebpf.Map `ebpf:"nosnat"`
 }
 
@@ -175,6 +211,8 @@ func (m *fromPodMaps) Close() error {
 		m.Config,
 		m.Counters,
 		m.Endpoints,
+		m.Events,
+		m.Monitor,
 		m.Nosnat,
 	)
 }

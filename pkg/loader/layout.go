@@ -17,6 +17,9 @@ func checkLayout(spec *ebpf.MapSpec, m *ebpf.Map) error {
 	if err := spec.Compatible(m); err != nil {
 		return err
 	}
+	if spec.Key == nil && spec.Value == nil {
+		return nil // a ring buffer: no key or value layout to compare
+	}
 	h, err := m.Handle()
 	if errors.Is(err, btf.ErrNotFound) {
 		return errors.New("pinned map carries no BTF to check its layout")

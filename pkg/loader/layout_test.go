@@ -24,6 +24,8 @@ func TestLayoutMatchesBTF(t *testing.T) {
 		"pv_config":       maps.Config{},
 		"pv_nosnat_key":   maps.NoSNATKey{},
 		"pv_counter":      maps.Counter{},
+		"pv_event":        maps.Event{},
+		"pv_monitor":      maps.Monitor{},
 	}
 	for cName, goVal := range mirrors {
 		t.Run(cName, func(t *testing.T) {
@@ -53,6 +55,19 @@ func TestLayoutMatchesBTF(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("pv_hook", func(t *testing.T) {
+		var e *btf.Enum
+		if err := spec.Types.TypeByName("pv_hook", &e); err != nil {
+			t.Fatalf("enum pv_hook not in BTF: %v", err)
+		}
+		want := map[string]maps.Hook{"PV_HOOK_POD": maps.HookPod, "PV_HOOK_NIC": maps.HookNIC}
+		for _, v := range e.Values {
+			if want[v.Name] != maps.Hook(v.Value) {
+				t.Errorf("%s = %d in C, %d in Go", v.Name, v.Value, want[v.Name])
+			}
+		}
+	})
 
 	t.Run("pv_reason", func(t *testing.T) {
 		var e *btf.Enum

@@ -124,16 +124,66 @@ func (r Reason) Verdict() string {
 	}
 }
 
+// Event mirrors struct pv_event: one packet reported to the monitor.
+type Event struct {
+	TsNS     uint64
+	Reason   Reason
+	Ifindex  uint32
+	Len      uint32
+	Saddr    [4]byte
+	Daddr    [4]byte
+	Sport    [2]byte // network order
+	Dport    [2]byte
+	EthProto [2]byte
+	Proto    uint8
+	Hook     Hook
+	Pad      uint32
+}
+
+// Monitor mirrors struct pv_monitor: the lease under which events flow.
+type Monitor struct {
+	DeadlineNS uint64
+	Flags      uint32
+	IP         [4]byte
+}
+
+// Monitor flags (PV_MON_F_*).
+const (
+	MonitorDrops uint32 = 1 << 0
+	MonitorTrace uint32 = 1 << 1
+)
+
+// Hook mirrors enum pv_hook: which program saw a packet.
+type Hook uint8
+
+// The values of enum pv_hook.
+const (
+	HookPod Hook = 1
+	HookNIC Hook = 2
+)
+
+func (h Hook) String() string {
+	switch h {
+	case HookPod:
+		return "from_pod"
+	case HookNIC:
+		return "from_nic"
+	}
+	return fmt.Sprintf("hook_%d", uint8(h))
+}
+
 // Map names as in the ELF object; each is pinned under PinDir(root).
 const (
 	EndpointsMap = "endpoints"
 	ConfigMap    = "config"
 	CountersMap  = "counters"
 	NoSNATMap    = "nosnat"
+	EventsMap    = "events"
+	MonitorMap   = "monitor"
 )
 
 // Names lists every map podvnet pins.
-var Names = []string{EndpointsMap, ConfigMap, CountersMap, NoSNATMap}
+var Names = []string{EndpointsMap, ConfigMap, CountersMap, NoSNATMap, EventsMap, MonitorMap}
 
 // PinDir is where the maps are pinned under a bpffs root.
 func PinDir(root string) string { return filepath.Join(root, "maps") }

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,6 +64,15 @@ func (n *Node) AgentArgs() []string {
 // StartAgent runs podvnet-agent in the node's namespace and waits until it
 // serves. extra flags are appended.
 func (n *Node) StartAgent(extra ...string) error {
+	if err := n.StartAgentNoWait(extra...); err != nil {
+		return err
+	}
+	return n.WaitAgentReady(30 * time.Second)
+}
+
+// StartAgentNoWait runs podvnet-agent in the node's namespace and returns
+// at once.
+func (n *Node) StartAgentNoWait(extra ...string) error {
 	if n.agent != nil {
 		return fmt.Errorf("%s: agent already running", n.Name)
 	}
@@ -85,9 +96,13 @@ func (n *Node) StartAgent(extra ...string) error {
 	n.done = make(chan error, 1)
 	go func() { n.done <- cmd.Wait() }()
 	n.vnet.onClose(func() error { n.StopAgent(syscall.SIGTERM); return nil })
+	return nil
+}
 
+// WaitAgentReady waits until the agent's API answers ready.
+func (n *Node) WaitAgentReady(timeout time.Duration) error {
 	client := agentapi.NewClient(n.Socket())
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-n.done:
@@ -103,7 +118,30 @@ func (n *Node) StartAgent(extra ...string) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("%s: agent not ready after 30s:\n%s", n.Name, n.tailLog())
+	return fmt.Errorf("%s: agent not ready after %s:\n%s", n.Name, timeout, n.tailLog())
+}
+
+// HTTPGet fetches a path of the agent's metrics endpoint (127.0.0.1:9965 in
+// the node's namespace) and returns the status code and body.
+func (n *Node) HTTPGet(path string) (int, string, error) {
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+			err = n.NS.Do(func() error {
+				var d net.Dialer
+				c, err = d.DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		},
+	}}
+	resp, err := client.Get("http://127.0.0.1:9965" + path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
 }
 
 // WaitAgentExit waits for an agent that is expected to stop on its own and

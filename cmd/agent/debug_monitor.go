@@ -1,0 +1,199 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/spf13/cobra"
+
+	"github.com/podvnet/podvnet/pkg/maps"
+)
+
+// monitorEvent is one event as `debug monitor -o json` prints it (one JSON
+// object per line).
+type monitorEvent struct {
+	Time    string `json:"time"`
+	Reason  string `json:"reason"`
+	Verdict string `json:"verdict"`
+	Hook    string `json:"hook"`
+	Ifindex uint32 `json:"ifindex"`
+	IfName  string `json:"ifname"`
+	Proto   string `json:"proto"`
+	Src     string `json:"src"`
+	Dst     string `json:"dst"`
+	Sport   uint16 `json:"sport,omitempty"`
+	Dport   uint16 `json:"dport,omitempty"`
+	Len     uint32 `json:"len"`
+}
+
+func newDebugMonitorCommand(root *string) *cobra.Command {
+	var (
+		output  string
+		ipFlag  string
+		reasons []string
+		trace   bool
+		count   int
+		timeout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "monitor",
+		Short: "Stream drop (and with --trace, every) verdict of the data path as it happens",
+		Long: `monitor turns event reporting on in the running programs for as long as it
+runs (a lease it renews; nobody listening costs one array lookup per packet)
+and prints each event: reason, hook, interface, addresses, protocol, ports.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var ip netip.Addr
+			if ipFlag != "" {
+				var err error
+				if ip, err = netip.ParseAddr(ipFlag); err != nil || !ip.Is4() {
+					return fmt.Errorf("--ip %q: not an IPv4 address", ipFlag)
+				}
+			}
+			want := map[string]bool{}
+			for _, r := range reasons {
+				if !knownReason(r) {
+					return fmt.Errorf("--reason %q: not a reason (see `debug counters`)", r)
+				}
+				want[r] = true
+			}
+			flags := maps.MonitorDrops
+			if trace {
+				flags |= maps.MonitorTrace
+			}
+			sess, err := maps.OpenMonitor(*root, flags, ip)
+			if err != nil {
+				return err
+			}
+			defer sess.Close()
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			if output == "table" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "monitoring %s (Ctrl-C to stop)\n", describeFilter(trace, ip, reasons))
+			}
+			var end time.Time
+			if timeout > 0 {
+				end = time.Now().Add(timeout)
+			}
+			wallOffset := time.Duration(time.Now().UnixNano()) - maps.Monotonic()
+			seen := 0
+			renew := time.Now().Add(maps.LeaseTTL / 3)
+			for ctx.Err() == nil && (count == 0 || seen < count) {
+				if !end.IsZero() && time.Now().After(end) {
+					break
+				}
+				if time.Now().After(renew) {
+					if err := sess.Renew(); err != nil {
+						return err
+					}
+					renew = time.Now().Add(maps.LeaseTTL / 3)
+				}
+				ev, err := sess.Read(time.Now().Add(200 * time.Millisecond))
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					continue
+				}
+				if errors.Is(err, ringbuf.ErrClosed) {
+					break
+				}
+				if err != nil {
+					return err
+				}
+				if len(want) > 0 && !want[ev.Reason.String()] {
+					continue
+				}
+				seen++
+				if err := printEvent(cmd.OutOrStdout(), output, toMonitorEvent(ev, wallOffset)); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&output, "output", "o", "table", "table (one line per event) or json (one object per line)")
+	fl.StringVar(&ipFlag, "ip", "", "only packets from or to this IPv4 address (a pod IP)")
+	fl.StringSliceVar(&reasons, "reason", nil, "only these reasons, e.g. drop_spoofed_ip")
+	fl.BoolVar(&trace, "trace", false, "report every verdict, not only drops (costly on a busy node)")
+	fl.IntVar(&count, "count", 0, "stop after this many events; 0 runs until Ctrl-C")
+	fl.DurationVar(&timeout, "timeout", 0, "stop after this long; 0 runs until Ctrl-C")
+	return cmd
+}
+
+func knownReason(name string) bool {
+	for r := maps.Reason(0); r < maps.ReasonMax; r++ {
+		if r.String() == name {
+			return true
+		}
+	}
+	return false
+}
+
+func describeFilter(trace bool, ip netip.Addr, reasons []string) string {
+	what := "drops"
+	if trace {
+		what = "all verdicts"
+	}
+	if ip.IsValid() {
+		what += " of " + ip.String()
+	}
+	if len(reasons) > 0 {
+		what += " (" + strings.Join(reasons, ", ") + ")"
+	}
+	return what
+}
+
+var ipProtos = map[uint8]string{1: "icmp", 6: "tcp", 17: "udp", 132: "sctp"}
+
+func toMonitorEvent(ev maps.Event, wallOffset time.Duration) monitorEvent {
+	src, dst := ev.Addrs()
+	sport, dport := ev.Ports()
+	proto := ipProtos[ev.Proto]
+	switch {
+	case ev.EtherType() == 0x0806:
+		proto = "arp"
+	case ev.EtherType() != 0x0800:
+		proto = fmt.Sprintf("ethertype-%#04x", ev.EtherType())
+	case proto == "":
+		proto = fmt.Sprintf("ip-proto-%d", ev.Proto)
+	}
+	return monitorEvent{
+		Time:    time.Unix(0, int64(time.Duration(ev.TsNS)+wallOffset)).Format("15:04:05.000000"),
+		Reason:  ev.Reason.String(),
+		Verdict: ev.Reason.Verdict(),
+		Hook:    ev.Hook.String(),
+		Ifindex: ev.Ifindex,
+		IfName:  ifName(ev.Ifindex),
+		Proto:   proto,
+		Src:     src.String(),
+		Dst:     dst.String(),
+		Sport:   sport,
+		Dport:   dport,
+		Len:     ev.Len,
+	}
+}
+
+func printEvent(w io.Writer, output string, e monitorEvent) error {
+	switch output {
+	case "json":
+		return json.NewEncoder(w).Encode(e)
+	case "table":
+		src, dst := e.Src, e.Dst
+		if e.Sport != 0 || e.Dport != 0 {
+			src, dst = fmt.Sprintf("%s:%d", src, e.Sport), fmt.Sprintf("%s:%d", dst, e.Dport)
+		}
+		_, err := fmt.Fprintf(w, "%s %-20s %-8s %s(%d) %s -> %s %s %dB\n",
+			e.Time, e.Reason, e.Hook, e.IfName, e.Ifindex, src, dst, e.Proto, e.Len)
+		return err
+	default:
+		return fmt.Errorf("-o %q: want table or json", output)
+	}
+}

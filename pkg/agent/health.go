@@ -1,0 +1,82 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Paths of the agent's HTTP endpoint (--metrics-addr). The DaemonSet's
+// probes use HealthzPath (liveness) and ReadyzPath (readiness).
+const (
+	DefaultMetricsAddr = ":9965"
+	HealthzPath        = "/healthz"
+	ReadyzPath         = "/readyz"
+	MetricsPath        = "/metrics"
+)
+
+// Readiness is whether the agent can serve pods, and if not, why.
+type Readiness struct {
+	mu     sync.Mutex
+	ready  bool
+	reason string
+}
+
+// NewReadiness starts not ready, for reason.
+func NewReadiness(reason string) *Readiness { return &Readiness{reason: reason} }
+
+// Set records the current state.
+func (r *Readiness) Set(ready bool, reason string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ready, r.reason = ready, reason
+}
+
+// Get returns the current state.
+func (r *Readiness) Get() (bool, string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ready, r.reason
+}
+
+// ServeHTTP starts the metrics and health endpoint. /healthz answers as long
+// as the process runs; /readyz only once programs are attached, the pool is
+// known and the plugin socket serves. It listens before the agent starts
+// so probes see a starting agent as alive but not ready.
+func ServeHTTP(addr string, m *Metrics, ready *Readiness) (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc(HealthzPath, func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc(ReadyzPath, func(w http.ResponseWriter, _ *http.Request) {
+		ok, reason := ready.Get()
+		if !ok {
+			http.Error(w, "not ready: "+reason, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.Handle(MetricsPath, promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	// The index lists what is served, for whoever curls the port.
+	mux.HandleFunc("/{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode([]string{HealthzPath, ReadyzPath, MetricsPath})
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-addr %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			ready.Set(false, "metrics endpoint failed: "+err.Error())
+		}
+	}()
+	return srv, nil
+}

@@ -2,8 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -13,13 +15,21 @@ import (
 )
 
 func newDebugCommand() *cobra.Command {
-	var root string
+	var root, stateDir string
 	cmd := &cobra.Command{
 		Use:   "debug",
 		Short: "Inspect the pinned data path of this node (works while the agent is down)",
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			if os.Geteuid() != 0 {
+				return errors.New("podvnet-agent debug reads pinned BPF objects and needs root (CAP_BPF and CAP_SYS_ADMIN): run it with sudo, or in the podvnet pod")
+			}
+			return nil
+		},
 	}
 	cmd.PersistentFlags().StringVar(&root, "bpffs-root", defaultBPFFSRoot, "bpffs directory the agent pins under")
-	cmd.AddCommand(newDebugEndpointsCommand(&root), newDebugCountersCommand(&root), newDebugLinksCommand(&root), newDebugMonitorCommand(&root))
+	cmd.PersistentFlags().StringVar(&stateDir, "state-dir", defaultStateDir, "the agent's state directory")
+	cmd.AddCommand(newDebugEndpointsCommand(&root), newDebugCountersCommand(&root), newDebugLinksCommand(&root),
+		newDebugMonitorCommand(&root), newDebugConfigCommand(&root, &stateDir), newDebugDoctorCommand(&root, &stateDir))
 	return cmd
 }
 

@@ -70,6 +70,10 @@ func printCounters(w io.Writer, output string, c *maps.Counters) error {
 	if err != nil {
 		return err
 	}
+	return printCountersRows(w, output, rows)
+}
+
+func printCountersRows(w io.Writer, output string, rows []counterRow) error {
 	switch output {
 	case "json":
 		enc := json.NewEncoder(w)

@@ -12,6 +12,9 @@ import (
 
 func main() {
 	if err := newRootCommand().Execute(); err != nil {
+		if errors.Is(err, errProblemsFound) {
+			os.Exit(1) // debug doctor printed them
+		}
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			fmt.Fprintf(os.Stderr, "Error: %+v\n", ve)

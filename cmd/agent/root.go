@@ -7,6 +7,8 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/podvnet/podvnet/pkg/loader"
 )
 
 // Set at build time with -ldflags "-X main.version=... -X main.commit=...".
@@ -29,10 +31,11 @@ func newRootCommand() *cobra.Command {
 func newVersionCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print version, commit and Go version",
+		Short: "Print version, commit, Go version and the clang that built the BPF objects",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fmt.Fprintf(cmd.OutOrStdout(), "podvnet-agent %s (commit %s, %s)\n", version, commit, runtime.Version())
+			fmt.Fprintf(cmd.OutOrStdout(), "podvnet-agent %s (commit %s, %s, BPF objects built by %s)\n",
+				version, commit, runtime.Version(), loader.ClangVersion)
 			return nil
 		},
 	}

@@ -80,6 +80,7 @@ func runAgent(ctx context.Context, f *runFlags) error {
 	cfg := agent.Config{
 		NIC: f.nic, BPFFSRoot: f.bpffsRoot, StateDir: f.stateDir, Socket: f.socket,
 		MaxPods: f.maxPods, Cooldown: f.cooldown, MTU: f.mtu, NoConntrackLookup: f.noCTLookup,
+		Version: version,
 	}
 	if f.mtu != 0 && f.mtu < 576 {
 		return fmt.Errorf("--mtu %d: below the IPv4 minimum of 576", f.mtu)

@@ -40,6 +40,9 @@ type Config struct {
 	// break: it exists to measure what the lookup costs.
 	NoConntrackLookup bool
 
+	// Version is the agent's build version, recorded in the settings file.
+	Version string
+
 	// Metrics and Ready, when set, receive the agent's metrics and its
 	// readiness (they outlive New, which may wait for the NIC).
 	Metrics *Metrics
@@ -111,6 +114,9 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Agent, err error)
 		return nil, err
 	}
 	if err := a.detachOtherNICs(); err != nil {
+		return nil, err
+	}
+	if err := a.writeSettings(cfg.Version); err != nil {
 		return nil, err
 	}
 	a.metrics.registerAgent(a)

@@ -130,3 +130,21 @@ func Remove() error {
 	}
 	return nil
 }
+
+// Present reports whether podvnet's table exists.
+func Present() (bool, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return false, fmt.Errorf("open nftables: %w", err)
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return false, fmt.Errorf("list nftables tables: %w", err)
+	}
+	for _, t := range tables {
+		if t.Name == TableName {
+			return true, nil
+		}
+	}
+	return false, nil
+}

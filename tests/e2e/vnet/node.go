@@ -216,9 +216,10 @@ func (n *Node) Exec(name string, args ...string) (string, error) {
 	return out.String(), nil
 }
 
-// Debug runs `podvnet-agent debug ARGS --bpffs-root <node's>` in the node.
+// Debug runs `podvnet-agent debug ARGS` in the node with the node's
+// --bpffs-root and --state-dir.
 func (n *Node) Debug(args ...string) (string, error) {
-	return n.Exec(n.bin("podvnet-agent"), append(append([]string{"debug"}, args...), "--bpffs-root", n.BPFFS)...)
+	return n.Exec(n.bin("podvnet-agent"), append(append([]string{"debug"}, args...), "--bpffs-root", n.BPFFS, "--state-dir", n.StateDir())...)
 }
 
 // NFT loads an nftables script in the node's namespace (nft -f -).

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/podvnet/podvnet/pkg/agent"
+	"github.com/podvnet/podvnet/pkg/maps"
+)
+
+// configRow is one setting as `debug config -o json` prints it. Source is
+// "map" for what the programs read from the pinned config and no-SNAT maps
+// (the truth in the kernel), "agent" for what the last agent recorded.
+type configRow struct {
+	Setting string `json:"setting"`
+	Value   string `json:"value"`
+	Source  string `json:"source"`
+}
+
+func newDebugConfigCommand(root, stateDir *string) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "config",
+		Short: "The settings in force: what the programs read from their maps, and the agent's settings",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			set, err := maps.OpenPinned(*root)
+			if err != nil {
+				return err
+			}
+			defer set.Close()
+			rows, err := configRows(set)
+			if err != nil {
+				return err
+			}
+			if s, err := agent.ReadSettings(*stateDir); err == nil {
+				rows = append(rows, settingsRows(s)...)
+			} else {
+				fmt.Fprintf(cmd.ErrOrStderr(), "agent settings unavailable: %v\n", err)
+			}
+			return printConfig(cmd.OutOrStdout(), output, rows)
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	return cmd
+}
+
+func configRows(set *maps.Set) ([]configRow, error) {
+	cfg, err := set.Config.Get()
+	if err != nil {
+		return nil, err
+	}
+	ranges, err := set.NoSNAT.List()
+	if err != nil {
+		return nil, err
+	}
+	var rs []string
+	for _, r := range ranges {
+		rs = append(rs, r.String())
+	}
+	ct := "off"
+	if cfg.Flags&maps.ConfigCTLookup != 0 {
+		ct = "on"
+	}
+	return []configRow{
+		{"nic", fmt.Sprintf("%s (ifindex %d, %s)", ifName(cfg.NICIfindex), cfg.NICIfindex, maps.MAC(cfg.NICMAC)), "map"},
+		{"node_ip", cfg.NodeAddr().String(), "map"},
+		{"pod_gateway", fmt.Sprintf("%d.%d.%d.%d", cfg.GatewayIP[0], cfg.GatewayIP[1], cfg.GatewayIP[2], cfg.GatewayIP[3]), "map"},
+		{"conntrack_lookup", ct, "map"},
+		{"no_snat_cidrs", strings.Join(rs, ", "), "map"},
+	}, nil
+}
+
+func settingsRows(s *agent.Settings) []configRow {
+	row := func(k, v string) configRow { return configRow{k, v, "agent"} }
+	return []configRow{
+		row("agent_version", s.Version),
+		row("agent_started_at", s.StartedAt.Format("2006-01-02T15:04:05Z")),
+		row("subnet", s.Subnet),
+		row("primary_ip", s.Primary),
+		row("secondary_ips", fmt.Sprint(s.SecondaryIPs)),
+		row("max_pods", fmt.Sprint(s.MaxPods)),
+		row("pod_limit", fmt.Sprint(s.PodLimit)),
+		row("ip_cooldown", s.IPCooldown),
+		row("pod_mtu", fmt.Sprintf("%d (NIC %d)", s.PodMTU, s.NICMTU)),
+		row("attach_mode", s.AttachMode),
+		row("bpffs_root", s.BPFFSRoot),
+		row("socket", s.Socket),
+	}
+}
+
+func printConfig(w io.Writer, output string, rows []configRow) error {
+	switch output {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rows)
+	case "table":
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "SETTING\tVALUE\tSOURCE")
+		for _, r := range rows {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Setting, r.Value, r.Source)
+		}
+		tw.Flush()
+		fmt.Fprintf(w, "%d settings\n", len(rows))
+		return nil
+	default:
+		return fmt.Errorf("-o %q: want table or json", output)
+	}
+}

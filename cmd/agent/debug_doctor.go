@@ -1,0 +1,77 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/podvnet/podvnet/pkg/agent"
+)
+
+// errProblemsFound makes `debug doctor` exit 1 when it found problems,
+// after printing them.
+var errProblemsFound = errors.New("problems found")
+
+func newDebugDoctorCommand(root, stateDir *string) *cobra.Command {
+	var (
+		output string
+		socket string
+	)
+	cmd := &cobra.Command{
+		Use:   "doctor",
+		Short: "Check this node's podvnet and name each problem with its fix (exit 1 if any)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			findings := agent.Doctor(cmd.Context(), agent.DoctorConfig{BPFFSRoot: *root, StateDir: *stateDir, Socket: socket})
+			if err := printFindings(cmd.OutOrStdout(), output, findings); err != nil {
+				return err
+			}
+			for _, f := range findings {
+				if !f.OK {
+					return errProblemsFound
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	cmd.Flags().StringVar(&socket, "socket", defaultSocket, "the agent's API socket")
+	return cmd
+}
+
+func printFindings(w io.Writer, output string, findings []agent.Finding) error {
+	problems := 0
+	for _, f := range findings {
+		if !f.OK {
+			problems++
+		}
+	}
+	switch output {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(findings)
+	case "table":
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "CHECK\tSTATUS\tDETAIL")
+		for _, f := range findings {
+			status := "ok"
+			if !f.OK {
+				status = "PROBLEM"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Check, status, f.Detail)
+			if f.Fix != "" {
+				fmt.Fprintf(tw, "\t\tfix: %s\n", f.Fix)
+			}
+		}
+		tw.Flush()
+		fmt.Fprintf(w, "%d %s, %d %s\n", len(findings), plural(len(findings), "check", "checks"), problems, plural(problems, "problem", "problems"))
+		return nil
+	default:
+		return fmt.Errorf("-o %q: want table or json", output)
+	}
+}

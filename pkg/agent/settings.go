@@ -1,0 +1,81 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/podvnet/podvnet/pkg/ipam"
+)
+
+// Settings are the settings a running agent put in force, written to the
+// state dir at start so `debug config` can show them with the agent down.
+type Settings struct {
+	Version         string    `json:"version"`
+	StartedAt       time.Time `json:"started_at"`
+	NIC             string    `json:"nic"`
+	NICMTU          int       `json:"nic_mtu"`
+	PodMTU          int       `json:"pod_mtu"`
+	Subnet          string    `json:"subnet"`
+	Gateway         string    `json:"gateway"`
+	Primary         string    `json:"primary"`
+	SecondaryIPs    int       `json:"secondary_ips"`
+	MaxPods         int       `json:"max_pods"`
+	PodLimit        int       `json:"pod_limit"`
+	IPCooldown      string    `json:"ip_cooldown"`
+	NoSNATCIDRs     []string  `json:"no_snat_cidrs"`
+	AttachMode      string    `json:"attach_mode"`
+	ConntrackLookup bool      `json:"conntrack_lookup"`
+	BPFFSRoot       string    `json:"bpffs_root"`
+	Socket          string    `json:"socket"`
+	StateDir        string    `json:"state_dir"`
+}
+
+// SettingsFile is where the settings are kept under the state dir.
+func SettingsFile(stateDir string) string { return filepath.Join(stateDir, "settings.json") }
+
+// ReadSettings reads what the last agent put in force.
+func ReadSettings(stateDir string) (*Settings, error) {
+	b, err := os.ReadFile(SettingsFile(stateDir))
+	if err != nil {
+		return nil, fmt.Errorf("read agent settings: %w", err)
+	}
+	var s Settings
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("parse %s: %w", SettingsFile(stateDir), err)
+	}
+	return &s, nil
+}
+
+func (a *Agent) writeSettings(version string) error {
+	pool := a.alloc.Pool()
+	s := Settings{
+		Version:         version,
+		StartedAt:       time.Now().UTC().Truncate(time.Second),
+		NIC:             a.nic.Attrs().Name,
+		NICMTU:          a.nic.Attrs().MTU,
+		PodMTU:          a.mtu(),
+		Subnet:          pool.Subnet.String(),
+		Gateway:         pool.Gateway.String(),
+		Primary:         pool.Primary.String(),
+		SecondaryIPs:    len(pool.Secondary),
+		MaxPods:         a.cfg.MaxPods,
+		PodLimit:        a.alloc.Limit(),
+		IPCooldown:      a.cfg.Cooldown.String(),
+		AttachMode:      string(a.dp.Mode()),
+		ConntrackLookup: a.dp.ConntrackLookup() && !a.cfg.NoConntrackLookup,
+		BPFFSRoot:       a.cfg.BPFFSRoot,
+		Socket:          a.cfg.Socket,
+		StateDir:        a.cfg.StateDir,
+	}
+	for _, p := range a.noSNAT() {
+		s.NoSNATCIDRs = append(s.NoSNATCIDRs, p.String())
+	}
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	return ipam.WriteFileAtomic(SettingsFile(a.cfg.StateDir), append(b, '\n'), 0o600)
+}

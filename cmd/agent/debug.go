@@ -20,6 +20,7 @@ func newDebugCommand() *cobra.Command {
 	}
 	cmd.PersistentFlags().StringVar(&root, "bpffs-root", "/sys/fs/bpf/podvnet", "bpffs directory the agent pins under")
 	cmd.AddCommand(newDebugEndpointsCommand(&root))
+	cmd.AddCommand(newDebugIPAMCommand())
 	return cmd
 }
 

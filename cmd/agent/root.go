@@ -22,7 +22,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRunCommand(), newDebugCommand(), newVersionCommand())
+	root.AddCommand(newRunCommand(), newDebugCommand(), newPlanCommand(), newVersionCommand())
 	return root
 }
 

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
+	"go.uber.org/zap"
 
 	"github.com/podvnet/podvnet/pkg/ipam"
 )
@@ -20,7 +22,7 @@ const defaultStaticNIC = "eth0"
 // newPoolSource builds the --ipam-source. With --nic set, the NMAgent and
 // IMDS sources select the document's interface of that NIC's MAC;
 // otherwise they select the VM's primary interface.
-func newPoolSource(f *runFlags) (ipam.Source, error) {
+func newPoolSource(f *runFlags, log *zap.Logger) (ipam.Source, error) {
 	var mac net.HardwareAddr
 	if f.nic != "" && f.ipamSource != "static" {
 		l, err := netlink.LinkByName(f.nic)
@@ -29,11 +31,14 @@ func newPoolSource(f *runFlags) (ipam.Source, error) {
 		}
 		mac = l.Attrs().HardwareAddr
 	}
+	fetcher := ipam.Fetcher{OnRetry: func(err error, wait time.Duration) {
+		log.Info("pool source not answering; retrying", zap.Duration("wait", wait), zap.Error(err))
+	}}
 	switch f.ipamSource {
 	case "nmagent":
-		return &ipam.NMAgentSource{URL: f.nmagentURL, MAC: mac}, nil
+		return &ipam.NMAgentSource{URL: f.nmagentURL, MAC: mac, Fetcher: fetcher}, nil
 	case "imds":
-		return &ipam.IMDSSource{URL: f.imdsURL, MAC: mac}, nil
+		return &ipam.IMDSSource{URL: f.imdsURL, MAC: mac, Fetcher: fetcher}, nil
 	case "static":
 		return &ipam.StaticSource{Path: f.poolFile}, nil
 	default:

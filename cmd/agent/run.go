@@ -85,7 +85,7 @@ func runAgent(ctx context.Context, f *runFlags) error {
 	if _, err := f.cluster.parse(netip.Prefix{}, nil); err != nil {
 		return err
 	}
-	src, err := newPoolSource(f)
+	src, err := newPoolSource(f, log)
 	if err != nil {
 		return err
 	}

@@ -50,6 +50,9 @@ var DefaultBackoff = Backoff{Initial: 500 * time.Millisecond, Max: 8 * time.Seco
 type Fetcher struct {
 	Client  *http.Client // nil: no proxy, 10 s timeout
 	Backoff Backoff      // zero: DefaultBackoff
+	// OnRetry, if set, hears of each failed try that will be retried, so
+	// that a slow start can be explained in the log.
+	OnRetry func(err error, wait time.Duration)
 }
 
 // noProxyClient talks to the fabric directly: IMDS and the wireserver are
@@ -103,6 +106,9 @@ func (f Fetcher) Get(ctx context.Context, url string, header http.Header) ([]byt
 			d = retryAfter
 		}
 		d = min(d, bo.Max)
+		if f.OnRetry != nil {
+			f.OnRetry(err, d)
+		}
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():

@@ -120,7 +120,15 @@ func TestSourcesLearnThePool(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := httptest.NewServer(tt.fabric)
 			defer srv.Close()
-			in, err := tt.source(srv.URL).Fetch(context.Background())
+			src := tt.source(srv.URL)
+			retries := 0
+			switch s := src.(type) {
+			case *IMDSSource:
+				s.Fetcher.OnRetry = func(error, time.Duration) { retries++ }
+			case *NMAgentSource:
+				s.Fetcher.OnRetry = func(error, time.Duration) { retries++ }
+			}
+			in, err := src.Fetch(context.Background())
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("got %v, want an error containing %q", err, tt.wantErr)
@@ -138,6 +146,9 @@ func TestSourcesLearnThePool(t *testing.T) {
 			}
 			if got := tt.fabric.Requests(); got != tt.wantTries {
 				t.Fatalf("%d requests, want %d", got, tt.wantTries)
+			}
+			if tt.wantErr == "" && retries != tt.wantTries-1 {
+				t.Fatalf("%d retries reported, want %d", retries, tt.wantTries-1)
 			}
 		})
 	}

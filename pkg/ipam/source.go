@@ -170,16 +170,7 @@ func (s *NMAgentSource) String() string { return "nmagent " + s.URL }
 
 // Fetch gets and parses the document and selects the NIC.
 func (s *NMAgentSource) Fetch(ctx context.Context) (Interface, error) {
-	url := strings.TrimSuffix(s.URL, "/") + NMAgentPath
-	b, err := s.Fetcher.Get(ctx, url, nil)
-	if err != nil {
-		return Interface{}, err
-	}
-	ifaces, err := ParseNMAgent(b)
-	if err != nil {
-		return Interface{}, fmt.Errorf("GET %s: %w", url, err)
-	}
-	return SelectInterface(ifaces, s.MAC)
+	return s.Fetcher.fetchInterface(ctx, s.URL, NMAgentPath, nil, ParseNMAgent, s.MAC)
 }
 
 // IMDSSource reads the pool from the Instance Metadata Service.
@@ -195,16 +186,22 @@ func (s *IMDSSource) String() string { return "imds " + s.URL }
 func (s *IMDSSource) Fetch(ctx context.Context) (Interface, error) {
 	// IMDS answers 400 without this header: it proves the request was not
 	// forwarded on behalf of someone else (SSRF).
-	url := strings.TrimSuffix(s.URL, "/") + IMDSPath
-	b, err := s.Fetcher.Get(ctx, url, http.Header{"Metadata": {"true"}})
+	return s.Fetcher.fetchInterface(ctx, s.URL, IMDSPath, http.Header{"Metadata": {"true"}}, ParseIMDS, s.MAC)
+}
+
+// fetchInterface GETs a fabric document, parses it and selects the NIC.
+func (f Fetcher) fetchInterface(ctx context.Context, base, path string, header http.Header,
+	parse func([]byte) ([]Interface, error), mac net.HardwareAddr) (Interface, error) {
+	url := strings.TrimSuffix(base, "/") + path
+	b, err := f.Get(ctx, url, header)
 	if err != nil {
 		return Interface{}, err
 	}
-	ifaces, err := ParseIMDS(b)
+	ifaces, err := parse(b)
 	if err != nil {
 		return Interface{}, fmt.Errorf("GET %s: %w", url, err)
 	}
-	return SelectInterface(ifaces, s.MAC)
+	return SelectInterface(ifaces, mac)
 }
 
 // StaticSource reads the pool from a file (see LoadStaticPool). The file

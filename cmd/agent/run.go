@@ -81,8 +81,10 @@ func runAgent(ctx context.Context, f *runFlags) error {
 	if cfg.NoSNAT, err = parseNoSNAT(f.noSNAT); err != nil {
 		return err
 	}
-	// Flags that do not parse fail before the fabric is asked anything.
-	if _, err := f.cluster.parse(netip.Prefix{}, nil); err != nil {
+	// Flags that do not parse fail before the fabric is asked anything;
+	// the subnet to check them against comes with the pool.
+	cluster, err := f.cluster.parse(netip.Prefix{}, cfg.NoSNAT)
+	if err != nil {
 		return err
 	}
 	src, err := newPoolSource(f, log)
@@ -97,7 +99,7 @@ func runAgent(ctx context.Context, f *runFlags) error {
 		return err
 	}
 	cfg.Pool, cfg.NIC = in.Pool, nic
-	cluster, _ := f.cluster.parse(cfg.Pool.Subnet, cfg.NoSNAT)
+	cluster.Subnet = cfg.Pool.Subnet
 	if err := cluster.Validate(); err != nil {
 		return fmt.Errorf("cluster settings: %w", err)
 	}

@@ -24,7 +24,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRunCommand(), newDebugCommand(), newCleanupCommand(), newVersionCommand())
+	root.AddCommand(newRunCommand(), newDebugCommand(), newPlanCommand(), newCleanupCommand(), newVersionCommand())
 	return root
 }
 

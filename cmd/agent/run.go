@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
 	"github.com/podvnet/podvnet/pkg/agent"
+	"github.com/podvnet/podvnet/pkg/config"
 	"github.com/podvnet/podvnet/pkg/ipam"
 	"github.com/podvnet/podvnet/pkg/loader"
 )
@@ -27,6 +29,10 @@ type runFlags struct {
 	nic         string
 	ipamSource  string
 	poolFile    string
+	nmagentURL  string
+	imdsURL     string
+	refresh     time.Duration
+	cluster     clusterFlags
 	bpffsRoot   string
 	stateDir    string
 	socket      string
@@ -52,9 +58,12 @@ func newRunCommand() *cobra.Command {
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.nic, "nic", "eth0", "the VNet NIC whose secondary IPs pods get")
-	fl.StringVar(&f.ipamSource, "ipam-source", "static", "where the pool comes from: static")
+	fl.StringVar(&f.nic, "nic", "", "the VNet NIC whose secondary IPs pods get; empty: the interface whose MAC the pool document lists as primary ("+defaultStaticNIC+" with --ipam-source static)")
+	fl.StringVar(&f.ipamSource, "ipam-source", "nmagent", "where the pool comes from: nmagent (the wireserver, as Azure CNI), imds, or static (--pool-file)")
+	fl.StringVar(&f.nmagentURL, "nmagent-url", ipam.DefaultNMAgentURL, "the wireserver serving NMAgent's interface document (with --ipam-source nmagent)")
+	fl.StringVar(&f.imdsURL, "imds-url", ipam.DefaultIMDSURL, "the Instance Metadata Service (with --ipam-source imds)")
 	fl.StringVar(&f.poolFile, "pool-file", "/etc/podvnet/pool.json", "static pool file (with --ipam-source static)")
+	fl.DurationVar(&f.refresh, "pool-refresh", time.Minute, "how often the pool is fetched again to learn added and removed IPs; 0 never")
 	fl.StringVar(&f.bpffsRoot, "bpffs-root", defaultBPFFSRoot, "bpffs directory for pinned maps and links (a bpffs is mounted if none is)")
 	fl.StringVar(&f.stateDir, "state-dir", defaultStateDir, "directory for the durable allocation state")
 	fl.StringVar(&f.socket, "socket", defaultSocket, "unix socket the CNI plugin talks to (root only)")
@@ -65,6 +74,7 @@ func newRunCommand() *cobra.Command {
 	fl.DurationVar(&f.cooldown, "ip-cooldown", 30*time.Second, "how long a released IP rests before it is handed out again")
 	fl.StringSliceVar(&f.noSNAT, "no-snat-cidrs", nil, "extra destination CIDRs pods reach without SNAT (peered VNets, on-premises); the pool subnet is always included")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", agent.DefaultMetricsAddr, "address for /metrics, /healthz and /readyz; empty turns it off")
+	f.cluster.register(fl)
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "console", "console or json")
 	return cmd
@@ -78,7 +88,7 @@ func runAgent(ctx context.Context, f *runFlags) error {
 	defer log.Sync()
 
 	cfg := agent.Config{
-		NIC: f.nic, BPFFSRoot: f.bpffsRoot, StateDir: f.stateDir, Socket: f.socket,
+		BPFFSRoot: f.bpffsRoot, StateDir: f.stateDir, Socket: f.socket,
 		MaxPods: f.maxPods, Cooldown: f.cooldown, MTU: f.mtu, NoConntrackLookup: f.noCTLookup,
 		Version: version,
 	}
@@ -91,29 +101,25 @@ func runAgent(ctx context.Context, f *runFlags) error {
 	if f.maxPods <= 0 {
 		return fmt.Errorf("--max-pods %d: must be at least 1", f.maxPods)
 	}
-	for _, s := range f.noSNAT {
-		p, err := netip.ParsePrefix(s)
-		if err != nil || !p.Addr().Is4() {
-			return fmt.Errorf("--no-snat-cidrs %q: not an IPv4 CIDR", s)
-		}
-		cfg.NoSNAT = append(cfg.NoSNAT, p.Masked())
+	if cfg.NoSNAT, err = parseNoSNAT(f.noSNAT); err != nil {
+		return err
 	}
-	switch f.ipamSource {
-	case "static":
-		if cfg.Pool, err = ipam.LoadStaticPool(f.poolFile); err != nil {
-			return fmt.Errorf("--pool-file: %w", err)
-		}
-	default:
-		return fmt.Errorf("--ipam-source %q: want static", f.ipamSource)
+	// Flags that do not parse fail before the fabric is asked anything;
+	// the subnet to check them against comes with the pool.
+	cluster, err := f.cluster.parse(netip.Prefix{}, cfg.NoSNAT)
+	if err != nil {
+		return err
+	}
+	src, err := newPoolSource(f, log)
+	if err != nil {
+		return err
 	}
 
-	log.Info("starting", zap.String("version", version), zap.String("nic", f.nic),
-		zap.String("subnet", cfg.Pool.Subnet.String()), zap.String("primary", cfg.Pool.Primary.String()),
-		zap.Int("secondary_ips", len(cfg.Pool.Secondary)), zap.Int("max_pods", f.maxPods))
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	cfg.Ready = agent.NewReadiness("starting")
+	// Probes answer from here on: a starting agent is alive, not ready.
+	cfg.Ready = agent.NewReadiness("learning the pool from " + src.String())
 	cfg.Metrics = agent.NewMetrics(version, commit)
 	if f.metricsAddr != "" {
 		srv, err := agent.ServeHTTP(f.metricsAddr, cfg.Metrics, cfg.Ready)
@@ -122,15 +128,61 @@ func runAgent(ctx context.Context, f *runFlags) error {
 		}
 		defer srv.Close()
 	}
+	in, nic, err := learnPool(ctx, f, src)
+	if err != nil {
+		return err
+	}
+	cfg.Pool, cfg.NIC = in.Pool, nic
+	cluster.Subnet = cfg.Pool.Subnet
+	if err := cluster.Validate(); err != nil {
+		return fmt.Errorf("cluster settings: %w", err)
+	}
+	if len(in.Ignored) > 0 {
+		log.Warn("the NIC has addresses outside the subnet of its primary IP; pods do not get them",
+			zap.String("subnet", cfg.Pool.Subnet.String()), zap.Stringers("ignored", in.Ignored))
+	}
+
+	log.Info("starting", zap.String("version", version), zap.String("nic", nic), zap.String("source", src.String()),
+		zap.String("subnet", cfg.Pool.Subnet.String()), zap.String("primary", cfg.Pool.Primary.String()),
+		zap.Int("secondary_ips", len(cfg.Pool.Secondary)), zap.Int("max_pods", f.maxPods))
 	a, err := agent.New(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
+
+	go a.WatchPool(ctx, src, f.refresh)
 	if err := a.Serve(ctx); err != nil {
 		return err
 	}
 	// Pins stay: the data path keeps forwarding while no agent runs.
 	log.Info("stopped; data path left running")
 	return nil
+}
+
+func parseNoSNAT(ss []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range ss {
+		p, err := config.ParseCIDR(config.FlagNoSNATCIDRs, s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// clusterFlags are the cluster settings `run` and `plan` both check.
+type clusterFlags struct {
+	serviceCIDR, dnsServiceIP, dockerBridgeCIDR string
+}
+
+func (c *clusterFlags) register(fl *pflag.FlagSet) {
+	fl.StringVar(&c.serviceCIDR, "service-cidr", config.DefaultServiceCIDR, "the cluster's Service CIDR; must not overlap the subnet or --no-snat-cidrs (empty: not checked)")
+	fl.StringVar(&c.dnsServiceIP, "dns-service-ip", config.DefaultDNSServiceIP, "the cluster DNS Service IP; inside --service-cidr, not its network or first address (empty: not checked)")
+	fl.StringVar(&c.dockerBridgeCIDR, "docker-bridge-cidr", config.DefaultDockerBridgeCIDR, "the Docker bridge on nodes; must overlap neither the subnet, --no-snat-cidrs nor --service-cidr (empty: not checked)")
+}
+
+func (c *clusterFlags) parse(subnet netip.Prefix, noSNAT []netip.Prefix) (config.Cluster, error) {
+	return config.ParseCluster(subnet, noSNAT, c.serviceCIDR, c.dnsServiceIP, c.dockerBridgeCIDR)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -67,11 +68,15 @@ type Allocator struct {
 	inPool  map[netip.Addr]bool
 }
 
-// NewAllocator loads the stored state. Allocations of addresses the pool no
-// longer lists are kept (a pod still uses them) but never handed out again.
+// NewAllocator loads the stored state and records the pool in it.
+// Allocations of addresses the pool no longer lists are kept (a pod still
+// uses them) but never handed out again: see Withdrawn.
 func NewAllocator(pool Pool, store Store, opts Options) (*Allocator, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if err := pool.Validate(); err != nil {
+		return nil, fmt.Errorf("pool: %w", err)
 	}
 	st, err := store.Load()
 	if err != nil {
@@ -91,6 +96,11 @@ func NewAllocator(pool Pool, store Store, opts Options) (*Allocator, error) {
 	}
 	for _, c := range st.Cooling {
 		a.cooling[c.IP] = c.Until
+	}
+	// Writing at once records the pool for `debug ipam` and proves the
+	// state directory is writable before the first ADD depends on it.
+	if err := a.save(); err != nil {
+		return nil, err
 	}
 	return a, nil
 }
@@ -126,15 +136,13 @@ func (a *Allocator) Allocate(k Key, o Owner) (Allocation, error) {
 	if al, ok := a.byKey[k]; ok {
 		return al, nil
 	}
-	if len(a.byKey) >= a.limit() {
-		return Allocation{}, fmt.Errorf("%w: all %d addresses of this node's limit (min of --max-pods and %d secondary IPs) are in use",
-			ErrPoolExhausted, a.limit(), len(a.pool.Secondary))
-	}
 	now := a.opts.Now()
-	ip, ok := a.pick(now)
+	ip, ok := netip.Addr{}, false
+	if a.opts.MaxPods <= 0 || len(a.byKey) < a.opts.MaxPods {
+		ip, ok = a.pick(now)
+	}
 	if !ok {
-		return Allocation{}, fmt.Errorf("%w: %d of %d in use, the rest released less than %s ago; retry shortly",
-			ErrPoolExhausted, len(a.byKey), a.limit(), a.opts.Cooldown)
+		return Allocation{}, a.exhausted(now)
 	}
 	al := Allocation{IP: ip, Key: k, Owner: o, Since: now.UTC()}
 	a.byKey[k] = al
@@ -160,6 +168,34 @@ func (a *Allocator) pick(now time.Time) (netip.Addr, bool) {
 		return ip, true
 	}
 	return netip.Addr{}, false
+}
+
+// exhausted explains why nothing can be handed out, naming the node's limit
+// so that whoever reads the pod's events knows what to change.
+func (a *Allocator) exhausted(now time.Time) error {
+	maxPods := "unset"
+	if a.opts.MaxPods > 0 {
+		maxPods = strconv.Itoa(a.opts.MaxPods)
+	}
+	msg := fmt.Sprintf("this node's limit is %d pods (the smaller of --max-pods %s and %d secondary IPs) and %d are in use",
+		a.limit(), maxPods, len(a.pool.Secondary), len(a.byKey))
+	if n := a.coolingInPool(now); n > 0 {
+		msg += fmt.Sprintf("; %d more were released less than %s ago and are reused after that: retry shortly", n, a.opts.Cooldown)
+	}
+	return fmt.Errorf("%w: %s", ErrPoolExhausted, msg)
+}
+
+func (a *Allocator) coolingInPool(now time.Time) int {
+	n := 0
+	for _, ip := range a.pool.Secondary {
+		if _, used := a.byIP[ip]; used {
+			continue
+		}
+		if until, ok := a.cooling[ip]; ok && now.Before(until) {
+			n++
+		}
+	}
+	return n
 }
 
 // Release frees the key's address (it cools down before reuse) and returns
@@ -223,13 +259,105 @@ func (a *Allocator) Free() int {
 		}
 		free++
 	}
-	return min(free, a.limit()-len(a.byKey))
+	if a.opts.MaxPods > 0 {
+		free = min(free, a.opts.MaxPods-len(a.byKey))
+	}
+	return max(free, 0)
+}
+
+// ErrPoolIdentity means a new pool is of another subnet or primary IP: the
+// node's own address changed, which a refresh cannot apply under live pods.
+var ErrPoolIdentity = errors.New("the node's primary IP or subnet changed")
+
+// PoolChange is what a refresh changed.
+type PoolChange struct {
+	Added     []netip.Addr // new secondary IPs, handed out from now on
+	Removed   []netip.Addr // free or cooling IPs no longer listed
+	Withdrawn []Allocation // held IPs no longer listed: kept, never reused
+}
+
+// Empty reports whether nothing changed.
+func (c PoolChange) Empty() bool {
+	return len(c.Added) == 0 && len(c.Removed) == 0 && len(c.Withdrawn) == 0
+}
+
+// SetPool replaces the pool with a refreshed one. Addresses that appear are
+// handed out from now on. An address that disappears while a pod holds it
+// stays that pod's (the pod is not broken by the agent) but is never handed
+// out again once released, unless the pool lists it again.
+func (a *Allocator) SetPool(p Pool) (PoolChange, error) {
+	if err := p.Validate(); err != nil {
+		return PoolChange{}, fmt.Errorf("refreshed pool: %w", err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if p.Primary != a.pool.Primary || p.Subnet.Masked() != a.pool.Subnet.Masked() {
+		return PoolChange{}, fmt.Errorf("%w: %s in %s became %s in %s; restart the agent",
+			ErrPoolIdentity, a.pool.Primary, a.pool.Subnet, p.Primary, p.Subnet)
+	}
+	var ch PoolChange
+	was := make(map[netip.Addr]bool, len(a.pool.Secondary))
+	for _, ip := range a.pool.Secondary {
+		was[ip] = true
+	}
+	is := make(map[netip.Addr]bool, len(p.Secondary))
+	for _, ip := range p.Secondary {
+		is[ip] = true
+		if !was[ip] {
+			ch.Added = append(ch.Added, ip)
+		}
+	}
+	for _, ip := range a.pool.Secondary {
+		if is[ip] {
+			continue
+		}
+		if k, held := a.byIP[ip]; held {
+			ch.Withdrawn = append(ch.Withdrawn, a.byKey[k])
+		} else {
+			ch.Removed = append(ch.Removed, ip)
+		}
+	}
+	if ch.Empty() {
+		return ch, nil
+	}
+	prev := a.pool
+	a.pool = p
+	if err := a.save(); err != nil {
+		a.pool = prev
+		return PoolChange{}, err
+	}
+	return ch, nil
+}
+
+// Withdrawn lists allocations whose address the pool no longer lists,
+// sorted by IP: their pods keep them, but the fabric may no longer route
+// them to this node.
+func (a *Allocator) Withdrawn() []Allocation {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	in := make(map[netip.Addr]bool, len(a.pool.Secondary))
+	for _, ip := range a.pool.Secondary {
+		in[ip] = true
+	}
+	var out []Allocation
+	for ip, k := range a.byIP {
+		if !in[ip] {
+			out = append(out, a.byKey[k])
+		}
+	}
+	slices.SortFunc(out, func(x, y Allocation) int { return x.IP.Compare(y.IP) })
+	return out
 }
 
 // save persists the current state. Expired cooldowns are dropped here.
 func (a *Allocator) save() error {
 	now := a.opts.Now()
-	st := &State{Version: StateVersion, Allocations: make([]Allocation, 0, len(a.byKey)), Cooling: []Cooling{}}
+	st := &State{
+		Version:     StateVersion,
+		Pool:        &PoolState{Subnet: a.pool.Subnet, Primary: a.pool.Primary, Secondary: append([]netip.Addr{}, a.pool.Secondary...)},
+		Allocations: make([]Allocation, 0, len(a.byKey)),
+		Cooling:     []Cooling{},
+	}
 	for _, al := range a.byKey {
 		st.Allocations = append(st.Allocations, al)
 	}

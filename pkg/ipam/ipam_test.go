@@ -68,7 +68,7 @@ func TestAllocateIsIdempotentAndDistinct(t *testing.T) {
 	if !errors.Is(err, ErrPoolExhausted) {
 		t.Fatalf("31st allocation: %v, want ErrPoolExhausted", err)
 	}
-	if !strings.Contains(err.Error(), "30") {
+	if !strings.Contains(err.Error(), "this node's limit is 30 pods (the smaller of --max-pods 30 and 30 secondary IPs)") {
 		t.Errorf("exhaustion error should name the node's limit: %v", err)
 	}
 }
@@ -112,8 +112,9 @@ func TestMaxPodsBelowPool(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := a.Allocate(key(2), Owner{}); !errors.Is(err, ErrPoolExhausted) {
-		t.Fatalf("got %v, want ErrPoolExhausted at --max-pods 2", err)
+	_, err := a.Allocate(key(2), Owner{})
+	if !errors.Is(err, ErrPoolExhausted) || !strings.Contains(err.Error(), "limit is 2 pods (the smaller of --max-pods 2 and 30 secondary IPs)") {
+		t.Fatalf("got %v, want ErrPoolExhausted naming --max-pods 2", err)
 	}
 	if a.Limit() != 2 {
 		t.Fatalf("limit %d, want 2", a.Limit())
@@ -132,8 +133,9 @@ func TestReleasedAddressCoolsDown(t *testing.T) {
 		t.Fatalf("%s reused right after release", first.IP)
 	}
 	// The only other address is taken and first is cooling: nothing to give.
-	if _, err := a.Allocate(key(2), Owner{}); !errors.Is(err, ErrPoolExhausted) {
-		t.Fatalf("got %v, want ErrPoolExhausted while cooling", err)
+	_, err := a.Allocate(key(2), Owner{})
+	if !errors.Is(err, ErrPoolExhausted) || !strings.Contains(err.Error(), "1 more were released less than 30s ago") {
+		t.Fatalf("got %v, want ErrPoolExhausted saying an address is cooling", err)
 	}
 	c.t = c.t.Add(31 * time.Second)
 	third, err := a.Allocate(key(2), Owner{})
@@ -172,9 +174,14 @@ func TestStateSurvivesRestart(t *testing.T) {
 
 func TestCorruptStateStopsAndIsKept(t *testing.T) {
 	for name, content := range map[string]string{
-		"truncated":     `{"version":1,"allocations":[{"ip":"10.240.0.5","net`,
-		"other version": `{"version":2,"allocations":[],"cooling":[]}`,
-		"garbage":       "\x00\x01not json",
+		"truncated":            `{"version":1,"allocations":[{"ip":"10.240.0.5","net`,
+		"newer version":        `{"version":3,"allocations":[],"cooling":[]}`,
+		"no version":           `{"allocations":[],"cooling":[]}`,
+		"empty file":           ``,
+		"unknown field":        `{"version":2,"allocations":[],"cooling":[],"leases":[]}`,
+		"trailing data":        `{"version":2,"allocations":[],"cooling":[]}{}`,
+		"pool without primary": `{"version":2,"pool":{"subnet":"10.240.0.0/16","secondary":[]},"allocations":[],"cooling":[]}`,
+		"garbage":              "\x00\x01not json",
 		"duplicate ip": `{"version":1,"allocations":[
 			{"ip":"10.240.0.5","network":"n","container_id":"a","ifname":"eth0","since":"2026-01-01T00:00:00Z"},
 			{"ip":"10.240.0.5","network":"n","container_id":"b","ifname":"eth0","since":"2026-01-01T00:00:00Z"}],"cooling":[]}`,
@@ -196,20 +203,83 @@ func TestCorruptStateStopsAndIsKept(t *testing.T) {
 	}
 }
 
+// failingStore fails every Save once broken is set.
+type failingStore struct {
+	FileStore
+	broken bool
+}
+
+func (f *failingStore) Save(s *State) error {
+	if f.broken {
+		return errors.New("disk full")
+	}
+	return f.FileStore.Save(s)
+}
+
 func TestFailedSaveLosesNothing(t *testing.T) {
-	dir := t.TempDir()
-	st := FileStore{Path: filepath.Join(dir, "sub", "ipam.json")}
-	a, err := NewAllocator(testPool(2), st, Options{})
+	st := &failingStore{FileStore: FileStore{Path: filepath.Join(t.TempDir(), "ipam.json")}}
+	a, err := NewAllocator(testPool(2), st, Options{Cooldown: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A file where the state directory should be: every save fails.
-	os.WriteFile(filepath.Join(dir, "sub"), nil, 0o600)
-	if _, err := a.Allocate(key(0), Owner{}); err == nil {
-		t.Fatal("allocation succeeded although it could not be persisted")
+	held, err := a.Allocate(key(0), Owner{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if len(a.List()) != 0 {
+	st.broken = true
+	if _, err := a.Allocate(key(1), Owner{}); err == nil || !strings.Contains(err.Error(), "persist allocations: disk full") {
+		t.Fatalf("allocation not persisted: got %v, want the save error", err)
+	}
+	if _, ok := a.Get(key(1)); ok {
 		t.Fatal("an allocation that was not persisted is held in memory")
+	}
+	if _, _, err := a.Release(key(0)); err == nil {
+		t.Fatal("release succeeded although it could not be persisted")
+	}
+	if al, ok := a.Get(key(0)); !ok || al.IP != held.IP {
+		t.Fatal("a release that was not persisted took effect in memory")
+	}
+	if _, err := a.SetPool(testPool(3)); err == nil {
+		t.Fatal("pool change succeeded although it could not be persisted")
+	}
+	if len(a.Pool().Secondary) != 2 {
+		t.Fatal("a pool change that was not persisted took effect in memory")
+	}
+}
+
+func TestUnwritableStateDirStopsStart(t *testing.T) {
+	dir := t.TempDir()
+	// A file where the state directory should be.
+	os.WriteFile(filepath.Join(dir, "sub"), nil, 0o600)
+	_, err := NewAllocator(testPool(2), FileStore{Path: filepath.Join(dir, "sub", "ipam.json")}, Options{})
+	if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "sub")) {
+		t.Fatalf("got %v, want an error naming the state directory", err)
+	}
+}
+
+// TestReadsVersion1State reads what the first agent wrote (no pool).
+func TestReadsVersion1State(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipam.json")
+	os.WriteFile(path, []byte(`{"version":1,"allocations":[
+		{"ip":"10.240.0.6","network":"podvnet","container_id":"c000","ifname":"eth0","pod_name":"web-0","since":"2026-01-01T00:00:00Z"}],
+		"cooling":[{"ip":"10.240.0.5","until":"2999-01-01T00:00:00Z"}]}`), 0o600)
+	a, err := NewAllocator(testPool(3), FileStore{Path: path}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if al, ok := a.Get(key(0)); !ok || al.IP.String() != "10.240.0.6" || al.PodName != "web-0" {
+		t.Fatalf("version 1 allocation not kept: %+v", al)
+	}
+	next, err := a.Allocate(key(1), Owner{})
+	if err != nil || next.IP.String() != "10.240.0.7" {
+		t.Fatalf("got %s (%v), want 10.240.0.7: .5 cools, .6 is held", next.IP, err)
+	}
+	st, err := FileStore{Path: path}.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Version != StateVersion || st.Pool == nil || len(st.Pool.Secondary) != 3 {
+		t.Fatalf("state not rewritten as version %d with the pool: %+v", StateVersion, st)
 	}
 }
 

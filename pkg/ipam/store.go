@@ -5,20 +5,34 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 )
 
-// StateVersion is the format version of the state file. A file of another
-// version is refused, never reinterpreted.
-const StateVersion = 1
+// StateVersion is the format version of the state file this agent writes.
+// Version 2 added the pool; version 1 files (no pool) are read as they
+// are. A file of any other version is refused, never reinterpreted.
+const StateVersion = 2
+
+// oldestStateVersion is the oldest version this agent reads.
+const oldestStateVersion = 1
 
 // State is what survives a restart: live allocations and addresses still
-// cooling down after release.
+// cooling down after release, and the pool they came from (for `debug`,
+// which reads this file while the agent is down).
 type State struct {
 	Version     int          `json:"version"`
+	Pool        *PoolState   `json:"pool,omitempty"`
 	Allocations []Allocation `json:"allocations"`
 	Cooling     []Cooling    `json:"cooling"`
+}
+
+// PoolState is the pool as last learned from its source.
+type PoolState struct {
+	Subnet    netip.Prefix `json:"subnet"`
+	Primary   netip.Addr   `json:"primary"`
+	Secondary []netip.Addr `json:"secondary"`
 }
 
 // Store persists State. Save must be durable when it returns.
@@ -63,8 +77,18 @@ func DecodeState(b []byte) (*State, error) {
 	if dec.More() {
 		return nil, fmt.Errorf("%w: trailing data after the JSON document", ErrCorruptState)
 	}
-	if s.Version != StateVersion {
-		return nil, fmt.Errorf("%w: version %d, this agent reads version %d", ErrCorruptState, s.Version, StateVersion)
+	if s.Version < oldestStateVersion || s.Version > StateVersion {
+		return nil, fmt.Errorf("%w: version %d, this agent reads versions %d to %d", ErrCorruptState, s.Version, oldestStateVersion, StateVersion)
+	}
+	if s.Pool != nil && (!s.Pool.Subnet.IsValid() || !s.Pool.Primary.IsValid()) {
+		return nil, fmt.Errorf("%w: the pool has no subnet or primary IP", ErrCorruptState)
+	}
+	if s.Pool != nil {
+		for i, ip := range s.Pool.Secondary {
+			if !ip.IsValid() {
+				return nil, fmt.Errorf("%w: pool secondary IP %d is empty", ErrCorruptState, i)
+			}
+		}
 	}
 	seenIP := map[string]bool{}
 	seenKey := map[Key]bool{}

@@ -70,10 +70,10 @@ func TestPodAndVMTalkDirectly(t *testing.T) {
 // connections to them; without the flag the same range sees the node.
 func TestPeeredRangeIsNotMasqueraded(t *testing.T) {
 	v := newVNet(t, vnet.Options{PerNode: 4})
-	startAgents(t, v, "--no-snat-cidrs", "172.16.0.0/12")
+	startAgents(t, v, "--no-snat-cidrs", "192.168.0.0/16")
 	n1 := v.Nodes[0]
 	pod := addPod(t, n1, "a")
-	onprem := addHost(t, v, "onprem", vnet.HostOptions{Addr: netip.MustParsePrefix("172.16.5.10/24")})
+	onprem := addHost(t, v, "onprem", vnet.HostOptions{Addr: netip.MustParsePrefix("192.168.5.10/24")})
 	whoami(t, v, pod)
 	whoami(t, v, onprem)
 

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,7 +35,7 @@ type Node struct {
 
 	agent *exec.Cmd
 	done  chan error
-	pods  int
+	pods  atomic.Int32 // AddPod may run in parallel, as a runtime's ADDs do
 }
 
 // Socket is the agent's API socket.
@@ -53,11 +54,20 @@ func (n *Node) bin(name string) string { return filepath.Join(n.vnet.Opts.BinDir
 
 // AgentArgs are the flags StartAgent passes to `podvnet-agent run`.
 func (n *Node) AgentArgs() []string {
-	args := []string{"run", "--nic", "eth0",
-		"--ipam-source", "static", "--pool-file", n.PoolFile(),
+	var args []string
+	switch n.vnet.Opts.IPAMSource {
+	case "nmagent":
+		// No --nic: the agent finds eth0 by the MAC the document lists.
+		args = []string{"run", "--ipam-source", "nmagent", "--nmagent-url", "http://" + WireserverIP.String()}
+	case "imds":
+		args = []string{"run", "--ipam-source", "imds", "--imds-url", "http://" + IMDSIP.String()}
+	default:
+		args = []string{"run", "--nic", "eth0", "--ipam-source", "static", "--pool-file", n.PoolFile()}
+	}
+	args = append(args,
 		"--bpffs-root", n.BPFFS, "--state-dir", n.StateDir(), "--socket", n.Socket(),
 		"--log-level", "debug",
-	}
+	)
 	return append(args, n.vnet.Opts.AgentArgs...)
 }
 

@@ -70,12 +70,12 @@ func (p *Pod) RuntimeConf() *libcni.RuntimeConf {
 // AddPod creates a pod namespace and runs CNI ADD for it through libcni,
 // from the node's namespace, as the node's container runtime would.
 func (n *Node) AddPod(name string) (*Pod, error) {
-	n.pods++
+	seq := int(n.pods.Add(1))
 	ns, err := nettest.CreateNS(fmt.Sprintf("%s-%s-%s", n.vnet.Opts.Prefix, n.Name, name))
 	if err != nil {
 		return nil, err
 	}
-	p := &Pod{Node: n, Name: name, NS: ns, ContainerID: fmt.Sprintf("%08x%s", n.Index*1000+n.pods, randomHex(28))}
+	p := &Pod{Node: n, Name: name, NS: ns, ContainerID: fmt.Sprintf("%08x%s", n.Index*1000+seq, randomHex(28))}
 	n.vnet.onClose(func() error {
 		if !p.deleted {
 			p.Del()

@@ -36,6 +36,9 @@ type Options struct {
 	AgentArgs  []string
 	CNIVersion string // of the conflist, default 1.0.0
 	Log        io.Writer
+	// IPAMSource is where agents learn their pool: "static" (default, a
+	// pool file per node), or "nmagent" or "imds" served by Metadata.
+	IPAMSource string
 }
 
 // Subnet is the VNet subnet of every simulated node.
@@ -46,9 +49,10 @@ var Gateway = netip.MustParseAddr("10.240.0.1")
 
 // VNet is a running simulation.
 type VNet struct {
-	Opts   Options
-	Fabric *nettest.NS
-	Nodes  []*Node
+	Opts     Options
+	Fabric   *nettest.NS
+	Nodes    []*Node
+	Metadata *Metadata // the fake wireserver and IMDS; nil with a static pool
 
 	mu      sync.Mutex
 	cleanup []func() error
@@ -123,6 +127,15 @@ func New(opts Options) (_ *VNet, err error) {
 			return nil, fmt.Errorf("build %s: %w", n.Name, err)
 		}
 		v.Nodes = append(v.Nodes, n)
+	}
+	switch opts.IPAMSource {
+	case "", "static":
+	case "nmagent", "imds":
+		if v.Metadata, err = v.serveMetadata(); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("IPAMSource %q: want static, nmagent or imds", opts.IPAMSource)
 	}
 	return v, nil
 }

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"slices"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/podvnet/podvnet/pkg/agent"
+	"github.com/podvnet/podvnet/pkg/ipam"
+)
+
+// Address states `debug ipam` shows.
+const (
+	stateAllocated = "allocated"
+	stateWithdrawn = "withdrawn" // held by a pod, no longer in the pool
+	stateCooling   = "cooling"
+	stateFree      = "free"
+)
+
+// ipamRow is one address as `debug ipam -o json` prints it.
+type ipamRow struct {
+	IP           string     `json:"ip"`
+	State        string     `json:"state"`
+	Network      string     `json:"network,omitempty"`
+	ContainerID  string     `json:"container_id,omitempty"`
+	IfName       string     `json:"ifname,omitempty"`
+	PodNamespace string     `json:"pod_namespace,omitempty"`
+	PodName      string     `json:"pod_name,omitempty"`
+	HostIfName   string     `json:"host_ifname,omitempty"`
+	Since        *time.Time `json:"since,omitempty"`
+	CoolingUntil *time.Time `json:"cooling_until,omitempty"`
+}
+
+func newDebugIPAMCommand(stateDir *string) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "ipam",
+		Short: "List the pool's addresses from the state file: allocated, withdrawn, cooling, free",
+		Long: `Reads the agent's state file, so it works while the agent is down. An address is
+"withdrawn" when a pod holds it but the pool source no longer lists it: the fabric may
+not route it to this node any more, and it is not handed out again once released.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "table" && output != "json" {
+				return fmt.Errorf("-o %q: want table or json", output)
+			}
+			path := agent.StateFile(*stateDir)
+			// Load reads a missing file as empty, which would hide a wrong --state-dir.
+			if _, err := os.Stat(path); err != nil {
+				return fmt.Errorf("state file: %w (is --state-dir right?)", err)
+			}
+			st, err := ipam.FileStore{Path: path}.Load()
+			if err != nil {
+				return err
+			}
+			return printIPAM(cmd.OutOrStdout(), output, st, ipamRows(st, time.Now()))
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	return cmd
+}
+
+// ipamRows lists every address of the pool and every allocation, by IP.
+func ipamRows(st *ipam.State, now time.Time) []ipamRow {
+	inPool := map[netip.Addr]bool{}
+	if st.Pool != nil {
+		for _, ip := range st.Pool.Secondary {
+			inPool[ip] = true
+		}
+	}
+	rows := map[netip.Addr]ipamRow{}
+	for _, al := range st.Allocations {
+		state := stateAllocated
+		if st.Pool != nil && !inPool[al.IP] {
+			state = stateWithdrawn
+		}
+		since := al.Since
+		rows[al.IP] = ipamRow{
+			IP: al.IP.String(), State: state, Network: al.Network, ContainerID: al.ContainerID, IfName: al.IfName,
+			PodNamespace: al.PodNamespace, PodName: al.PodName, HostIfName: al.HostIfName, Since: &since,
+		}
+	}
+	for _, c := range st.Cooling {
+		_, held := rows[c.IP]
+		// A cooling address the pool dropped is gone, not coming back.
+		if held || !now.Before(c.Until) || (st.Pool != nil && !inPool[c.IP]) {
+			continue
+		}
+		until := c.Until
+		rows[c.IP] = ipamRow{IP: c.IP.String(), State: stateCooling, CoolingUntil: &until}
+	}
+	for ip := range inPool {
+		if _, ok := rows[ip]; !ok {
+			rows[ip] = ipamRow{IP: ip.String(), State: stateFree}
+		}
+	}
+	ips := make([]netip.Addr, 0, len(rows))
+	for ip := range rows {
+		ips = append(ips, ip)
+	}
+	slices.SortFunc(ips, netip.Addr.Compare)
+	out := make([]ipamRow, 0, len(ips))
+	for _, ip := range ips {
+		out = append(out, rows[ip])
+	}
+	return out
+}
+
+func printIPAM(w io.Writer, output string, st *ipam.State, rows []ipamRow) error {
+	if output == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rows)
+	}
+	dash := func(s string) string {
+		if s == "" {
+			return "-"
+		}
+		return s
+	}
+	count := map[string]int{}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "IP\tSTATE\tPOD\tCONTAINER ID\tIFNAME\tHOST IFNAME\tSINCE/UNTIL")
+	for _, r := range rows {
+		count[r.State]++
+		pod, when := "", ""
+		if r.PodName != "" {
+			pod = r.PodNamespace + "/" + r.PodName
+		}
+		if r.Since != nil {
+			when = r.Since.UTC().Format(time.RFC3339)
+		}
+		if r.CoolingUntil != nil {
+			when = r.CoolingUntil.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.IP, r.State, dash(pod), dash(shortID(r.ContainerID)),
+			dash(r.IfName), dash(r.HostIfName), dash(when))
+	}
+	tw.Flush()
+	pool := "pool not recorded yet"
+	if st.Pool != nil {
+		pool = fmt.Sprintf("%d in the pool of %s (node IP %s)", len(st.Pool.Secondary), st.Pool.Subnet, st.Pool.Primary)
+	}
+	fmt.Fprintf(w, "%d %s, %s: %d allocated, %d withdrawn, %d cooling, %d free\n", len(rows), plural(len(rows), "address", "addresses"),
+		pool, count[stateAllocated], count[stateWithdrawn], count[stateCooling], count[stateFree])
+	return nil
+}
+
+// shortID shortens a container ID as container runtimes print it.
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

@@ -1,0 +1,81 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/podvnet/podvnet/pkg/ipam"
+)
+
+// WatchPool reports allocations the pool no longer lists, then refetches
+// the pool from src every interval until ctx ends (interval <= 0: never).
+// New addresses are handed out from then on; an address withdrawn while a
+// pod holds it is logged, shown by `debug ipam`, and never handed out again
+// once released. A failed fetch keeps the pool as it is.
+func (a *Agent) WatchPool(ctx context.Context, src ipam.Source, interval time.Duration) {
+	for _, al := range a.alloc.Withdrawn() {
+		a.logWithdrawn(al, "at start")
+	}
+	if interval <= 0 {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		a.refreshPool(ctx, src)
+	}
+}
+
+func (a *Agent) refreshPool(ctx context.Context, src ipam.Source) {
+	in, err := src.Fetch(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			a.log.Warn("pool refresh failed; keeping the pool", zap.String("source", src.String()), zap.Error(err))
+		}
+		return
+	}
+	ch, err := a.alloc.SetPool(in.Pool)
+	if err != nil {
+		level := a.log.Warn
+		if errors.Is(err, ipam.ErrPoolIdentity) {
+			level = a.log.Error
+		}
+		level("pool refresh not applied; keeping the pool", zap.String("source", src.String()), zap.Error(err))
+		return
+	}
+	if ch.Empty() {
+		a.log.Debug("pool unchanged", zap.String("source", src.String()), zap.Int("secondary_ips", len(in.Pool.Secondary)))
+		return
+	}
+	a.log.Info("pool refreshed", zap.String("source", src.String()), zap.String("added", joinAddrs(ch.Added)),
+		zap.String("removed", joinAddrs(ch.Removed)), zap.Int("withdrawn", len(ch.Withdrawn)),
+		zap.Int("secondary_ips", len(in.Pool.Secondary)), zap.Int("limit", a.alloc.Limit()))
+	for _, al := range ch.Withdrawn {
+		a.logWithdrawn(al, "on refresh")
+	}
+}
+
+func (a *Agent) logWithdrawn(al ipam.Allocation, when string) {
+	a.log.Warn("pod holds an IP the pool no longer lists: the fabric may not route it to this node; "+
+		"it stays with the pod and is not handed out again once released",
+		zap.String("ip", al.IP.String()), zap.String("container_id", al.ContainerID), zap.String("ifname", al.IfName),
+		zap.String("pod", al.PodNamespace+"/"+al.PodName), zap.String("detected", when))
+}
+
+func joinAddrs(as []netip.Addr) string {
+	s := make([]string, len(as))
+	for i, a := range as {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ",")
+}

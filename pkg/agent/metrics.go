@@ -87,8 +87,9 @@ func (m *Metrics) registerAgent(a *Agent) {
 	}
 	pool := func(state string, f func() float64) prometheus.GaugeFunc {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name:        "podvnet_pool_addresses",
-			Help:        "Pod addresses of this node: limit (min of --max-pods and secondary IPs), allocated, free.",
+			Name: "podvnet_pool_addresses",
+			Help: "Pod addresses of this node: limit (min of --max-pods and secondary IPs), allocated, free, " +
+				"and withdrawn (held by a pod but no longer listed by the pool source).",
 			ConstLabels: prometheus.Labels{"state": state},
 		}, f)
 	}
@@ -96,6 +97,7 @@ func (m *Metrics) registerAgent(a *Agent) {
 		pool("limit", func() float64 { return float64(a.alloc.Limit()) }),
 		pool("allocated", func() float64 { return float64(len(a.alloc.List())) }),
 		pool("free", func() float64 { return float64(a.alloc.Free()) }),
+		pool("withdrawn", func() float64 { return float64(len(a.alloc.Withdrawn())) }),
 		&datapathCollector{counters: a.dp.Maps.Counters},
 	)
 }

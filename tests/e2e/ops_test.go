@@ -1,6 +1,11 @@
 package e2e
 
 import (
+	"bytes"
+	"encoding/json"
+	"net"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -9,6 +14,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/podvnet/podvnet/pkg/loader"
 	"github.com/podvnet/podvnet/tests/e2e/vnet"
 )
 
@@ -101,5 +107,108 @@ func TestHealthAndMetrics(t *testing.T) {
 	}
 	if got := metric(t, n2, "podvnet_build_info"); got != 1 {
 		t.Errorf("podvnet_build_info = %v", got)
+	}
+}
+
+// TestDebugMonitorReportsSpoofing: `debug monitor` shows a forged packet as
+// it is dropped, with its reason and addresses.
+func TestDebugMonitorReportsSpoofing(t *testing.T) {
+	v := newVNet(t, vnet.Options{PerNode: 4})
+	startAgents(t, v)
+	n1, n2 := v.Nodes[0], v.Nodes[1]
+	a := addPod(t, n1, "a")
+	b := addPod(t, n1, "b")
+	c := addPod(t, n2, "c")
+
+	cmd := exec.Command("nsenter", "--net="+n1.NS.Path(), filepath.Join(binDir, "podvnet-agent"), "debug", "monitor",
+		"-o", "json", "--ip", b.IP.String(), "--reason", "drop_spoofed_ip", "--count", "1", "--timeout", "20s",
+		"--bpffs-root", n1.BPFFS)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+
+	// a sends as b until the monitor has seen it.
+	eth0, err := a.NS.NL.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.NS.NL.AddrAdd(eth0, &netlink.Addr{IPNet: &net.IPNet{IP: b.IP.AsSlice(), Mask: net.CIDRMask(32, 32)}}); err != nil {
+		t.Fatal(err)
+	}
+	var waitErr error
+	for sent := false; !sent; {
+		a.NS.Do(func() error {
+			conn, err := net.DialUDP("udp4", &net.UDPAddr{IP: b.IP.AsSlice(), Port: 40000}, &net.UDPAddr{IP: c.IP.AsSlice(), Port: 9100})
+			if err == nil {
+				conn.Write([]byte("forged"))
+				conn.Close()
+			}
+			return nil
+		})
+		select {
+		case waitErr = <-done:
+			sent = true
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if waitErr != nil {
+		t.Fatalf("debug monitor: %v\n%s", waitErr, errOut.String())
+	}
+	var ev struct {
+		Reason, Verdict, Hook, Src, Dst, Proto, IfName string
+		Sport, Dport                                   uint16
+	}
+	if err := json.Unmarshal(out.Bytes(), &ev); err != nil {
+		t.Fatalf("debug monitor -o json: %v\n%s", err, out.String())
+	}
+	if ev.Reason != "drop_spoofed_ip" || ev.Verdict != "drop" || ev.Hook != "from_pod" || ev.Src != b.IP.String() ||
+		ev.Dst != c.IP.String() || ev.Proto != "udp" || ev.Sport != 40000 || ev.Dport != 9100 || ev.IfName != a.Result.Interfaces[0].Name {
+		t.Errorf("monitor event %+v, want a's forged datagram %s:40000 -> %s:9100 on %s", ev, b.IP, c.IP, a.Result.Interfaces[0].Name)
+	}
+}
+
+// TestDebugDoctorFindsABrokenEndpoint: doctor passes on a healthy node, and
+// names the endpoint, the problem and the fix once its route and program
+// are gone.
+func TestDebugDoctorFindsABrokenEndpoint(t *testing.T) {
+	v := newVNet(t, vnet.Options{Nodes: 1, PerNode: 4})
+	startAgents(t, v)
+	n := v.Nodes[0]
+	a := addPod(t, n, "a")
+	addPod(t, n, "b")
+	doctor := func() (string, error) { return n.Debug("doctor", "--socket", n.Socket()) }
+	if out, err := doctor(); err != nil {
+		t.Fatalf("doctor on a healthy node: %v\n%s", err, out)
+	}
+	out, err := n.Debug("config")
+	if err != nil || !strings.Contains(out, "conntrack_lookup") || !strings.Contains(out, "10.240.0.0/16") || !strings.Contains(out, "attach_mode") {
+		t.Errorf("debug config: %v\n%s", err, out)
+	}
+
+	hostVeth := a.Result.Interfaces[0].Name
+	veth, err := n.NS.NL.LinkByName(hostVeth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.NS.NL.RouteDel(&netlink.Route{LinkIndex: veth.Attrs().Index, Scope: netlink.SCOPE_LINK,
+		Dst: &net.IPNet{IP: a.IP.AsSlice(), Mask: net.CIDRMask(32, 32)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := loader.Unpin(loader.LinkPin(n.BPFFS, loader.HookPod, hostVeth)); err != nil {
+		t.Fatal(err)
+	}
+	out, err = doctor()
+	if err == nil {
+		t.Fatalf("doctor exited 0 on a broken endpoint:\n%s", out)
+	}
+	for _, want := range []string{"endpoint " + a.IP.String(), "no route " + a.IP.String() + "/32 dev " + hostVeth,
+		"fix: ip route replace " + a.IP.String() + "/32 dev " + hostVeth, "from_pod is not attached to " + hostVeth, "2 problems"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("doctor output lacks %q:\n%s", want, out)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,8 +31,10 @@ type Node struct {
 	NS     *nettest.NS
 	Pool   ipam.Pool
 	NICMAC net.HardwareAddr
-	Dir    string // the node's work dir
-	BPFFS  string
+	// PodBlock holds the node's secondary IPs with AlignedPools.
+	PodBlock netip.Prefix
+	Dir      string // the node's work dir
+	BPFFS    string
 
 	agent *exec.Cmd
 	done  chan error

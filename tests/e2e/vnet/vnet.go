@@ -39,6 +39,11 @@ type Options struct {
 	// IPAMSource is where agents learn their pool: "static" (default, a
 	// pool file per node), or "nmagent" or "imds" served by Metadata.
 	IPAMSource string
+	// AlignedPools gives node i the secondary IPs 10.240.i.2 and up, inside
+	// Node.PodBlock 10.240.i.0/24, so that plugins that want a per-node
+	// range and gateway (the reference ptp and bridge, for the benchmarks)
+	// can use the very addresses podvnet uses.
+	AlignedPools bool
 }
 
 // Subnet is the VNet subnet of every simulated node.
@@ -118,11 +123,22 @@ func New(opts Options) (_ *VNet, err error) {
 	for i := 1; i <= opts.Nodes; i++ {
 		n := &Node{vnet: v, Index: i, Name: "node" + strconv.Itoa(i)}
 		n.Pool = ipam.Pool{Subnet: Subnet, Gateway: Gateway, Primary: next}
-		for range opts.PerNode {
-			next = next.Next()
-			n.Pool.Secondary = append(n.Pool.Secondary, next)
+		sec := next
+		if opts.AlignedPools {
+			if opts.PerNode > 253 || opts.Nodes > 254 {
+				return nil, errors.New("AlignedPools: at most 254 nodes of 253 secondary IPs")
+			}
+			n.PodBlock = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 240, byte(i), 0}), 24)
+			n.Pool.Primary = netip.AddrFrom4([4]byte{10, 240, 0, byte(3 + i)})
+			sec = n.PodBlock.Addr().Next() // .1 is the block's gateway for ptp and bridge
 		}
-		next = next.Next()
+		for range opts.PerNode {
+			sec = sec.Next()
+			n.Pool.Secondary = append(n.Pool.Secondary, sec)
+		}
+		if !opts.AlignedPools {
+			next = sec.Next()
+		}
 		if err := v.addNode(n); err != nil {
 			return nil, fmt.Errorf("build %s: %w", n.Name, err)
 		}

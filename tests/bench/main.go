@@ -1,0 +1,142 @@
+// Command bench measures podvnet's data path and control path side by side
+// with the node-to-node limit and the reference ptp and bridge plugins, on
+// one simulated VNet per node profile, and reports ratios within the run.
+// `make bench` runs it in full; `make bench-smoke` once, briefly, so the
+// harness never rots.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/podvnet/podvnet/internal/nettest"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		binDir    = flag.String("bin-dir", "bin", "directory with podvnet-agent and podvnet")
+		cniBinDir = flag.String("cni-bin-dir", "", "directory with the reference plugins (ptp, bridge, host-local); built from the module when empty")
+		reps      = flag.Int("reps", 3, "repetitions of each measurement")
+		dur       = flag.Duration("duration", 5*time.Second, "length of each measurement")
+		smoke     = flag.Bool("smoke", false, "one short repetition of each row: checks the harness, not the numbers")
+		profiles  = flag.String("profiles", "bare,loaded", "node profiles to measure")
+		paths     = flag.String("paths", "limit,ptp,bridge,podvnet", "paths to measure (the control path runs with podvnet, in the bare profile)")
+		output    = flag.String("o", "table", "table or json")
+		markdown  = flag.String("markdown", "", "also write the report as markdown to this file (docs/benchmarks.md)")
+		agentArgs = flag.String("agent-args", "", "extra flags for podvnet-agent run, space-separated (e.g. \"--attach-mode legacy\")")
+	)
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		return errors.New("run as root: the benchmark builds network namespaces")
+	}
+	for _, tool := range []string{"iperf3", "sockperf", "nsenter", "taskset", "nft", "ping", "ss"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s not found: apt-get install iperf3 sockperf util-linux nftables iputils-ping iproute2", tool)
+		}
+	}
+	if *smoke {
+		*reps, *dur = 1, time.Second
+	}
+	bin, err := filepath.Abs(*binDir)
+	if err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "podvnet-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	if *cniBinDir == "" {
+		*cniBinDir = filepath.Join(work, "cni")
+		if err := buildReferencePlugins(*cniBinDir); err != nil {
+			return err
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	b := &bench{prefix: nettest.Prefix(), work: work, binDir: bin, cniBinDir: *cniBinDir, reps: *reps, dur: *dur,
+		smoke: *smoke, agentArgs: strings.Fields(*agentArgs), progress: os.Stderr, res: &Results{Machine: machine(), Smoke: *smoke, Reps: *reps, Seconds: int(dur.Seconds())}}
+	b.paths = map[string]bool{}
+	for _, p := range strings.Split(*paths, ",") {
+		switch p {
+		case "limit", "ptp", "bridge", "podvnet":
+			b.paths[p] = true
+		default:
+			return fmt.Errorf("-paths: %q is not limit, ptp, bridge or podvnet", p)
+		}
+	}
+	for _, profile := range strings.Split(*profiles, ",") {
+		if profile != "bare" && profile != "loaded" {
+			return fmt.Errorf("-profiles: %q is not bare or loaded", profile)
+		}
+		b.logf("profile %s", profile)
+		if err := b.dataPhase(ctx, profile); err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	b.logf("per-packet program cost")
+	if err := b.progCost(); err != nil {
+		return err
+	}
+	b.res.evaluate()
+
+	switch *output {
+	case "json":
+		if err := b.res.writeJSON(os.Stdout); err != nil {
+			return err
+		}
+	case "table":
+		b.res.writeText(os.Stdout)
+	default:
+		return fmt.Errorf("-o %q: want table or json", *output)
+	}
+	if *markdown != "" {
+		f, err := os.Create(*markdown)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		b.res.writeMarkdown(f)
+	}
+	return nil
+}
+
+// buildReferencePlugins installs ptp, bridge and host-local from the Go
+// module proxy at the version go.mod pins (outside this module, so their
+// own dependencies need not be in go.sum).
+func buildReferencePlugins(dir string) error {
+	const mod = "github.com/containernetworking/plugins"
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", mod).Output()
+	if err != nil {
+		return fmt.Errorf("version of %s in go.mod: %w", mod, err)
+	}
+	version := strings.TrimSpace(string(out))
+	for _, p := range []string{"main/ptp", "main/bridge", "ipam/host-local"} {
+		cmd := exec.Command("go", "install", mod+"/plugins/"+p+"@"+version)
+		cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOFLAGS=")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("install %s@%s: %v: %s", p, version, err, out)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// peer is one side of a measurement: a network namespace and its address.
+type peer struct {
+	name   string
+	nsPath string
+	ip     netip.Addr
+}
+
+// inNS returns a command that runs name in the peer's namespace, pinned to
+// cpu (-1: not pinned), and dies with the benchmark.
+func (p peer) cmd(ctx context.Context, cpu int, name string, args ...string) *exec.Cmd {
+	full := []string{"--net=" + p.nsPath}
+	if cpu >= 0 {
+		full = append(full, "taskset", "-c", strconv.Itoa(cpu))
+	}
+	full = append(full, name)
+	cmd := exec.CommandContext(ctx, "nsenter", append(full, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return cmd
+}
+
+// server starts a server in dst and waits until it accepts on port.
+func server(ctx context.Context, dst peer, port int, network string, cmd *exec.Cmd) (func(), error) {
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s in %s: %w", cmd.Args, dst.name, err)
+	}
+	stop := func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
+	// iperf3 and sockperf both listen on TCP (iperf3 also for UDP tests).
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if out, err := dst.cmd(ctx, -1, "ss", "-ltnH", "sport", "= :"+strconv.Itoa(port)).Output(); err == nil && len(strings.TrimSpace(string(out))) > 0 {
+			return stop, nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stop()
+	return nil, fmt.Errorf("%s did not listen on %d in %s", cmd.Args, port, dst.name)
+}
+
+const (
+	iperfPort    = 5201
+	sockperfPort = 11111
+)
+
+// udpKpps floods 64-byte UDP datagrams from src to dst for d and returns
+// the thousands of datagrams per second the receiver got. Sender and
+// receiver run on different vCPUs: UDP is bound by the sender's CPU.
+func udpKpps(ctx context.Context, src, dst peer, d time.Duration) (float64, error) {
+	stop, err := server(ctx, dst, iperfPort, "tcp", dst.cmd(ctx, 1, "iperf3", "-s", "-1", "-p", strconv.Itoa(iperfPort)))
+	if err != nil {
+		return 0, err
+	}
+	defer stop()
+	out, err := src.cmd(ctx, 0, "iperf3", "-c", dst.ip.String(), "-p", strconv.Itoa(iperfPort), "-u", "-l", "64", "-b", "0",
+		"-t", secs(d), "-J").Output()
+	if err != nil {
+		return 0, fmt.Errorf("iperf3 UDP %s -> %s: %w: %s", src.name, dst.name, err, snippet(out))
+	}
+	// end.sum carries the receiver's count for UDP: sent minus lost.
+	var r struct {
+		End struct {
+			Sum struct {
+				Packets     float64 `json:"packets"`
+				LostPackets float64 `json:"lost_packets"`
+				Seconds     float64 `json:"seconds"`
+			} `json:"sum"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		return 0, fmt.Errorf("parse iperf3 UDP output: %w", err)
+	}
+	sum := r.End.Sum
+	if sum.Seconds == 0 || sum.Packets == 0 {
+		return 0, fmt.Errorf("iperf3 UDP %s -> %s: no datagrams counted: %s", src.name, dst.name, snippet(out))
+	}
+	return (sum.Packets - sum.LostPackets) / sum.Seconds / 1000, nil
+}
+
+// tcpGbps is single-stream TCP throughput, client and server on different
+// vCPUs.
+func tcpGbps(ctx context.Context, src, dst peer, d time.Duration) (float64, error) {
+	stop, err := server(ctx, dst, iperfPort, "tcp", dst.cmd(ctx, 1, "iperf3", "-s", "-1", "-p", strconv.Itoa(iperfPort)))
+	if err != nil {
+		return 0, err
+	}
+	defer stop()
+	out, err := src.cmd(ctx, 0, "iperf3", "-c", dst.ip.String(), "-p", strconv.Itoa(iperfPort), "-t", secs(d), "-J").Output()
+	if err != nil {
+		return 0, fmt.Errorf("iperf3 TCP %s -> %s: %w: %s", src.name, dst.name, err, snippet(out))
+	}
+	var r struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		return 0, fmt.Errorf("parse iperf3 TCP output: %w", err)
+	}
+	return r.End.SumReceived.BitsPerSecond / 1e9, nil
+}
+
+var percentileRe = regexp.MustCompile(`percentile (\d+\.\d+) =\s+([\d.]+)`)
+
+// tcpRR runs a TCP ping-pong of 64-byte messages with client and server on
+// the same vCPU (split across vCPUs the wake-up cost swamps the path) and
+// returns the round trip's p50 and p99 in microseconds. sockperf reports
+// half the round trip; this doubles it.
+func tcpRR(ctx context.Context, src, dst peer, d time.Duration) (p50, p99 float64, err error) {
+	stop, err := server(ctx, dst, sockperfPort, "tcp",
+		dst.cmd(ctx, 0, "sockperf", "sr", "--tcp", "-i", dst.ip.String(), "-p", strconv.Itoa(sockperfPort)))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer stop()
+	out, err := src.cmd(ctx, 0, "sockperf", "pp", "--tcp", "-i", dst.ip.String(), "-p", strconv.Itoa(sockperfPort),
+		"-m", "64", "-t", secs(d)).CombinedOutput()
+	if err != nil {
+		return 0, 0, fmt.Errorf("sockperf %s -> %s: %w: %s", src.name, dst.name, err, snippet(out))
+	}
+	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	for sc.Scan() {
+		m := percentileRe.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		v, _ := strconv.ParseFloat(m[2], 64)
+		switch m[1] {
+		case "50.000":
+			p50 = 2 * v
+		case "99.000":
+			p99 = 2 * v
+		}
+	}
+	if p50 == 0 || p99 == 0 {
+		return 0, 0, fmt.Errorf("sockperf %s -> %s: no percentiles in: %s", src.name, dst.name, snippet(out))
+	}
+	return p50, p99, nil
+}
+
+func secs(d time.Duration) string {
+	return strconv.Itoa(max(1, int(d.Round(time.Second)/time.Second)))
+}
+
+func snippet(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	if len(s) > 600 {
+		s = s[len(s)-600:]
+	}
+	return s
+}
+
+// reachable checks src reaches dst before a measurement is trusted.
+func reachable(ctx context.Context, src, dst peer) error {
+	out, err := src.cmd(ctx, -1, "sh", "-c", fmt.Sprintf("ping -c 2 -W 1 -i 0.2 %s", dst.ip)).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s cannot reach %s (%s): %v: %s", src.name, dst.name, dst.ip, err, snippet(out))
+	}
+	return nil
+}

@@ -138,11 +138,20 @@ func (a *Agent) Del(ctx context.Context, req agentapi.DelRequest) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	key := ipam.Key{Network: req.Network, ContainerID: req.ContainerID, IfName: req.IfName}
-	hostIfName := agentapi.HostVethName(req.ContainerID, req.IfName)
+	if err := a.release(ipam.Key{Network: req.Network, ContainerID: req.ContainerID, IfName: req.IfName}); err != nil {
+		return err
+	}
+	// A DEL queued while the agent was unreachable has now been done.
+	return a.delQueue().Remove(req.Network, req.ContainerID, req.IfName)
+}
+
+// release tears down the endpoint of key and releases its IP. Without an
+// allocation it still removes a veth a half-made ADD may have left. The
+// caller holds a.mu.
+func (a *Agent) release(key ipam.Key) error {
+	hostIfName := agentapi.HostVethName(key.ContainerID, key.IfName)
 	al, ok := a.alloc.Get(key)
 	if !ok {
-		// Nothing allocated, but a half-made ADD may have left a veth.
 		return a.teardown(netip.Addr{}, hostIfName)
 	}
 	if err := a.teardown(al.IP, hostIfName); err != nil {
@@ -151,8 +160,8 @@ func (a *Agent) Del(ctx context.Context, req agentapi.DelRequest) error {
 	if _, _, err := a.alloc.Release(key); err != nil {
 		return err
 	}
-	a.log.Info("endpoint deleted", zap.String("container_id", req.ContainerID), zap.String("ifname", req.IfName),
-		zap.String("ip", al.IP.String()))
+	a.log.Info("endpoint deleted", zap.String("container_id", key.ContainerID), zap.String("ifname", key.IfName),
+		zap.String("ip", al.IP.String()), zap.String("pod", al.PodNamespace+"/"+al.PodName))
 	return nil
 }
 

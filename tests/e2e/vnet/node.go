@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -31,7 +32,7 @@ type Node struct {
 
 	agent *exec.Cmd
 	done  chan error
-	pods  int
+	pods  atomic.Int32 // pods made, for container IDs; AddPod runs in parallel
 }
 
 // Socket is the agent's API socket.
@@ -177,7 +178,13 @@ func (n *Node) Exec(name string, args ...string) (string, error) {
 	return out.String(), nil
 }
 
-// Debug runs `podvnet-agent debug ARGS --bpffs-root <node's>` in the node.
+// Debug runs `podvnet-agent debug ARGS --bpffs-root <node's> --state-dir
+// <node's>` in the node.
 func (n *Node) Debug(args ...string) (string, error) {
-	return n.Exec(n.bin("podvnet-agent"), append(append([]string{"debug"}, args...), "--bpffs-root", n.BPFFS)...)
+	return n.Exec(n.bin("podvnet-agent"), append(append([]string{"debug"}, args...),
+		"--bpffs-root", n.BPFFS, "--state-dir", n.StateDir())...)
 }
+
+// DelQueueDir is where the node's plugin queues releases while the agent
+// is unreachable, the agent's <state dir>/del-queue.
+func (n *Node) DelQueueDir() string { return agentapi.DelQueueDir(n.StateDir()) }

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 	"github.com/vishvananda/netlink"
 
+	"github.com/podvnet/podvnet/pkg/agent"
+	"github.com/podvnet/podvnet/pkg/ipam"
 	"github.com/podvnet/podvnet/pkg/maps"
 )
 
@@ -28,26 +31,28 @@ func newDebugCommand() *cobra.Command {
 	}
 	cmd.PersistentFlags().StringVar(&root, "bpffs-root", defaultBPFFSRoot, "bpffs directory the agent pins under")
 	cmd.PersistentFlags().StringVar(&stateDir, "state-dir", defaultStateDir, "the agent's state directory")
-	cmd.AddCommand(newDebugEndpointsCommand(&root), newDebugCountersCommand(&root), newDebugLinksCommand(&root),
+	cmd.AddCommand(newDebugEndpointsCommand(&root, &stateDir), newDebugCountersCommand(&root), newDebugLinksCommand(&root),
 		newDebugMonitorCommand(&root), newDebugConfigCommand(&root, &stateDir), newDebugDoctorCommand(&root, &stateDir), newDebugIPAMCommand(&stateDir))
 	return cmd
 }
 
 // endpointRow is one endpoint as `debug endpoints -o json` prints it.
 type endpointRow struct {
-	IP      string `json:"ip"`
-	Ifindex uint32 `json:"ifindex"`
-	IfName  string `json:"ifname"`
-	PodMAC  string `json:"pod_mac"`
-	HostMAC string `json:"host_mac"`
-	Flags   uint32 `json:"flags"`
+	IP           string `json:"ip"`
+	PodNamespace string `json:"pod_namespace"`
+	PodName      string `json:"pod_name"`
+	Ifindex      uint32 `json:"ifindex"`
+	IfName       string `json:"ifname"`
+	PodMAC       string `json:"pod_mac"`
+	HostMAC      string `json:"host_mac"`
+	Flags        uint32 `json:"flags"`
 }
 
-func newDebugEndpointsCommand(root *string) *cobra.Command {
+func newDebugEndpointsCommand(root, stateDir *string) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "endpoints",
-		Short: "List the endpoints map: pod IP -> host veth and MACs",
+		Short: "List the endpoints map: pod IP -> pod, host veth and MACs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			set, err := maps.OpenPinned(*root)
@@ -59,10 +64,23 @@ func newDebugEndpointsCommand(root *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Pod names come from the agent's state file, which outlives
+			// the agent like the pins do. Without it the table still helps.
+			pods := map[netip.Addr]ipam.Allocation{}
+			st, err := ipam.FileStore{Path: agent.StateFile(*stateDir)}.Load()
+			if err != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: pod names unknown: %v\n", err)
+			} else {
+				for _, al := range st.Allocations {
+					pods[al.IP] = al
+				}
+			}
 			rows := make([]endpointRow, 0, len(entries))
 			for _, e := range entries {
+				al := pods[e.IP]
 				rows = append(rows, endpointRow{
-					IP: e.IP.String(), Ifindex: e.Ifindex, IfName: ifName(e.Ifindex),
+					IP: e.IP.String(), PodNamespace: al.PodNamespace, PodName: al.PodName,
+					Ifindex: e.Ifindex, IfName: ifName(e.Ifindex),
 					PodMAC: maps.MAC(e.PodMAC), HostMAC: maps.MAC(e.HostMAC), Flags: e.Flags,
 				})
 			}
@@ -81,9 +99,10 @@ func printEndpoints(w io.Writer, output string, rows []endpointRow) error {
 		return enc.Encode(rows)
 	case "table":
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "IP\tIFINDEX\tIFNAME\tPOD MAC\tHOST MAC\tFLAGS")
+		fmt.Fprintln(tw, "IP\tPOD\tIFINDEX\tIFNAME\tPOD MAC\tHOST MAC\tFLAGS")
 		for _, r := range rows {
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", r.IP, r.Ifindex, r.IfName, r.PodMAC, r.HostMAC, flagString(r.Flags))
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.IP, podString(r.PodNamespace, r.PodName), r.Ifindex, r.IfName,
+				r.PodMAC, r.HostMAC, flagString(r.Flags))
 		}
 		tw.Flush()
 		fmt.Fprintf(w, "%d %s\n", len(rows), plural(len(rows), "endpoint", "endpoints"))
@@ -99,6 +118,15 @@ func ifName(ifindex uint32) string {
 		return "(gone)"
 	}
 	return l.Attrs().Name
+}
+
+// podString is namespace/name, or "-" for an endpoint no pod name is
+// recorded for (no state file, or a runtime that passes no K8S_POD_*).
+func podString(namespace, name string) string {
+	if name == "" {
+		return "-"
+	}
+	return namespace + "/" + name
 }
 
 func flagString(f uint32) string {

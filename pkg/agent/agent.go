@@ -107,6 +107,11 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Agent, err error)
 	if err := a.writeConfig(); err != nil {
 		return nil, err
 	}
+	// Releases queued by plugins while no agent ran, before anything else
+	// looks at the allocations.
+	if err := a.replayDelQueue(); err != nil {
+		log.Error("replay DEL queue", zap.Error(err))
+	}
 	if err := a.reconcile(); err != nil {
 		return nil, fmt.Errorf("reconcile: %w", err)
 	}
@@ -235,6 +240,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 		zap.Int("allocated", len(a.alloc.List())))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	go a.replayDelQueueEvery(ctx, delQueueInterval)
 	select {
 	case <-ctx.Done():
 	case err := <-errc:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
@@ -28,6 +29,7 @@ func errBadRequest(format string, args ...any) error {
 // /32 route and from_pod on the host veth. Asking twice for the same key
 // answers the same. On failure nothing of this call is left behind.
 func (a *Agent) Add(ctx context.Context, req agentapi.AddRequest) (_ agentapi.AddResponse, err error) {
+	defer a.metrics.observeCNI("add", time.Now(), &err)
 	if req.ContainerID == "" || req.IfName == "" {
 		return agentapi.AddResponse{}, errBadRequest("container_id and ifname are required")
 	}
@@ -139,17 +141,27 @@ func (a *Agent) teardown(ip netip.Addr, hostIfName string) error {
 // Del tears down the endpoint's data path and releases its IP, in that
 // order: a crash in between leaves an allocation that reconcile finishes.
 // Unknown endpoints succeed (DEL is idempotent).
-func (a *Agent) Del(ctx context.Context, req agentapi.DelRequest) error {
+func (a *Agent) Del(ctx context.Context, req agentapi.DelRequest) (err error) {
+	defer a.metrics.observeCNI("del", time.Now(), &err)
 	if req.ContainerID == "" || req.IfName == "" {
 		return errBadRequest("container_id and ifname are required")
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	key := ipam.Key{Network: req.Network, ContainerID: req.ContainerID, IfName: req.IfName}
-	hostIfName := agentapi.HostVethName(req.ContainerID, req.IfName)
+	if err := a.release(ipam.Key{Network: req.Network, ContainerID: req.ContainerID, IfName: req.IfName}); err != nil {
+		return err
+	}
+	// A DEL queued while the agent was unreachable has now been done.
+	return a.delQueue().Remove(req.Network, req.ContainerID, req.IfName)
+}
+
+// release tears down the endpoint of key and releases its IP. Without an
+// allocation it still removes a veth a half-made ADD may have left. The
+// caller holds a.mu.
+func (a *Agent) release(key ipam.Key) error {
+	hostIfName := agentapi.HostVethName(key.ContainerID, key.IfName)
 	al, ok := a.alloc.Get(key)
 	if !ok {
-		// Nothing allocated, but a half-made ADD may have left a veth.
 		return a.teardown(netip.Addr{}, hostIfName)
 	}
 	if err := a.teardown(al.IP, hostIfName); err != nil {
@@ -158,8 +170,8 @@ func (a *Agent) Del(ctx context.Context, req agentapi.DelRequest) error {
 	if _, _, err := a.alloc.Release(key); err != nil {
 		return err
 	}
-	a.log.Info("endpoint deleted", zap.String("container_id", req.ContainerID), zap.String("ifname", req.IfName),
-		zap.String("ip", al.IP.String()))
+	a.log.Info("endpoint deleted", zap.String("container_id", key.ContainerID), zap.String("ifname", key.IfName),
+		zap.String("ip", al.IP.String()), zap.String("pod", al.PodNamespace+"/"+al.PodName))
 	return nil
 }
 

@@ -53,11 +53,12 @@ func NewMetrics(version, commit string) *Metrics {
 	return m
 }
 
-// observeCNI records one answered request.
-func (m *Metrics) observeCNI(op string, start time.Time, err error) {
+// observeCNI records one answered request; deferred with the named error.
+func (m *Metrics) observeCNI(op string, start time.Time, errp *error) {
 	if m == nil {
 		return
 	}
+	err := *errp
 	result := "success"
 	var br badRequest
 	switch {

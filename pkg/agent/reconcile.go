@@ -4,13 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"regexp"
 
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
 
 	"github.com/podvnet/podvnet/pkg/agentapi"
-	"github.com/podvnet/podvnet/pkg/loader"
 )
 
 // hostVethName matches the names HostVethName produces, and nothing else:
@@ -33,9 +33,9 @@ func (a *Agent) reconcile() error {
 		byName[l.Attrs().Name] = l
 	}
 
-	var kept, released, strayVeths, strayEntries, strayPins int
+	var kept, released int
 	owned := map[string]bool{}
-	ownedIPs := map[string]bool{}
+	ownedIPs := map[netip.Addr]bool{}
 	for _, al := range a.alloc.List() {
 		name := agentapi.HostVethName(al.ContainerID, al.IfName)
 		host, ok := byName[name]
@@ -45,7 +45,7 @@ func (a *Agent) reconcile() error {
 				return fmt.Errorf("restore endpoint %s on %s: %w", al.IP, name, err)
 			}
 			owned[name] = true
-			ownedIPs[al.IP.String()] = true
+			ownedIPs[al.IP] = true
 			kept++
 			continue
 		}
@@ -60,44 +60,16 @@ func (a *Agent) reconcile() error {
 		released++
 	}
 
-	for name, l := range byName {
-		if hostVethName.MatchString(name) && l.Type() == "veth" && !owned[name] {
-			if err := netlink.LinkDel(l); err != nil {
-				return fmt.Errorf("delete stray veth %s: %w", name, err)
-			}
-			strayVeths++
-		}
-	}
-	entries, err := a.dp.Maps.Endpoints.List()
+	st, err := a.removeStrays(owned, ownedIPs)
 	if err != nil {
 		return err
 	}
-	for _, e := range entries {
-		if !ownedIPs[e.IP.String()] {
-			if err := a.dp.Maps.Endpoints.Delete(e.IP); err != nil {
-				return err
-			}
-			strayEntries++
-		}
-	}
-	pinned, err := loader.PinnedInterfaces(a.dp.Root(), loader.HookPod)
-	if err != nil {
-		return err
-	}
-	for _, name := range pinned {
-		if !owned[name] {
-			if err := a.dp.Detach(loader.HookPod, name); err != nil {
-				return err
-			}
-			strayPins++
-		}
-	}
-	for outcome, n := range map[string]int{"kept": kept, "released": released, "stray_veths": strayVeths,
-		"stray_map_entries": strayEntries, "stray_link_pins": strayPins} {
+	for outcome, n := range map[string]int{"kept": kept, "released": released, "stray_veths": st.veths,
+		"stray_map_entries": st.entries, "stray_link_pins": st.pins} {
 		a.metrics.setReconciled(outcome, n)
 	}
 	a.log.Info("reconciled", zap.Int("kept", kept), zap.Int("released", released),
-		zap.Int("stray_veths", strayVeths), zap.Int("stray_map_entries", strayEntries), zap.Int("stray_link_pins", strayPins))
+		zap.Int("stray_veths", st.veths), zap.Int("stray_map_entries", st.entries), zap.Int("stray_link_pins", st.pins))
 	return nil
 }
 

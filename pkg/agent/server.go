@@ -1,10 +1,10 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net"
 	"net/http"
@@ -20,63 +20,82 @@ import (
 	"github.com/podvnet/podvnet/pkg/ipam"
 )
 
-func newServer(a *Agent) *http.Server {
+// endpointAPI is what the socket serves. *Agent implements it; the server's
+// tests use a fake, so the HTTP contract is tested without a data path.
+type endpointAPI interface {
+	Add(context.Context, agentapi.AddRequest) (agentapi.AddResponse, error)
+	Del(context.Context, agentapi.DelRequest) error
+	Check(context.Context, agentapi.CheckRequest) (agentapi.CheckResponse, error)
+	GC(context.Context, agentapi.GCRequest) (agentapi.GCResponse, error)
+	Status() agentapi.Status
+}
+
+func newServer(a *Agent) *http.Server { return newAPIServer(a, a.log) }
+
+// apiPaths is what GET /v1 answers: the API describes itself.
+var apiPaths = []string{
+	"POST " + agentapi.PathEndpoints, "DELETE " + agentapi.PathEndpoints,
+	"POST " + agentapi.PathCheck, "POST " + agentapi.PathGC, "GET " + agentapi.PathStatus,
+}
+
+func newAPIServer(api endpointAPI, log *zap.Logger) *http.Server {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+agentapi.PathEndpoints, func(w http.ResponseWriter, r *http.Request) {
-		var req agentapi.AddRequest
-		if !decode(w, r, &req) {
-			return
-		}
-		start := time.Now()
-		resp, err := a.Add(r.Context(), req)
-		a.metrics.observeCNI("add", start, err)
-		if err != nil {
-			a.writeError(w, "ADD", err)
-			return
-		}
-		writeJSON(w, http.StatusOK, resp)
+	mux.Handle("POST "+agentapi.PathEndpoints, handle(log, "ADD", api.Add))
+	mux.Handle("DELETE "+agentapi.PathEndpoints, handle(log, "DEL", func(ctx context.Context, req agentapi.DelRequest) (struct{}, error) {
+		return struct{}{}, api.Del(ctx, req)
+	}))
+	mux.Handle("POST "+agentapi.PathCheck, handle(log, "CHECK", api.Check))
+	mux.Handle("POST "+agentapi.PathGC, handle(log, "GC", api.GC))
+	mux.HandleFunc("GET "+agentapi.PathStatus, func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, api.Status())
 	})
-	mux.HandleFunc("DELETE "+agentapi.PathEndpoints, func(w http.ResponseWriter, r *http.Request) {
-		var req agentapi.DelRequest
-		if !decode(w, r, &req) {
-			return
-		}
-		start := time.Now()
-		err := a.Del(r.Context(), req)
-		a.metrics.observeCNI("del", start, err)
-		if err != nil {
-			a.writeError(w, "DEL", err)
-			return
-		}
-		writeJSON(w, http.StatusOK, struct{}{})
+	mux.HandleFunc("GET "+agentapi.PathIndex, func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string][]string{"paths": apiPaths})
 	})
-	mux.HandleFunc("GET "+agentapi.PathStatus, func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, a.Status())
+	// Anything else, including another API version, gets a JSON answer that
+	// says what this agent serves.
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, agentapi.ErrorResponse{Code: agentapi.CodeNotFound,
+			Message: fmt.Sprintf("%s %s: not served; this agent serves %v", r.Method, r.URL.Path, apiPaths)})
 	})
 	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 }
 
-// decode reads one JSON object of bounded size with no unknown fields.
-func decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, agentapi.MaxBodyBytes))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	if err == nil && dec.Decode(&struct{}{}) != io.EOF {
-		err = errors.New("trailing data after the JSON object")
-	}
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		status := http.StatusBadRequest
-		if errors.As(err, &tooBig) {
-			status = http.StatusRequestEntityTooLarge
+// handle decodes the request strictly, calls fn and encodes its answer or
+// error.
+func handle[Req, Resp any](log *zap.Logger, op string, fn func(context.Context, Req) (Resp, error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req Req
+		if !decode(w, r, &req) {
+			return
 		}
-		writeJSON(w, status, agentapi.ErrorResponse{Code: agentapi.CodeBadRequest, Message: "decode request: " + err.Error()})
-		return false
-	}
-	return true
+		resp, err := fn(r.Context(), req)
+		if err != nil {
+			writeError(w, log, op, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, resp)
+	})
 }
 
-func (a *Agent) writeError(w http.ResponseWriter, op string, err error) {
+// decode reads one JSON object of bounded size with no unknown fields and
+// answers 400 (413 when too big) if it is not one.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	err := agentapi.DecodeStrict(http.MaxBytesReader(w, r.Body, agentapi.MaxBodyBytes), v)
+	if err == nil {
+		return true
+	}
+	status := http.StatusBadRequest
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		status = http.StatusRequestEntityTooLarge
+		err = fmt.Errorf("body larger than %d bytes", agentapi.MaxBodyBytes)
+	}
+	writeJSON(w, status, agentapi.ErrorResponse{Code: agentapi.CodeBadRequest, Message: "decode request: " + err.Error()})
+	return false
+}
+
+func writeError(w http.ResponseWriter, log *zap.Logger, op string, err error) {
 	var br badRequest
 	switch {
 	case errors.As(err, &br):
@@ -84,7 +103,7 @@ func (a *Agent) writeError(w http.ResponseWriter, op string, err error) {
 	case errors.Is(err, ipam.ErrPoolExhausted):
 		writeJSON(w, http.StatusServiceUnavailable, agentapi.ErrorResponse{Code: agentapi.CodePoolExhausted, Message: err.Error()})
 	default:
-		a.log.Error(op+" failed", zap.Error(err))
+		log.Error(op+" failed", zap.Error(err))
 		writeJSON(w, http.StatusInternalServerError, agentapi.ErrorResponse{Code: agentapi.CodeInternal, Message: err.Error()})
 	}
 }

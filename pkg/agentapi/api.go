@@ -1,22 +1,39 @@
 // Package agentapi is the contract between the CNI plugin and the agent: the
 // versioned request and response types of the agent's unix-socket API, the
-// client the plugin uses, and the host veth naming both sides rely on.
+// client the plugin uses, the queue of releases the plugin leaves when the
+// agent is down, and the host veth naming both sides rely on.
 package agentapi
 
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
 )
 
 // API paths. The version is in the path so a newer agent can serve old
 // plugins during a rolling upgrade.
 const (
-	PathEndpoints = "/v1/endpoints"
-	PathStatus    = "/v1/status"
+	PathIndex     = "/v1"                 // GET: the paths this agent serves
+	PathEndpoints = "/v1/endpoints"       // POST: ADD; DELETE: DEL
+	PathCheck     = "/v1/endpoints/check" // POST: CHECK
+	PathGC        = "/v1/gc"              // POST: GC
+	PathStatus    = "/v1/status"          // GET: STATUS
 )
 
-// MaxBodyBytes bounds every request body the agent reads.
+// MaxBodyBytes bounds every request body the agent reads. A GC listing 250
+// pods (Azure's per-node maximum) takes about 25 KiB.
 const MaxBodyBytes = 64 << 10
+
+// DefaultStateDir is the agent's default --state-dir.
+const DefaultStateDir = "/var/lib/podvnet"
+
+// DelQueueDir is where, under the agent's state dir, the plugin queues the
+// releases it could not hand to the agent.
+func DelQueueDir(stateDir string) string { return filepath.Join(stateDir, "del-queue") }
 
 // HostVethPrefix starts every host-side veth name podvnet creates.
 const HostVethPrefix = "pv"
@@ -63,6 +80,52 @@ type DelRequest struct {
 	IfName      string `json:"ifname"`
 }
 
+// CheckRequest asks the agent to verify its side of an endpoint: the
+// allocation, host veth, map entry, /32 route and from_pod attachment.
+type CheckRequest struct {
+	Network     string `json:"network"`
+	ContainerID string `json:"container_id"`
+	IfName      string `json:"ifname"`
+	// IP is the address the ADD result gave the pod (an address or a
+	// CIDR); empty skips comparing it with the allocation.
+	IP string `json:"ip,omitempty"`
+}
+
+// CheckResponse lists what is wrong; no problems means the agent's side is
+// as ADD left it.
+type CheckResponse struct {
+	IP       string   `json:"ip,omitempty"` // the allocated address, a /32
+	Problems []string `json:"problems"`
+}
+
+// Attachment is one (container ID, ifname) a runtime still uses.
+type Attachment struct {
+	ContainerID string `json:"container_id"`
+	IfName      string `json:"ifname"`
+}
+
+// GCRequest asks the agent to release every endpoint of the network that is
+// not in Valid, and whatever podvnet left that belongs to no endpoint.
+type GCRequest struct {
+	Network string       `json:"network"`
+	Valid   []Attachment `json:"valid"`
+}
+
+// Released is one endpoint GC released.
+type Released struct {
+	IP          string `json:"ip"`
+	ContainerID string `json:"container_id"`
+	IfName      string `json:"ifname"`
+}
+
+// GCResponse says what GC removed.
+type GCResponse struct {
+	Released     []Released `json:"released"`
+	StrayVeths   int        `json:"stray_veths"`
+	StrayEntries int        `json:"stray_map_entries"`
+	StrayPins    int        `json:"stray_link_pins"`
+}
+
 // Status is the agent's readiness and pool state.
 type Status struct {
 	Ready     bool   `json:"ready"`
@@ -75,6 +138,7 @@ type Status struct {
 // Error codes in an ErrorResponse.
 const (
 	CodeBadRequest    = "bad_request"
+	CodeNotFound      = "not_found"
 	CodePoolExhausted = "pool_exhausted"
 	CodeNotReady      = "not_ready"
 	CodeInternal      = "internal"
@@ -84,4 +148,22 @@ const (
 type ErrorResponse struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+}
+
+// DecodeStrict reads exactly one JSON object into v and refuses unknown
+// fields and trailing data: a typo in a field name is an error, never a
+// silently ignored value.
+func DecodeStrict(r io.Reader, v any) error {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return fmt.Errorf("after the JSON object: %w", err)
+		}
+		return errors.New("trailing data after the JSON object")
+	}
+	return nil
 }

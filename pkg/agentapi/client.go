@@ -61,6 +61,13 @@ func IsCode(err error, code string) bool {
 	return errors.As(err, &ae) && ae.Code == code
 }
 
+// NeverSent reports whether err shows the request never reached the agent
+// (no socket, nothing listening): the agent cannot have acted on it.
+func NeverSent(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
+}
+
 // Add registers an endpoint.
 func (c *Client) Add(ctx context.Context, req AddRequest) (AddResponse, error) {
 	var resp AddResponse
@@ -71,6 +78,20 @@ func (c *Client) Add(ctx context.Context, req AddRequest) (AddResponse, error) {
 // Del releases an endpoint.
 func (c *Client) Del(ctx context.Context, req DelRequest) error {
 	return c.do(ctx, http.MethodDelete, PathEndpoints, req, nil)
+}
+
+// Check asks the agent to verify its side of an endpoint.
+func (c *Client) Check(ctx context.Context, req CheckRequest) (CheckResponse, error) {
+	var resp CheckResponse
+	err := c.do(ctx, http.MethodPost, PathCheck, req, &resp)
+	return resp, err
+}
+
+// GC releases the network's endpoints that are not in req.Valid.
+func (c *Client) GC(ctx context.Context, req GCRequest) (GCResponse, error) {
+	var resp GCResponse
+	err := c.do(ctx, http.MethodPost, PathGC, req, &resp)
+	return resp, err
 }
 
 // Status reads the agent's readiness.

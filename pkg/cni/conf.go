@@ -6,11 +6,17 @@ package cni
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net/netip"
+	"path/filepath"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/podvnet/podvnet/pkg/agentapi"
 )
 
 // DefaultSocket is where the agent listens unless the config says otherwise.
@@ -26,30 +32,49 @@ type NetConf struct {
 	LogFile string `json:"logFile,omitempty"`
 	// LogLevel is debug, info, warn or error (default info).
 	LogLevel string `json:"logLevel,omitempty"`
+	// DelQueueDir is where DEL queues the release of an endpoint when the
+	// agent cannot be reached: the agent's <state dir>/del-queue.
+	DelQueueDir string `json:"delQueueDir,omitempty"`
+	// LegacyAttachments is the GC list under the name the spec first used;
+	// libcni sends both.
+	LegacyAttachments []types.GCAttachment `json:"cni.dev/attachments,omitempty"`
 }
 
 // ParseConf decodes and checks the plugin config, naming the field at fault.
 func ParseConf(b []byte) (*NetConf, error) {
 	conf := &NetConf{}
 	if err := json.NewDecoder(bytes.NewReader(b)).Decode(conf); err != nil {
-		return nil, fmt.Errorf("parse network config: %w", err)
+		return nil, describeJSONError(err)
 	}
 	if conf.Name == "" {
-		return nil, fmt.Errorf(`field "name": missing`)
+		return nil, errors.New(`field "name": missing`)
 	}
 	if conf.Type == "" {
-		return nil, fmt.Errorf(`field "type": missing`)
+		return nil, errors.New(`field "type": missing`)
 	}
 	if conf.Socket == "" {
 		conf.Socket = DefaultSocket
 	}
-	if !strings.HasPrefix(conf.Socket, "/") {
-		return nil, fmt.Errorf(`field "socket": %q is not an absolute path`, conf.Socket)
+	if conf.DelQueueDir == "" {
+		conf.DelQueueDir = agentapi.DelQueueDir(agentapi.DefaultStateDir)
+	}
+	for _, f := range [][2]string{{"socket", conf.Socket}, {"delQueueDir", conf.DelQueueDir}, {"logFile", conf.LogFile}} {
+		if f[1] != "" && !filepath.IsAbs(f[1]) {
+			return nil, fmt.Errorf("field %q: %q is not an absolute path", f[0], f[1])
+		}
 	}
 	switch conf.LogLevel {
 	case "", "debug", "info", "warn", "error":
 	default:
 		return nil, fmt.Errorf(`field "logLevel": %q, want debug, info, warn or error`, conf.LogLevel)
+	}
+	for i, s := range conf.DNS.Nameservers {
+		if _, err := netip.ParseAddr(s); err != nil {
+			return nil, fmt.Errorf(`field "dns.nameservers[%d]": %q is not an IP address`, i, s)
+		}
+	}
+	if conf.ValidAttachments == nil {
+		conf.ValidAttachments = conf.LegacyAttachments
 	}
 	if conf.RawPrevResult != nil {
 		if err := version.ParsePrevResult(&conf.PluginConf); err != nil {
@@ -57,6 +82,24 @@ func ParseConf(b []byte) (*NetConf, error) {
 		}
 	}
 	return conf, nil
+}
+
+// describeJSONError names the field a decode error is about.
+func describeJSONError(err error) error {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &typeErr) && typeErr.Field != "":
+		// The path names the embedded struct of the standard fields too.
+		field := strings.TrimPrefix(typeErr.Field, "PluginConf.")
+		return fmt.Errorf("field %q: a JSON %s, want %s", field, typeErr.Value, typeErr.Type)
+	case errors.As(err, &syntaxErr):
+		return fmt.Errorf("network config is not JSON: %v (at byte %d)", syntaxErr, syntaxErr.Offset)
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return errors.New("network config is not JSON: it ends early")
+	default:
+		return fmt.Errorf("network config: %w", err)
+	}
 }
 
 // K8sArgs are the CNI_ARGS a kubelet runtime passes.

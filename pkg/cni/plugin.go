@@ -4,72 +4,121 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/plugins/pkg/netlinksafe"
-	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/podvnet/podvnet/pkg/agentapi"
 )
 
+// Bounds on one call to the agent; kubelet's own CNI timeouts are longer.
+// DEL gives up sooner: past that it queues the release rather than hold
+// up pod deletion.
+const (
+	addTimeout = 30 * time.Second
+	delTimeout = 10 * time.Second
+)
+
+// agentClient is the agent API as the plugin uses it; *agentapi.Client in
+// production, a fake in tests.
+type agentClient interface {
+	Add(context.Context, agentapi.AddRequest) (agentapi.AddResponse, error)
+	Del(context.Context, agentapi.DelRequest) error
+	Check(context.Context, agentapi.CheckRequest) (agentapi.CheckResponse, error)
+	GC(context.Context, agentapi.GCRequest) (agentapi.GCResponse, error)
+	Status(context.Context) (agentapi.Status, error)
+}
+
+// plugin is one run of the binary: its config, logger, the agent, the host
+// network and where the result goes.
+type plugin struct {
+	conf  *NetConf
+	log   *zap.Logger
+	agent agentClient
+	net   hostNetwork
+	queue agentapi.DelQueue
+	out   io.Writer // stdout: the result or error JSON and nothing else
+}
+
 // Funcs are the CNI commands for skel.PluginMainFuncs.
 func Funcs() skel.CNIFuncs {
-	return skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, Status: cmdStatus, GC: cmdGC}
+	return skel.CNIFuncs{
+		Add:    command("ADD", addTimeout, (*plugin).add),
+		Del:    command("DEL", delTimeout, (*plugin).del),
+		Check:  command("CHECK", addTimeout, (*plugin).check),
+		Status: command("STATUS", delTimeout, (*plugin).status),
+		GC:     command("GC", addTimeout, (*plugin).gc),
+	}
 }
 
-// opTimeout bounds one call to the agent; kubelet's own CNI timeout is longer.
-const opTimeout = 30 * time.Second
-
-// invocation is one plugin run: its config, logger and agent client.
-type invocation struct {
-	conf   *NetConf
-	log    *zap.Logger
-	client *agentapi.Client
-	close  func()
-}
-
-func begin(args *skel.CmdArgs) (*invocation, error) {
-	conf, err := ParseConf(args.StdinData)
-	if err != nil {
-		return nil, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+// command wires a plugin method to skel: config, logger, agent client,
+// timeout, and the log line of a failure.
+func command(name string, timeout time.Duration, run func(*plugin, context.Context, *skel.CmdArgs) error) func(*skel.CmdArgs) error {
+	return func(args *skel.CmdArgs) error {
+		conf, err := ParseConf(args.StdinData)
+		if err != nil {
+			return types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+		}
+		log, closeLog := newLogger(conf)
+		defer closeLog()
+		log = log.With(zap.String("cmd", name), zap.String("container_id", args.ContainerID),
+			zap.String("ifname", args.IfName), zap.String("netns", args.Netns))
+		p := &plugin{
+			conf: conf, log: log, agent: agentapi.NewClient(conf.Socket), net: linuxNetwork{},
+			queue: agentapi.DelQueue{Dir: conf.DelQueueDir}, out: os.Stdout,
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		if err := run(p, ctx, args); err != nil {
+			// Runtimes poll STATUS; an agent that is down is logged by
+			// the commands that need it.
+			level := zapcore.ErrorLevel
+			if name == "STATUS" {
+				level = zapcore.DebugLevel
+			}
+			log.Log(level, name+" failed", zap.Error(err))
+			return err
+		}
+		return nil
 	}
-	log, closeLog, err := newLogger(conf)
-	if err != nil {
-		return nil, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
-	}
-	log = log.With(zap.String("container_id", args.ContainerID), zap.String("ifname", args.IfName),
-		zap.String("netns", args.Netns))
-	return &invocation{conf: conf, log: log, client: agentapi.NewClient(conf.Socket), close: closeLog}, nil
 }
 
 // newLogger writes to the config's log file, or to stderr; never to stdout.
-func newLogger(conf *NetConf) (*zap.Logger, func(), error) {
+// A log file that cannot be opened must not fail the command (a DEL that
+// fails for that would wedge pod deletion): the logs go to stderr instead.
+func newLogger(conf *NetConf) (*zap.Logger, func()) {
 	level := zapcore.InfoLevel
 	if conf.LogLevel != "" {
 		level, _ = zapcore.ParseLevel(conf.LogLevel)
 	}
 	var ws zapcore.WriteSyncer = zapcore.Lock(os.Stderr)
 	closeFn := func() {}
+	var openErr error
 	if conf.LogFile != "" {
 		f, err := os.OpenFile(conf.LogFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-		if err != nil {
-			return nil, nil, fmt.Errorf(`field "logFile": %w`, err)
+		if err == nil {
+			ws = zapcore.Lock(f)
+			closeFn = func() { f.Close() }
 		}
-		ws = zapcore.Lock(f)
-		closeFn = func() { f.Close() }
+		openErr = err
 	}
 	enc := zap.NewProductionEncoderConfig()
 	enc.EncodeTime = zapcore.ISO8601TimeEncoder
 	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), ws, level)
-	return zap.New(core).With(zap.String("component", "podvnet-cni"), zap.Int("pid", os.Getpid())), closeFn, nil
+	log := zap.New(core).With(zap.String("component", "podvnet-cni"), zap.Int("pid", os.Getpid()))
+	if openErr != nil {
+		log.Warn("cannot open logFile; logging to stderr", zap.Error(openErr))
+	}
+	return log, closeFn
 }
 
 // agentError turns an agent failure into the CNI error a runtime acts on.
@@ -79,7 +128,7 @@ func agentError(op string, err error) error {
 	switch {
 	case errors.As(err, &unreachable):
 		return types.NewError(types.ErrTryAgainLater,
-			fmt.Sprintf("%s: podvnet agent not reachable at %s (is the podvnet DaemonSet pod running on this node?)", op, unreachable.Socket),
+			fmt.Sprintf("%s: podvnet agent not reachable at %s (is the podvnet agent running on this node?)", op, unreachable.Socket),
 			err.Error())
 	case errors.As(err, &apiErr) && apiErr.Code == agentapi.CodePoolExhausted:
 		return types.NewError(types.ErrTryAgainLater, op+": no pod IP left on this node: "+apiErr.Message, "")
@@ -90,223 +139,253 @@ func agentError(op string, err error) error {
 	}
 }
 
-func cmdAdd(args *skel.CmdArgs) (err error) {
-	inv, err := begin(args)
-	if err != nil {
-		return err
-	}
-	defer inv.close()
+// add wires the pod: veth, endpoint at the agent, pod side, result. Any
+// failure undoes what this call made, newest first.
+func (p *plugin) add(ctx context.Context, args *skel.CmdArgs) (err error) {
 	k8s, err := ParseArgs(args.Args)
 	if err != nil {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, err.Error(), "")
 	}
-	netns, err := ns.GetNS(args.Netns)
-	if err != nil {
-		return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("open pod netns %q: %v", args.Netns, err), "")
+	if err := p.net.CheckPodNetns(args.Netns, args.IfName); err != nil {
+		return err
 	}
-	defer netns.Close()
-
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
 	hostName := agentapi.HostVethName(args.ContainerID, args.IfName)
-	delReq := agentapi.DelRequest{Network: inv.conf.Name, ContainerID: args.ContainerID, IfName: args.IfName}
+	delReq := agentapi.DelRequest{Network: p.conf.Name, ContainerID: args.ContainerID, IfName: args.IfName}
 
-	// Everything below is undone if a later step fails: the veth (and with
-	// it the pod side), and the agent's endpoint if it was registered.
-	registered := false
+	var vethMade, agentAsked bool
 	defer func() {
 		if err == nil {
 			return
 		}
-		if registered {
-			if derr := inv.client.Del(ctx, delReq); derr != nil {
-				inv.log.Error("roll back endpoint", zap.Error(derr))
+		if agentAsked {
+			// ctx may be what ran out; the rollback gets its own time.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), delTimeout)
+			defer cancel()
+			rerr := p.agent.Del(rctx, delReq)
+			var unreachable *agentapi.UnreachableError
+			if errors.As(rerr, &unreachable) {
+				rerr = p.queueRelease(delReq, "")
+			}
+			if rerr != nil {
+				p.log.Error("roll back endpoint at the agent", zap.Error(rerr))
 			}
 		}
-		if derr := deleteLink(hostName); derr != nil {
-			inv.log.Error("roll back veth", zap.Error(derr))
+		if vethMade {
+			if rerr := p.net.DeleteHostVeth(hostName); rerr != nil {
+				p.log.Error("roll back veth", zap.String("host_ifname", hostName), zap.Error(rerr))
+			}
 		}
-		inv.log.Error("ADD failed", zap.Error(err))
 	}()
 
-	host, pod, err := createVeth(netns, hostName, args.IfName)
+	vethMade = true // a half-made pair is removed too
+	podMAC, err := p.net.CreateVeth(args.Netns, hostName, args.IfName)
 	if err != nil {
 		return err
 	}
-	resp, err := inv.client.Add(ctx, agentapi.AddRequest{
-		Network: inv.conf.Name, ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns,
-		HostIfName: hostName, PodMAC: pod.HardwareAddr.String(),
+	agentAsked = true
+	resp, err := p.agent.Add(ctx, agentapi.AddRequest{
+		Network: p.conf.Name, ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns,
+		HostIfName: hostName, PodMAC: podMAC.String(),
 		PodNamespace: string(k8s.K8S_POD_NAMESPACE), PodName: string(k8s.K8S_POD_NAME), PodUID: string(k8s.K8S_POD_UID),
 	})
 	if err != nil {
+		agentAsked = !agentapi.NeverSent(err)
 		return agentError("ADD", err)
 	}
-	registered = true
-	ipNet, gw, hostMAC, err := parseAddResponse(resp)
+	cfg, err := parseAddResponse(resp)
 	if err != nil {
 		return err
 	}
-	if err := configurePod(netns, args.IfName, ipNet, gw, hostMAC, resp.MTU); err != nil {
+	if err := p.net.ConfigurePod(args.Netns, args.IfName, cfg); err != nil {
 		return err
 	}
-	if resp.MTU > 0 {
-		if err := netlink.LinkSetMTU(host, resp.MTU); err != nil {
-			return fmt.Errorf("set MTU %d on %s: %w", resp.MTU, hostName, err)
+	if cfg.MTU > 0 {
+		if err := p.net.SetHostMTU(hostName, cfg.MTU); err != nil {
+			return err
 		}
 	}
-
-	result := &current.Result{
-		CNIVersion: current.ImplementedSpecVersion,
-		Interfaces: []*current.Interface{
-			{Name: hostName, Mac: hostMAC.String()},
-			{Name: args.IfName, Mac: pod.HardwareAddr.String(), Sandbox: args.Netns},
-		},
-		IPs:    []*current.IPConfig{{Address: *ipNet, Gateway: gw, Interface: current.Int(1)}},
-		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}, GW: gw}},
-		DNS:    inv.conf.DNS,
+	res, err := buildResult(p.conf, attachment{
+		HostName: hostName, HostMAC: cfg.HostMAC.String(), PodName: args.IfName, PodMAC: podMAC.String(),
+		Netns: args.Netns, IP: cfg.IP, Gateway: cfg.Gateway, MTU: cfg.MTU,
+	})
+	if err != nil {
+		return err
 	}
-	inv.log.Info("ADD done", zap.String("ip", ipNet.String()), zap.String("host_ifname", hostName))
-	return types.PrintResult(result, inv.conf.CNIVersion)
+	if err := printResult(p.out, res, p.conf.CNIVersion); err != nil {
+		return err
+	}
+	p.log.Info("ADD done", zap.String("ip", cfg.IP.String()), zap.String("host_ifname", hostName),
+		zap.String("pod", string(k8s.K8S_POD_NAMESPACE)+"/"+string(k8s.K8S_POD_NAME)))
+	return nil
 }
 
-func parseAddResponse(resp agentapi.AddResponse) (*net.IPNet, net.IP, net.HardwareAddr, error) {
-	ip, ipNet, err := net.ParseCIDR(resp.IP)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("agent answered a bad IP %q: %w", resp.IP, err)
+func parseAddResponse(resp agentapi.AddResponse) (podConfig, error) {
+	ip, err := netip.ParsePrefix(resp.IP)
+	if err != nil || !ip.Addr().Is4() || ip.Bits() != 32 {
+		return podConfig{}, fmt.Errorf("agent answered IP %q, want an IPv4 /32", resp.IP)
 	}
-	ipNet.IP = ip
-	gw := net.ParseIP(resp.Gateway).To4()
-	if gw == nil {
-		return nil, nil, nil, fmt.Errorf("agent answered a bad gateway %q", resp.Gateway)
+	gw, err := netip.ParseAddr(resp.Gateway)
+	if err != nil || !gw.Is4() {
+		return podConfig{}, fmt.Errorf("agent answered gateway %q, want an IPv4 address", resp.Gateway)
 	}
 	hostMAC, err := net.ParseMAC(resp.HostMAC)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("agent answered a bad host MAC %q: %w", resp.HostMAC, err)
+	if err != nil || len(hostMAC) != 6 {
+		return podConfig{}, fmt.Errorf("agent answered host MAC %q, want an Ethernet MAC", resp.HostMAC)
 	}
-	return ipNet, gw, hostMAC, nil
+	if resp.MTU < 0 {
+		return podConfig{}, fmt.Errorf("agent answered MTU %d", resp.MTU)
+	}
+	return podConfig{IP: ip, Gateway: gw, HostMAC: hostMAC, MTU: resp.MTU}, nil
 }
 
-// createVeth makes the pair with the pod end created straight inside the
-// pod's netns under its final name, so no temporary name is ever visible on
-// the host. A host end left by an earlier, failed attempt is replaced.
-func createVeth(netns ns.NetNS, hostName, podName string) (host netlink.Link, pod *netlink.LinkAttrs, err error) {
-	if err := deleteLink(hostName); err != nil {
-		return nil, nil, err
-	}
-	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: hostName},
-		PeerName:      podName,
-		PeerNamespace: netlink.NsFd(int(netns.Fd())),
-	}
-	if err := netlink.LinkAdd(veth); err != nil {
-		return nil, nil, fmt.Errorf("create veth %s with peer %s in %s: %w", hostName, podName, netns.Path(), err)
-	}
-	if host, err = netlinksafe.LinkByName(hostName); err != nil {
-		return nil, nil, fmt.Errorf("find new veth %s: %w", hostName, err)
-	}
-	// Up before the agent adds the /32 route: the kernel refuses routes
-	// through a device that is down.
-	if err := netlink.LinkSetUp(host); err != nil {
-		return nil, nil, fmt.Errorf("set %s up: %w", hostName, err)
-	}
-	err = netns.Do(func(ns.NetNS) error {
-		l, err := netlinksafe.LinkByName(podName)
-		if err != nil {
-			return fmt.Errorf("find %s in pod netns: %w", podName, err)
-		}
-		pod = l.Attrs()
-		return nil
-	})
-	return host, pod, err
-}
-
-// configurePod gives the pod its /32, and a default route via GatewayIP with
-// a permanent neighbour entry for it: the pod never ARPs for its gateway.
-func configurePod(netns ns.NetNS, ifname string, ipNet *net.IPNet, gw net.IP, hostMAC net.HardwareAddr, mtu int) error {
-	return netns.Do(func(ns.NetNS) error {
-		l, err := netlinksafe.LinkByName(ifname)
-		if err != nil {
-			return fmt.Errorf("find %s in pod netns: %w", ifname, err)
-		}
-		if mtu > 0 {
-			if err := netlink.LinkSetMTU(l, mtu); err != nil {
-				return fmt.Errorf("set MTU %d on %s: %w", mtu, ifname, err)
-			}
-		}
-		if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: ipNet}); err != nil {
-			return fmt.Errorf("add %s to %s: %w", ipNet, ifname, err)
-		}
-		if err := netlink.LinkSetUp(l); err != nil {
-			return fmt.Errorf("set %s up: %w", ifname, err)
-		}
-		neigh := &netlink.Neigh{
-			LinkIndex:    l.Attrs().Index,
-			Family:       netlink.FAMILY_V4,
-			State:        netlink.NUD_PERMANENT,
-			IP:           gw,
-			HardwareAddr: hostMAC,
-		}
-		if err := netlink.NeighSet(neigh); err != nil {
-			return fmt.Errorf("add permanent neighbour %s -> %s: %w", gw, hostMAC, err)
-		}
-		route := &netlink.Route{
-			LinkIndex: l.Attrs().Index,
-			Dst:       &net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)},
-			Gw:        gw,
-			Flags:     int(netlink.FLAG_ONLINK),
-		}
-		if err := netlink.RouteAdd(route); err != nil {
-			return fmt.Errorf("add default route via %s onlink: %w", gw, err)
-		}
-		return nil
+// queueRelease leaves the release of an endpoint to the agent, durably,
+// for when the agent cannot be asked now.
+func (p *plugin) queueRelease(req agentapi.DelRequest, ip string) error {
+	return p.queue.Put(agentapi.QueuedDel{
+		Network: req.Network, ContainerID: req.ContainerID, IfName: req.IfName, IP: ip, QueuedAt: time.Now().UTC(),
 	})
 }
 
-// deleteLink removes a host interface; one that does not exist is fine.
-func deleteLink(name string) error {
-	l, err := netlinksafe.LinkByName(name)
-	if err != nil {
-		var notFound netlink.LinkNotFoundError
-		if errors.As(err, &notFound) {
-			return nil
+// del releases the endpoint and removes the veth. It succeeds when things
+// are already gone, when the netns is gone or empty (the veth is found by
+// its derived name), and while the agent is unreachable: pod deletion must
+// never wait for the agent, so the plugin removes the veth itself and
+// queues the release for the agent.
+func (p *plugin) del(ctx context.Context, args *skel.CmdArgs) error {
+	hostName := agentapi.HostVethName(args.ContainerID, args.IfName)
+	req := agentapi.DelRequest{Network: p.conf.Name, ContainerID: args.ContainerID, IfName: args.IfName}
+	err := p.agent.Del(ctx, req)
+	var unreachable *agentapi.UnreachableError
+	switch {
+	case errors.As(err, &unreachable):
+		verr := p.net.DeleteHostVeth(hostName)
+		if qerr := p.queueRelease(req, prevResultIP(p.conf, args)); qerr != nil {
+			return types.NewError(types.ErrTryAgainLater,
+				fmt.Sprintf("DEL: podvnet agent not reachable at %s and the release could not be queued in %s", p.conf.Socket, p.queue.Dir),
+				errors.Join(err, qerr, verr).Error())
 		}
-		return fmt.Errorf("look up %s: %w", name, err)
-	}
-	if err := netlink.LinkDel(l); err != nil {
-		return fmt.Errorf("delete %s: %w", name, err)
-	}
-	return nil
-}
-
-func cmdDel(args *skel.CmdArgs) error {
-	inv, err := begin(args)
-	if err != nil {
-		return err
-	}
-	defer inv.close()
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	err = inv.client.Del(ctx, agentapi.DelRequest{Network: inv.conf.Name, ContainerID: args.ContainerID, IfName: args.IfName})
-	// The agent normally removes the veth; make sure, whatever it said.
-	if derr := deleteLink(agentapi.HostVethName(args.ContainerID, args.IfName)); derr != nil && err == nil {
-		err = derr
-	}
-	if err != nil {
-		inv.log.Error("DEL failed", zap.Error(err))
+		if verr != nil {
+			return types.NewError(types.ErrInternal, "DEL: "+verr.Error(), "")
+		}
+		p.log.Warn("agent unreachable: removed the veth, queued the release for the agent",
+			zap.String("socket", p.conf.Socket), zap.String("queue", p.queue.Dir), zap.Error(err))
+		return nil
+	case err != nil:
 		return agentError("DEL", err)
 	}
-	inv.log.Info("DEL done")
+	// The agent removed the veth; this only makes sure.
+	if err := p.net.DeleteHostVeth(hostName); err != nil {
+		return types.NewError(types.ErrInternal, "DEL: "+err.Error(), "")
+	}
+	p.log.Info("DEL done")
 	return nil
 }
 
-func cmdCheck(args *skel.CmdArgs) error {
-	return types.NewError(types.ErrInternal, "CHECK is not implemented yet", "")
+// prevResultIP is the pod IP a DEL's prevResult names, if any.
+func prevResultIP(conf *NetConf, args *skel.CmdArgs) string {
+	if conf.PrevResult == nil {
+		return ""
+	}
+	res, err := current.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return ""
+	}
+	e, err := expectedFrom(res, args.ContainerID, args.IfName)
+	if err != nil {
+		return ""
+	}
+	return e.IP.Addr().String()
 }
 
-func cmdStatus(args *skel.CmdArgs) error {
-	return types.NewError(types.ErrInternal, "STATUS is not implemented yet", "")
+// check compares the attachment with what ADD left (from prevResult): the
+// pod interface, address, route and neighbour, the host veth, and, through
+// the agent, the allocation, map entry, /32 route and from_pod. Every
+// problem found is named.
+func (p *plugin) check(ctx context.Context, args *skel.CmdArgs) error {
+	if p.conf.PrevResult == nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, `field "prevResult": missing; CHECK needs the result of ADD`, "")
+	}
+	prev, err := current.NewResultFromResult(p.conf.PrevResult)
+	if err != nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(`field "prevResult": %v`, err), "")
+	}
+	want, err := expectedFrom(prev, args.ContainerID, args.IfName)
+	if err != nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(`field "prevResult": %v`, err), "")
+	}
+
+	var problems []string
+	pod, err := p.net.InspectPod(args.Netns, args.IfName)
+	if err != nil {
+		problems = append(problems, err.Error())
+	} else {
+		problems = append(problems, want.podProblems(args.Netns, pod)...)
+	}
+	host, err := p.net.InspectHost(want.HostName)
+	if err != nil {
+		problems = append(problems, err.Error())
+	} else {
+		problems = append(problems, want.hostProblems(host, pod)...)
+	}
+	resp, err := p.agent.Check(ctx, agentapi.CheckRequest{
+		Network: p.conf.Name, ContainerID: args.ContainerID, IfName: args.IfName, IP: want.IP.String(),
+	})
+	if err != nil {
+		if len(problems) == 0 {
+			return agentError("CHECK", err)
+		}
+		problems = append(problems, "agent: "+err.Error())
+	}
+	problems = append(problems, resp.Problems...)
+	if len(problems) > 0 {
+		return types.NewError(types.ErrInternal, "CHECK: "+strings.Join(problems, "; "), "")
+	}
+	p.log.Debug("CHECK done")
+	return nil
 }
 
-func cmdGC(args *skel.CmdArgs) error {
-	return types.NewError(types.ErrInternal, "GC is not implemented yet", "")
+// status is ready when the agent answers, is ready and has a free address.
+func (p *plugin) status(ctx context.Context, _ *skel.CmdArgs) error {
+	st, err := p.agent.Status(ctx)
+	if err != nil {
+		var unreachable *agentapi.UnreachableError
+		if errors.As(err, &unreachable) {
+			return types.NewError(types.ErrPluginNotAvailable,
+				fmt.Sprintf("podvnet agent not reachable at %s (is the podvnet agent running on this node?)", p.conf.Socket), err.Error())
+		}
+		return types.NewError(types.ErrPluginNotAvailable, "podvnet agent status: "+err.Error(), "")
+	}
+	if !st.Ready {
+		return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("podvnet agent at %s is not ready: %s", p.conf.Socket, st.Reason), "")
+	}
+	if st.Free <= 0 {
+		msg := fmt.Sprintf("no free pod IP on this node: %d of the node's limit of %d in use", st.Allocated, st.Limit)
+		if st.Allocated < st.Limit {
+			msg += "; the others were released recently and are cooling down"
+		}
+		return types.NewError(types.ErrLimitedConnectivity, msg, "")
+	}
+	return nil
+}
+
+// gc hands the runtime's valid attachments to the agent, which releases
+// every other endpoint of this network.
+func (p *plugin) gc(ctx context.Context, _ *skel.CmdArgs) error {
+	if p.conf.ValidAttachments == nil {
+		// Absent is not empty: releasing the whole network on a malformed
+		// request would cut every pod off.
+		return types.NewError(types.ErrInvalidNetworkConfig, `field "cni.dev/valid-attachments": missing`, "")
+	}
+	req := agentapi.GCRequest{Network: p.conf.Name, Valid: make([]agentapi.Attachment, 0, len(p.conf.ValidAttachments))}
+	for _, a := range p.conf.ValidAttachments {
+		req.Valid = append(req.Valid, agentapi.Attachment{ContainerID: a.ContainerID, IfName: a.IfName})
+	}
+	resp, err := p.agent.GC(ctx, req)
+	if err != nil {
+		return agentError("GC", err)
+	}
+	p.log.Info("GC done", zap.Int("valid", len(req.Valid)), zap.Int("released", len(resp.Released)),
+		zap.Int("stray_veths", resp.StrayVeths), zap.Int("stray_map_entries", resp.StrayEntries),
+		zap.Int("stray_link_pins", resp.StrayPins))
+	return nil
 }

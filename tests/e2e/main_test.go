@@ -14,8 +14,9 @@ import (
 	"github.com/podvnet/podvnet/tests/e2e/vnet"
 )
 
-// binDir holds podvnet-agent and podvnet, built once per test binary unless
-// PODVNET_BIN_DIR points at binaries already built (make test does).
+// binDir holds podvnet-agent and podvnet, and the reference plugins in
+// binDir/cni, built once per test binary unless PODVNET_BIN_DIR points at
+// binaries already built (make test does).
 var binDir string
 
 func TestMain(m *testing.M) {
@@ -39,6 +40,14 @@ func run(m *testing.M) int {
 				fmt.Fprintf(os.Stderr, "build %s: %v\n", pkg, err)
 				return 1
 			}
+		}
+		// The reference plugins chained with podvnet, as `make test` has them.
+		cmd := exec.Command("make", "-s", "cni-plugins", "BIN="+dir)
+		cmd.Dir = "../.."
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "build the reference CNI plugins: %v\n", err)
+			return 1
 		}
 		binDir = dir
 	}

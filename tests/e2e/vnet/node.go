@@ -38,7 +38,7 @@ type Node struct {
 
 	agent *exec.Cmd
 	done  chan error
-	pods  atomic.Int32 // AddPod may run in parallel, as a runtime's ADDs do
+	pods  atomic.Int32 // pods made, for container IDs; AddPod runs in parallel
 }
 
 // Socket is the agent's API socket.
@@ -245,3 +245,7 @@ func (n *Node) NFT(script string) error {
 	}
 	return nil
 }
+
+// DelQueueDir is where the node's plugin queues releases while the agent
+// is unreachable, the agent's <state dir>/del-queue.
+func (n *Node) DelQueueDir() string { return agentapi.DelQueueDir(n.StateDir()) }

@@ -1,0 +1,135 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/cilium/ebpf/link"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vishvananda/netlink"
+
+	"github.com/podvnet/podvnet/pkg/agentapi"
+	"github.com/podvnet/podvnet/pkg/ipam"
+	"github.com/podvnet/podvnet/pkg/loader"
+	"github.com/podvnet/podvnet/pkg/maps"
+)
+
+// Check verifies the agent's side of an endpoint as ADD left it: the
+// allocation, the host veth, the endpoints map entry, the /32 route and
+// from_pod on the veth. Each problem is named; none means all is well.
+func (a *Agent) Check(_ context.Context, req agentapi.CheckRequest) (agentapi.CheckResponse, error) {
+	if req.ContainerID == "" || req.IfName == "" {
+		return agentapi.CheckResponse{}, errBadRequest("container_id and ifname are required")
+	}
+	var want netip.Addr
+	if req.IP != "" {
+		var err error
+		if want, err = parseAddrOrPrefix(req.IP); err != nil {
+			return agentapi.CheckResponse{}, errBadRequest("ip %q: %v", req.IP, err)
+		}
+	}
+	// Under the lock: a concurrent DEL or GC must not show as half-done.
+	a.mu.Lock()
+	defer a.mu.Unlock()
+
+	key := ipam.Key{Network: req.Network, ContainerID: req.ContainerID, IfName: req.IfName}
+	resp := agentapi.CheckResponse{Problems: []string{}}
+	problem := func(format string, args ...any) { resp.Problems = append(resp.Problems, fmt.Sprintf(format, args...)) }
+	al, ok := a.alloc.Get(key)
+	if !ok {
+		problem("the agent holds no address for network %q, container %s, ifname %s", req.Network, req.ContainerID, req.IfName)
+		return resp, nil
+	}
+	resp.IP = netip.PrefixFrom(al.IP, 32).String()
+	if want.IsValid() && want != al.IP {
+		problem("the agent allocated %s to this pod, not %s", al.IP, want)
+	}
+
+	name := agentapi.HostVethName(req.ContainerID, req.IfName)
+	host, err := netlinksafe.LinkByName(name)
+	if err != nil {
+		problem("host veth %s: %v", name, err)
+		host = nil
+	} else {
+		if host.Type() != "veth" {
+			problem("host interface %s is a %s, not a veth", name, host.Type())
+		}
+		if host.Attrs().Flags&net.FlagUp == 0 {
+			problem("host veth %s is down", name)
+		}
+	}
+
+	ep, found, err := a.dp.Maps.Endpoints.Get(al.IP)
+	switch {
+	case err != nil:
+		problem("endpoints map: %v", err)
+	case !found:
+		problem("endpoints map has no entry for %s", al.IP)
+	default:
+		if host != nil && int(ep.Ifindex) != host.Attrs().Index {
+			problem("endpoints map sends %s to ifindex %d, but %s is ifindex %d", al.IP, ep.Ifindex, name, host.Attrs().Index)
+		}
+		if got := maps.MAC(ep.PodMAC); !strings.EqualFold(got, al.PodMAC) {
+			problem("endpoints map has pod MAC %s for %s, the pod's is %s", got, al.IP, al.PodMAC)
+		}
+		if host != nil {
+			if got, hw := maps.MAC(ep.HostMAC), host.Attrs().HardwareAddr.String(); got != hw {
+				problem("endpoints map has host MAC %s for %s, %s has %s", got, al.IP, name, hw)
+			}
+		}
+	}
+
+	if host != nil {
+		if err := checkRoute(al.IP, host); err != nil {
+			problem("%v", err)
+		}
+		if err := a.checkAttached(name, host.Attrs().Index); err != nil {
+			problem("%v", err)
+		}
+	}
+	return resp, nil
+}
+
+// checkRoute looks for the kernel's fallback route to the pod.
+func checkRoute(ip netip.Addr, host netlink.Link) error {
+	dst := &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}
+	routes, err := netlinksafe.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: dst}, netlink.RT_FILTER_DST)
+	if err != nil {
+		return fmt.Errorf("list routes to %s: %w", dst, err)
+	}
+	for _, r := range routes {
+		if r.LinkIndex == host.Attrs().Index {
+			return nil
+		}
+	}
+	return fmt.Errorf("no route %s dev %s", dst, host.Attrs().Name)
+}
+
+// checkAttached verifies from_pod runs on the host veth through its pinned
+// tcx link.
+func (a *Agent) checkAttached(name string, ifindex int) error {
+	pin := loader.LinkPin(a.dp.Root(), loader.HookPod, name)
+	l, err := link.LoadPinnedLink(pin, nil)
+	if err != nil {
+		return fmt.Errorf("from_pod is not attached to %s: pinned link %s: %w", name, pin, err)
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		return fmt.Errorf("from_pod link %s: %w", pin, err)
+	}
+	if tcx := info.TCX(); info.Type != link.TCXType || tcx == nil || int(tcx.Ifindex) != ifindex {
+		return fmt.Errorf("from_pod link %s is not attached to %s (ifindex %d)", pin, name, ifindex)
+	}
+	return nil
+}
+
+func parseAddrOrPrefix(s string) (netip.Addr, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Addr(), nil
+	}
+	return netip.ParseAddr(s)
+}

@@ -1,0 +1,334 @@
+package cni
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/netip"
+
+	cnins "github.com/containernetworking/cni/pkg/ns"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+)
+
+// hostNetwork is the plugin's netlink work, one method per step of ADD, DEL
+// and CHECK, so that tests can make any step fail and watch the rollback.
+// Pod-side methods take the pod's netns path; host-side ones act in the
+// calling thread's netns (the node's).
+type hostNetwork interface {
+	// CheckPodNetns makes sure the pod netns exists, is not the plugin's own
+	// and has no interface named ifname yet.
+	CheckPodNetns(netnsPath, ifname string) error
+	// CreateVeth creates the pair, the pod end in the pod's netns, and brings
+	// the host end up. It returns the pod end's MAC.
+	CreateVeth(netnsPath, hostName, podName string) (net.HardwareAddr, error)
+	ConfigurePod(netnsPath, ifname string, cfg podConfig) error
+	SetHostMTU(hostName string, mtu int) error
+	// DeleteHostVeth removes the host end (and with it the pod end); a
+	// missing one is fine.
+	DeleteHostVeth(hostName string) error
+	InspectPod(netnsPath, ifname string) (podState, error)
+	InspectHost(hostName string) (hostState, error)
+}
+
+// podConfig is what the pod side gets from the agent's answer.
+type podConfig struct {
+	IP      netip.Prefix // a /32
+	Gateway netip.Addr
+	HostMAC net.HardwareAddr
+	MTU     int
+}
+
+// linuxNetwork is hostNetwork over netlink.
+type linuxNetwork struct{}
+
+// errNetnsGone marks a pod netns that does not exist.
+var errNetnsGone = errors.New("pod netns does not exist")
+
+func openNetns(path string) (ns.NetNS, error) {
+	n, err := ns.GetNS(path)
+	if err != nil {
+		var gone ns.NSPathNotExistErr
+		if errors.As(err, &gone) || errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s", errNetnsGone, path)
+		}
+		return nil, fmt.Errorf("open pod netns %s: %w", path, err)
+	}
+	return n, nil
+}
+
+func (linuxNetwork) CheckPodNetns(netnsPath, ifname string) error {
+	netns, err := openNetns(netnsPath)
+	if err != nil {
+		return types.NewError(types.ErrInvalidNetNS, err.Error(), "")
+	}
+	defer netns.Close()
+	// Creating the "pod" end in the node's own netns would put a second
+	// eth0 next to the node's NIC.
+	if own, terr := cnins.CheckNetNS(netnsPath); terr != nil {
+		return terr
+	} else if own {
+		return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("CNI_NETNS %s is the node's own network namespace", netnsPath), "")
+	}
+	return netns.Do(func(ns.NetNS) error {
+		_, err := netlinksafe.LinkByName(ifname)
+		if err == nil {
+			return fmt.Errorf("interface %s already exists in pod netns %s (ADD twice without DEL?)", ifname, netnsPath)
+		}
+		if !isNotFound(err) {
+			return fmt.Errorf("look up %s in pod netns %s: %w", ifname, netnsPath, err)
+		}
+		return nil
+	})
+}
+
+// CreateVeth makes the pair with the pod end created straight inside the
+// pod's netns under its final name, so no temporary name is ever visible on
+// the host. A host end left by an earlier, failed attempt is replaced.
+func (l linuxNetwork) CreateVeth(netnsPath, hostName, podName string) (net.HardwareAddr, error) {
+	netns, err := openNetns(netnsPath)
+	if err != nil {
+		return nil, err
+	}
+	defer netns.Close()
+	if err := l.DeleteHostVeth(hostName); err != nil {
+		return nil, err
+	}
+	veth := &netlink.Veth{
+		LinkAttrs:     netlink.LinkAttrs{Name: hostName},
+		PeerName:      podName,
+		PeerNamespace: netlink.NsFd(int(netns.Fd())),
+	}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return nil, fmt.Errorf("create veth %s with peer %s in %s: %w", hostName, podName, netnsPath, err)
+	}
+	host, err := netlinksafe.LinkByName(hostName)
+	if err != nil {
+		return nil, fmt.Errorf("find new veth %s: %w", hostName, err)
+	}
+	// Up before the agent adds the /32 route: the kernel refuses routes
+	// through a device that is down.
+	if err := netlink.LinkSetUp(host); err != nil {
+		return nil, fmt.Errorf("set %s up: %w", hostName, err)
+	}
+	var mac net.HardwareAddr
+	err = netns.Do(func(ns.NetNS) error {
+		l, err := netlinksafe.LinkByName(podName)
+		if err != nil {
+			return fmt.Errorf("find %s in pod netns: %w", podName, err)
+		}
+		mac = l.Attrs().HardwareAddr
+		return nil
+	})
+	return mac, err
+}
+
+// ConfigurePod gives the pod its /32 and a default route via the gateway,
+// with a permanent neighbour entry for it: the pod never ARPs for its
+// gateway.
+func (linuxNetwork) ConfigurePod(netnsPath, ifname string, cfg podConfig) error {
+	return ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
+		l, err := netlinksafe.LinkByName(ifname)
+		if err != nil {
+			return fmt.Errorf("find %s in pod netns: %w", ifname, err)
+		}
+		if cfg.MTU > 0 {
+			if err := netlink.LinkSetMTU(l, cfg.MTU); err != nil {
+				return fmt.Errorf("set MTU %d on %s: %w", cfg.MTU, ifname, err)
+			}
+		}
+		if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: prefixNet(cfg.IP)}); err != nil {
+			return fmt.Errorf("add %s to %s: %w", cfg.IP, ifname, err)
+		}
+		if err := netlink.LinkSetUp(l); err != nil {
+			return fmt.Errorf("set %s up: %w", ifname, err)
+		}
+		neigh := &netlink.Neigh{
+			LinkIndex:    l.Attrs().Index,
+			Family:       netlink.FAMILY_V4,
+			State:        netlink.NUD_PERMANENT,
+			IP:           cfg.Gateway.AsSlice(),
+			HardwareAddr: cfg.HostMAC,
+		}
+		if err := netlink.NeighSet(neigh); err != nil {
+			return fmt.Errorf("add permanent neighbour %s -> %s: %w", cfg.Gateway, cfg.HostMAC, err)
+		}
+		route := &netlink.Route{
+			LinkIndex: l.Attrs().Index,
+			Dst:       defaultDst(),
+			Gw:        cfg.Gateway.AsSlice(),
+			Flags:     int(netlink.FLAG_ONLINK),
+		}
+		if err := netlink.RouteAdd(route); err != nil {
+			return fmt.Errorf("add default route via %s onlink: %w", cfg.Gateway, err)
+		}
+		return nil
+	})
+}
+
+func (linuxNetwork) SetHostMTU(hostName string, mtu int) error {
+	l, err := netlinksafe.LinkByName(hostName)
+	if err != nil {
+		return fmt.Errorf("find %s: %w", hostName, err)
+	}
+	if err := netlink.LinkSetMTU(l, mtu); err != nil {
+		return fmt.Errorf("set MTU %d on %s: %w", mtu, hostName, err)
+	}
+	return nil
+}
+
+func (linuxNetwork) DeleteHostVeth(name string) error {
+	l, err := netlinksafe.LinkByName(name)
+	if err != nil {
+		if isNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("look up %s: %w", name, err)
+	}
+	if err := netlink.LinkDel(l); err != nil {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// podState is what CHECK finds on the pod side.
+type podState struct {
+	Found  bool
+	Type   string
+	Up     bool
+	MAC    string
+	Index  int
+	Addrs  []netip.Prefix
+	Routes []routeState
+	Neighs []neighState
+}
+
+type routeState struct {
+	Dst    netip.Prefix
+	GW     netip.Addr
+	OnLink bool
+}
+
+type neighState struct {
+	IP        netip.Addr
+	MAC       string
+	Permanent bool
+}
+
+// hostState is what CHECK finds of the host veth.
+type hostState struct {
+	Found     bool
+	Type      string
+	Up        bool
+	MAC       string
+	PeerIndex int // the pod end's ifindex, in the pod's netns
+}
+
+func (linuxNetwork) InspectPod(netnsPath, ifname string) (podState, error) {
+	var st podState
+	netns, err := openNetns(netnsPath)
+	if err != nil {
+		return st, err
+	}
+	defer netns.Close()
+	err = netns.Do(func(ns.NetNS) error {
+		l, err := netlinksafe.LinkByName(ifname)
+		if isNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("look up %s in pod netns: %w", ifname, err)
+		}
+		a := l.Attrs()
+		st = podState{Found: true, Type: l.Type(), Up: a.Flags&net.FlagUp != 0, MAC: a.HardwareAddr.String(), Index: a.Index}
+		addrs, err := netlinksafe.AddrList(l, netlink.FAMILY_V4)
+		if err != nil {
+			return fmt.Errorf("list addresses of %s: %w", ifname, err)
+		}
+		for _, ad := range addrs {
+			if p, ok := netipPrefix(ad.IPNet); ok {
+				st.Addrs = append(st.Addrs, p)
+			}
+		}
+		routes, err := netlinksafe.RouteList(l, netlink.FAMILY_V4)
+		if err != nil {
+			return fmt.Errorf("list routes of %s: %w", ifname, err)
+		}
+		for _, r := range routes {
+			rs := routeState{OnLink: r.Flags&int(netlink.FLAG_ONLINK) != 0}
+			rs.Dst = netip.MustParsePrefix("0.0.0.0/0")
+			if p, ok := netipPrefix(r.Dst); ok {
+				rs.Dst = p
+			}
+			rs.GW, _ = netip.AddrFromSlice(r.Gw.To4())
+			st.Routes = append(st.Routes, rs)
+		}
+		neighs, err := neighList(a.Index)
+		if err != nil {
+			return fmt.Errorf("list neighbours of %s: %w", ifname, err)
+		}
+		for _, n := range neighs {
+			ip, _ := netip.AddrFromSlice(n.IP.To4())
+			st.Neighs = append(st.Neighs, neighState{IP: ip, MAC: n.HardwareAddr.String(), Permanent: n.State&netlink.NUD_PERMANENT != 0})
+		}
+		return nil
+	})
+	return st, err
+}
+
+func (linuxNetwork) InspectHost(hostName string) (hostState, error) {
+	l, err := netlinksafe.LinkByName(hostName)
+	if isNotFound(err) {
+		return hostState{}, nil
+	}
+	if err != nil {
+		return hostState{}, fmt.Errorf("look up %s: %w", hostName, err)
+	}
+	a := l.Attrs()
+	st := hostState{Found: true, Type: l.Type(), Up: a.Flags&net.FlagUp != 0, MAC: a.HardwareAddr.String()}
+	if v, ok := l.(*netlink.Veth); ok {
+		if st.PeerIndex, err = netlink.VethPeerIndex(v); err != nil {
+			return st, fmt.Errorf("peer of %s: %w", hostName, err)
+		}
+	}
+	return st, nil
+}
+
+// neighList dumps the IPv4 neighbours of an interface, retrying when churn
+// interrupts the dump.
+func neighList(ifindex int) ([]netlink.Neigh, error) {
+	var err error
+	for range 5 {
+		var n []netlink.Neigh
+		if n, err = netlink.NeighList(ifindex, netlink.FAMILY_V4); !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return n, err
+		}
+	}
+	return nil, err
+}
+
+func isNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf)
+}
+
+func defaultDst() *net.IPNet { return &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)} }
+
+func prefixNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func netipPrefix(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	ip, ok := netip.AddrFromSlice(n.IP.To4())
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(ip, ones), true
+}

@@ -65,6 +65,7 @@ type Agent struct {
 	mu      sync.Mutex
 	ready   *Readiness
 	metrics *Metrics
+	jobs    *hostJobs
 }
 
 // New waits for the NIC, loads the data path (adopting what is pinned),
@@ -91,7 +92,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Agent, err error)
 	if err != nil {
 		return nil, fmt.Errorf("load data path: %w", err)
 	}
-	a := &Agent{cfg: cfg, log: log, dp: dp, alloc: alloc, nic: nic, ready: cfg.Ready, metrics: cfg.Metrics}
+	a := &Agent{cfg: cfg, log: log, dp: dp, alloc: alloc, nic: nic, ready: cfg.Ready, metrics: cfg.Metrics, jobs: newHostJobs()}
 	defer func() {
 		if err != nil {
 			dp.Close()
@@ -255,5 +256,9 @@ func (a *Agent) Serve(ctx context.Context) error {
 	return nil
 }
 
-// Close releases file descriptors. The pinned data path keeps forwarding.
-func (a *Agent) Close() error { return a.dp.Close() }
+// Close finishes the background veth work and releases file descriptors.
+// The pinned data path keeps forwarding.
+func (a *Agent) Close() error {
+	a.jobs.waitAll()
+	return a.dp.Close()
+}

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/cilium/ebpf/link"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 
@@ -108,23 +107,12 @@ func checkRoute(ip netip.Addr, host netlink.Link) error {
 	return fmt.Errorf("no route %s dev %s", dst, host.Attrs().Name)
 }
 
-// checkAttached verifies from_pod runs on the host veth through its pinned
-// tcx link.
+// checkAttached verifies from_pod runs on the host veth, through its
+// pinned tcx link or a legacy filter, once its attach job is done.
 func (a *Agent) checkAttached(name string, ifindex int) error {
-	pin := loader.LinkPin(a.dp.Root(), loader.HookPod, name)
-	l, err := link.LoadPinnedLink(pin, nil)
-	if err != nil {
-		return fmt.Errorf("from_pod is not attached to %s: pinned link %s: %w", name, pin, err)
-	}
-	defer l.Close()
-	info, err := l.Info()
-	if err != nil {
-		return fmt.Errorf("from_pod link %s: %w", pin, err)
-	}
-	if tcx := info.TCX(); info.Type != link.TCXType || tcx == nil || int(tcx.Ifindex) != ifindex {
-		return fmt.Errorf("from_pod link %s is not attached to %s (ifindex %d)", pin, name, ifindex)
-	}
-	return nil
+	a.jobs.wait(name)
+	_, err := loader.Attached(a.dp.Root(), loader.HookPod, name, ifindex)
+	return err
 }
 
 func parseAddrOrPrefix(s string) (netip.Addr, error) {

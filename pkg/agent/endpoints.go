@@ -43,6 +43,9 @@ func (a *Agent) Add(ctx context.Context, req agentapi.AddRequest) (_ agentapi.Ad
 
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	// The veth of an earlier attachment of the same name may still be
+	// going away in the background.
+	a.jobs.wait(req.HostIfName)
 
 	host, err := netlink.LinkByName(req.HostIfName)
 	if err != nil {
@@ -70,9 +73,10 @@ func (a *Agent) Add(ctx context.Context, req agentapi.AddRequest) (_ agentapi.Ad
 		}
 	}()
 
-	if err := a.plumb(al.IP, host, podMAC); err != nil {
+	if err := a.plumbRoute(al.IP, host, podMAC); err != nil {
 		return agentapi.AddResponse{}, err
 	}
+	a.attachLater(host)
 	a.log.Info("endpoint added", zap.String("container_id", req.ContainerID), zap.String("ifname", req.IfName),
 		zap.String("ip", al.IP.String()), zap.String("host_ifname", req.HostIfName), zap.Int("ifindex", host.Attrs().Index),
 		zap.String("pod", req.PodNamespace+"/"+req.PodName))
@@ -87,6 +91,30 @@ func (a *Agent) Add(ctx context.Context, req agentapi.AddRequest) (_ agentapi.Ad
 // plumb writes the map entry, the /32 route and attaches from_pod. Each step
 // replaces what may be there, so it also repairs an endpoint on reconcile.
 func (a *Agent) plumb(ip netip.Addr, host netlink.Link, podMAC net.HardwareAddr) error {
+	if err := a.plumbRoute(ip, host, podMAC); err != nil {
+		return err
+	}
+	return a.dp.Attach(loader.HookPod, host.Attrs().Index, host.Attrs().Name)
+}
+
+// attachLater attaches from_pod to the host veth in the background. Until
+// it runs, the pod's packets take the kernel path, which the /32 route and
+// strict reverse-path filtering already make work and keep honest; the
+// pod's containers typically start well after ADD returns. A failure is
+// logged and CHECK reports it; the pod keeps the kernel path.
+func (a *Agent) attachLater(host netlink.Link) {
+	name, index := host.Attrs().Name, host.Attrs().Index
+	a.jobs.start(name, func() {
+		if err := a.dp.Attach(loader.HookPod, index, name); err != nil {
+			a.log.Error("attach from_pod; the pod stays on the kernel path", zap.String("ifname", name),
+				zap.Int("ifindex", index), zap.Error(err))
+		}
+	})
+}
+
+// plumbRoute writes the map entry, the /32 route and the veth's settings:
+// everything of an endpoint but the program.
+func (a *Agent) plumbRoute(ip netip.Addr, host netlink.Link, podMAC net.HardwareAddr) error {
 	attrs := host.Attrs()
 	ep := maps.Endpoint{Ifindex: uint32(attrs.Index)}
 	copy(ep.PodMAC[:], podMAC)
@@ -104,37 +132,57 @@ func (a *Agent) plumb(ip netip.Addr, host netlink.Link, podMAC net.HardwareAddr)
 	if err := netlink.RouteReplace(route); err != nil {
 		return fmt.Errorf("add route %s/32 dev %s: %w", ip, attrs.Name, err)
 	}
-	// Reverse-path filtering has nothing to check on a point-to-point veth
-	// whose only source is the pod (from_pod enforces it), and strict mode
-	// would drop what the kernel path legitimately forwards back out of the
-	// interface it came in on (a pod reaching itself through its Service).
-	if err := setPathValue(vethSysctl(attrs.Name, "rp_filter"), "0"); err != nil {
-		return err
-	}
-	return a.dp.Attach(loader.HookPod, attrs.Index, attrs.Name)
+	// Strict reverse-path filtering: on the kernel path the only source
+	// the veth accepts is the pod's own /32 (its route points back here),
+	// anti-spoofing that holds before from_pod is attached and whenever the
+	// programs are gone. A pod reaching itself through its Service still
+	// passes: its source routes back to this very veth.
+	return setPathValue(vethSysctl(attrs.Name, "rp_filter"), "1")
 }
 
-// teardown removes the data path of an endpoint: link pin, map entry, route,
-// host veth. Every step tolerates what is already gone.
+// teardown removes the data path of an endpoint: map entry, route, host
+// veth and its program. Every step tolerates what is already gone.
 func (a *Agent) teardown(ip netip.Addr, hostIfName string) error {
+	errs := []error{a.unroute(ip)}
+	if hostIfName != "" {
+		a.jobs.wait(hostIfName)
+		errs = append(errs, a.removeVeth(hostIfName, nil))
+	}
+	return errors.Join(errs...)
+}
+
+// unroute removes what steers traffic to ip: its map entry and /32 route.
+// With them gone nothing reaches the pod any more, from the fast path or
+// the kernel's.
+func (a *Agent) unroute(ip netip.Addr) error {
+	if !ip.IsValid() {
+		return nil
+	}
+	errs := []error{a.dp.Maps.Endpoints.Delete(ip)}
+	route := &netlink.Route{Dst: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK}
+	if err := netlink.RouteDel(route); err != nil && !errors.Is(err, unix.ESRCH) {
+		errs = append(errs, fmt.Errorf("delete route %s/32: %w", ip, err))
+	}
+	return errors.Join(errs...)
+}
+
+// removeVeth deletes a host veth (link, when known, pins the very device:
+// a new veth of the same name is never touched) and then its program's pin.
+// Deleting the device first detaches the program as part of it, so the
+// unpin is cheap.
+func (a *Agent) removeVeth(name string, link netlink.Link) error {
 	var errs []error
-	if hostIfName != "" {
-		errs = append(errs, a.dp.Detach(loader.HookPod, hostIfName))
-	}
-	if ip.IsValid() {
-		errs = append(errs, a.dp.Maps.Endpoints.Delete(ip))
-		route := &netlink.Route{Dst: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK}
-		if err := netlink.RouteDel(route); err != nil && !errors.Is(err, unix.ESRCH) {
-			errs = append(errs, fmt.Errorf("delete route %s/32: %w", ip, err))
+	if link == nil {
+		if l, err := netlink.LinkByName(name); err == nil {
+			link = l
 		}
 	}
-	if hostIfName != "" {
-		if l, err := netlink.LinkByName(hostIfName); err == nil {
-			if err := netlink.LinkDel(l); err != nil {
-				errs = append(errs, fmt.Errorf("delete host veth %s: %w", hostIfName, err))
-			}
+	if link != nil {
+		if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
+			errs = append(errs, fmt.Errorf("delete host veth %s: %w", name, err))
 		}
 	}
+	errs = append(errs, a.dp.Detach(loader.HookPod, name))
 	return errors.Join(errs...)
 }
 
@@ -155,20 +203,35 @@ func (a *Agent) Del(ctx context.Context, req agentapi.DelRequest) (err error) {
 	return a.delQueue().Remove(req.Network, req.ContainerID, req.IfName)
 }
 
-// release tears down the endpoint of key and releases its IP. Without an
+// release unroutes the endpoint of key, releases its IP, and deletes its
+// veth in the background: the IP cools down for far longer than that takes,
+// and a veth left by a crash is a stray that reconcile removes. Without an
 // allocation it still removes a veth a half-made ADD may have left. The
 // caller holds a.mu.
 func (a *Agent) release(key ipam.Key) error {
 	hostIfName := agentapi.HostVethName(key.ContainerID, key.IfName)
+	// A pending attach must not pin a link after the veth is gone.
+	a.jobs.wait(hostIfName)
 	al, ok := a.alloc.Get(key)
+	if ok {
+		if err := a.unroute(al.IP); err != nil {
+			return err
+		}
+		if _, _, err := a.alloc.Release(key); err != nil {
+			return err
+		}
+	}
+	if link, err := netlink.LinkByName(hostIfName); err == nil {
+		a.jobs.start(hostIfName, func() {
+			if err := a.removeVeth(hostIfName, link); err != nil {
+				a.log.Error("delete host veth; reconcile removes it at the next start", zap.String("ifname", hostIfName), zap.Error(err))
+			}
+		})
+	} else if err := a.dp.Detach(loader.HookPod, hostIfName); err != nil {
+		return err
+	}
 	if !ok {
-		return a.teardown(netip.Addr{}, hostIfName)
-	}
-	if err := a.teardown(al.IP, hostIfName); err != nil {
-		return err
-	}
-	if _, _, err := a.alloc.Release(key); err != nil {
-		return err
+		return nil
 	}
 	a.log.Info("endpoint deleted", zap.String("container_id", key.ContainerID), zap.String("ifname", key.IfName),
 		zap.String("ip", al.IP.String()), zap.String("pod", al.PodNamespace+"/"+al.PodName))

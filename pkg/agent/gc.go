@@ -8,6 +8,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/ipam"
@@ -85,7 +86,9 @@ func (a *Agent) removeStrays(owned map[string]bool, ownedIPs map[netip.Addr]bool
 	for _, l := range links {
 		name := l.Attrs().Name
 		if hostVethName.MatchString(name) && l.Type() == "veth" && !owned[name] {
-			if err := netlink.LinkDel(l); err != nil {
+			// It may be on its way out in the background already.
+			a.jobs.wait(name)
+			if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
 				errs = append(errs, fmt.Errorf("delete stray veth %s: %w", name, err))
 				continue
 			}

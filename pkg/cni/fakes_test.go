@@ -148,6 +148,11 @@ func (f *fakeNetwork) DeleteHostVeth(hostName string) error {
 	return f.step("DeleteHostVeth")
 }
 
+func (f *fakeNetwork) RetirePodIface(_, ifname, _ string) error {
+	delete(f.pods, ifname)
+	return f.step("RetirePodIface")
+}
+
 func (f *fakeNetwork) InspectPod(string, string) (podState, error) {
 	return podState{}, f.step("InspectPod")
 }

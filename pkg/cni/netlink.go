@@ -1,6 +1,8 @@
 package cni
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,6 +14,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // hostNetwork is the plugin's netlink work, one method per step of ADD, DEL
@@ -30,6 +33,11 @@ type hostNetwork interface {
 	// DeleteHostVeth removes the host end (and with it the pod end); a
 	// missing one is fine.
 	DeleteHostVeth(hostName string) error
+	// RetirePodIface takes the pod end of the veth hostName out of the way
+	// in the pod's netns (down, renamed), so that an ADD right after the
+	// DEL can use ifname while the agent deletes the pair in the
+	// background. An interface that is not that veth's peer is left alone.
+	RetirePodIface(netnsPath, ifname, hostName string) error
 	InspectPod(netnsPath, ifname string) (podState, error)
 	InspectHost(hostName string) (hostState, error)
 }
@@ -188,10 +196,56 @@ func (linuxNetwork) DeleteHostVeth(name string) error {
 		}
 		return fmt.Errorf("look up %s: %w", name, err)
 	}
-	if err := netlink.LinkDel(l); err != nil {
+	// ENODEV: the agent's background deletion got there first.
+	if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
 		return fmt.Errorf("delete %s: %w", name, err)
 	}
 	return nil
+}
+
+func (linuxNetwork) RetirePodIface(netnsPath, ifname, hostName string) error {
+	host, err := netlinksafe.LinkByName(hostName)
+	if err != nil {
+		if isNotFound(err) {
+			return nil // gone already, and its peer with it
+		}
+		return fmt.Errorf("look up %s: %w", hostName, err)
+	}
+	netns, err := openNetns(netnsPath)
+	if err != nil {
+		if errors.Is(err, errNetnsGone) {
+			return nil
+		}
+		return err
+	}
+	defer netns.Close()
+	return netns.Do(func(ns.NetNS) error {
+		l, err := netlinksafe.LinkByName(ifname)
+		if err != nil {
+			if isNotFound(err) {
+				return nil
+			}
+			return fmt.Errorf("look up %s in pod netns: %w", ifname, err)
+		}
+		// A veth's IFLA_LINK is its peer's ifindex: only our own pod end.
+		if l.Type() != "veth" || l.Attrs().ParentIndex != host.Attrs().Index {
+			return nil
+		}
+		if err := netlink.LinkSetDown(l); err != nil {
+			return fmt.Errorf("set %s down: %w", ifname, err)
+		}
+		if err := netlink.LinkSetName(l, retiredName()); err != nil {
+			return fmt.Errorf("rename %s out of the way: %w", ifname, err)
+		}
+		return nil
+	})
+}
+
+// retiredName is a unique name for a pod end awaiting deletion.
+func retiredName() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return "pvdel" + hex.EncodeToString(b)[:10]
 }
 
 // podState is what CHECK finds on the pod side.

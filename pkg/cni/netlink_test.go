@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -120,6 +121,11 @@ func TestAddCheckDelRealNetwork(t *testing.T) {
 	}
 	if err := node.Do(func() error { return p.del(context.Background(), args) }); err != nil {
 		t.Fatalf("DEL with the netns gone: %v", err)
+	}
+	// The pair goes with the pod's netns, which the kernel tears down in
+	// the background (the real agent also deletes it after DEL).
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && len(podLinks(t, node)) > 0; {
+		time.Sleep(20 * time.Millisecond)
 	}
 	if left := podLinks(t, node); len(left) > 0 {
 		t.Errorf("node keeps %v after DEL", left)

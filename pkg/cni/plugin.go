@@ -273,9 +273,14 @@ func (p *plugin) del(ctx context.Context, args *skel.CmdArgs) error {
 	case err != nil:
 		return agentError("DEL", err)
 	}
-	// The agent removed the veth; this only makes sure.
-	if err := p.net.DeleteHostVeth(hostName); err != nil {
-		return types.NewError(types.ErrInternal, "DEL: "+err.Error(), "")
+	// The agent owns the veth from here: it has unrouted the pod and
+	// deletes the veth in the background (deleting a device waits for the
+	// kernel's RCU grace periods, which pod deletion need not wait for).
+	// The pod end moves out of the way, for an ADD in the same netns.
+	if args.Netns != "" {
+		if err := p.net.RetirePodIface(args.Netns, args.IfName, hostName); err != nil {
+			p.log.Warn("pod interface left in place; the agent deletes it shortly", zap.Error(err))
+		}
 	}
 	p.log.Info("DEL done")
 	return nil

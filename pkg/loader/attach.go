@@ -370,3 +370,27 @@ func RemoveAttachment(a Attachment) error {
 	}
 	return detachLegacy(a.Hook, a.Ifindex)
 }
+
+// Attached reports how the hook's program runs on an interface: through a
+// tcx link pinned for it, or a legacy filter; an error says why neither.
+func Attached(root string, h Hook, ifname string, ifindex int) (Mode, error) {
+	pin := LinkPin(root, h, ifname)
+	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+		info, ierr := l.Info()
+		l.Close()
+		if ierr == nil && info.Type == link.TCXType && info.TCX() != nil && int(info.TCX().Ifindex) == ifindex {
+			return ModeTCX, nil
+		}
+		return "", fmt.Errorf("from_%s link %s is not attached to %s (ifindex %d)", h, pin, ifname, ifindex)
+	}
+	filters, err := legacyFilters(ifindex)
+	if err != nil {
+		return "", fmt.Errorf("list tc filters on %s: %w", ifname, err)
+	}
+	for _, f := range filters {
+		if f.Name == legacyName(h) {
+			return ModeLegacy, nil
+		}
+	}
+	return "", fmt.Errorf("from_%s is not attached to %s: no pinned link %s and no legacy tc filter", h, ifname, pin)
+}

@@ -763,6 +763,13 @@ func assertPodGone(t *testing.T, p *vnet.Pod) {
 	t.Helper()
 	n := p.Node
 	host := agentapi.HostVethName(p.ContainerID, "eth0")
+	// The agent deletes the veth (and with it the program's pin) right
+	// after DEL returns, in the background.
+	eventually(func() bool {
+		_, lerr := n.NS.NL.LinkByName(host)
+		_, perr := os.Stat(loader.LinkPin(n.BPFFS, loader.HookPod, host))
+		return lerr != nil && perr != nil
+	})
 	if _, err := n.NS.NL.LinkByName(host); err == nil {
 		t.Errorf("%s: host veth %s left", p.Name, host)
 	}

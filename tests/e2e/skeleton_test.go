@@ -164,6 +164,14 @@ func TestEBPFCarriesTraffic(t *testing.T) {
 	}
 }
 
+// eventually polls cond for up to 10 s: for what the agent finishes in the
+// background just after answering (deleting a deleted pod's veth).
+func eventually(cond func() bool) {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && !cond(); {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func containsAddr[T comparable](list []T, x T) bool {
 	for _, v := range list {
 		if v == x {
@@ -201,6 +209,17 @@ func assertNothingLeft(t *testing.T, n *vnet.Node) {
 // assertNoVethsOrRoutes checks a node holds no pod veth and no /32 route.
 func assertNoVethsOrRoutes(t *testing.T, n *vnet.Node) {
 	t.Helper()
+	// The agent deletes veths of deleted pods in the background.
+	eventually(func() bool {
+		links, _ := n.NS.NL.LinkList()
+		for _, l := range links {
+			if strings.HasPrefix(l.Attrs().Name, "pv") {
+				return false
+			}
+		}
+		pins, _ := os.ReadDir(filepath.Dir(loader.LinkPin(n.BPFFS, loader.HookPod, "x")))
+		return len(pins) == 0
+	})
 	links, err := n.NS.NL.LinkList()
 	if err != nil {
 		t.Fatal(err)

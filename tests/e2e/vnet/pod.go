@@ -14,8 +14,10 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
 
 	"github.com/podvnet/podvnet/internal/nettest"
+	"github.com/podvnet/podvnet/pkg/loader"
 )
 
 // Pod is a network namespace wired by the podvnet plugin.
@@ -31,6 +33,7 @@ type Pod struct {
 	RawResult types.Result
 	conf      []byte
 	capArgs   map[string]any
+	noWait    bool
 	deleted   bool
 	nsDeleted bool
 }
@@ -124,6 +127,9 @@ type PodOptions struct {
 	// CapabilityArgs are the runtime's capability arguments, e.g.
 	// "portMappings" or "bandwidth".
 	CapabilityArgs map[string]any
+	// NoWaitAttached returns as soon as ADD does, without waiting for the
+	// agent to attach from_pod.
+	NoWaitAttached bool
 }
 
 // AddPod creates a pod namespace and runs CNI ADD for it through libcni,
@@ -137,7 +143,7 @@ func (n *Node) AddPodWith(name string, o PodOptions) (*Pod, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Pod{Node: n, Name: name, NS: ns, conf: n.ConfListWith(o.Conf), capArgs: o.CapabilityArgs}
+	p := &Pod{Node: n, Name: name, NS: ns, conf: n.ConfListWith(o.Conf), capArgs: o.CapabilityArgs, noWait: o.NoWaitAttached}
 	n.vnet.onClose(func() error {
 		if !p.deleted {
 			p.Del()
@@ -172,7 +178,35 @@ func (p *Pod) Add() error {
 		return fmt.Errorf("CNI ADD %s: %d IPs in the result", p.Name, len(p.Result.IPs))
 	}
 	p.IP, _ = netip.AddrFromSlice(p.Result.IPs[0].Address.IP.To4())
-	return nil
+	if p.noWait {
+		return nil
+	}
+	return p.WaitAttached(10 * time.Second)
+}
+
+// WaitAttached waits until from_pod runs on the pod's host veth: the agent
+// attaches it just after ADD returns, as a runtime goes on to start the
+// pod's containers. Tests of the data path start from there.
+func (p *Pod) WaitAttached(timeout time.Duration) error {
+	if len(p.Result.Interfaces) == 0 {
+		return nil
+	}
+	host := p.Result.Interfaces[0].Name
+	var last error
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		last = p.Node.NS.Do(func() error {
+			l, err := netlink.LinkByName(host)
+			if err != nil {
+				return err
+			}
+			_, err = loader.Attached(p.Node.BPFFS, loader.HookPod, host, l.Attrs().Index)
+			return err
+		})
+		if last == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: from_pod not attached %s after ADD: %w", p.Name, timeout, last)
 }
 
 // DeleteNetns removes the pod's namespace, as a runtime does at sandbox

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os/signal"
@@ -39,6 +40,7 @@ type runFlags struct {
 	metricsAddr string
 	logLevel    string
 	logFormat   string
+	cni         cniFlags
 }
 
 func newRunCommand() *cobra.Command {
@@ -67,6 +69,7 @@ func newRunCommand() *cobra.Command {
 	fl.StringVar(&f.metricsAddr, "metrics-addr", agent.DefaultMetricsAddr, "address for /metrics, /healthz and /readyz; empty turns it off")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "console", "console or json")
+	f.cni.register(fl)
 	return cmd
 }
 
@@ -105,6 +108,10 @@ func runAgent(ctx context.Context, f *runFlags) error {
 	default:
 		return fmt.Errorf("--ipam-source %q: want static", f.ipamSource)
 	}
+	inst, err := f.cni.installer(f.socket)
+	if err != nil {
+		return err
+	}
 
 	log.Info("starting", zap.String("version", version), zap.String("nic", f.nic),
 		zap.String("subnet", cfg.Pool.Subnet.String()), zap.String("primary", cfg.Pool.Primary.String()),
@@ -113,6 +120,15 @@ func runAgent(ctx context.Context, f *runFlags) error {
 	defer stop()
 
 	cfg.Ready = agent.NewReadiness("starting")
+	ctx, failed := context.WithCancelCause(ctx)
+	defer failed(nil)
+	if inst != nil {
+		go func() {
+			if err := installWhenReady(ctx, inst, cfg.Ready, log); err != nil {
+				failed(err)
+			}
+		}()
+	}
 	cfg.Metrics = agent.NewMetrics(version, commit)
 	if f.metricsAddr != "" {
 		srv, err := agent.ServeHTTP(f.metricsAddr, cfg.Metrics, cfg.Ready)
@@ -128,6 +144,9 @@ func runAgent(ctx context.Context, f *runFlags) error {
 	defer a.Close()
 	if err := a.Serve(ctx); err != nil {
 		return err
+	}
+	if err := context.Cause(ctx); !errors.Is(err, context.Canceled) {
+		return err // the install failed
 	}
 	// Pins stay: the data path keeps forwarding while no agent runs.
 	log.Info("stopped; data path left running")

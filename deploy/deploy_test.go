@@ -83,30 +83,34 @@ func splitDocs(b []byte) [][]byte {
 	return docs
 }
 
-func readKustomization(t *testing.T) *kusttypes.Kustomization {
+func readKustomization(t *testing.T, dir string) *kusttypes.Kustomization {
 	t.Helper()
-	b, err := os.ReadFile("kustomization.yaml")
+	b, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	k := &kusttypes.Kustomization{}
 	if err := yaml.UnmarshalStrict(b, k); err != nil {
-		t.Fatalf("kustomization.yaml: %v", err)
+		t.Fatalf("%s/kustomization.yaml: %v", dir, err)
 	}
 	return k
 }
 
+// kustomizations are the directories `kubectl apply -k` is pointed at.
+var kustomizations = []string{".", "uninstall"}
+
 // TestManifestsDecodeStrictly: every file of deploy/ is valid for its API
-// type, and every file is part of what `kubectl apply -k` installs.
+// type, and every file is part of a kustomization.
 func TestManifestsDecodeStrictly(t *testing.T) {
-	k := readKustomization(t)
-	used := map[string]bool{"kustomization.yaml": true}
-	for _, r := range k.Resources {
-		used[r] = true
-	}
-	for _, g := range k.ConfigMapGenerator {
-		for _, f := range append(append([]string{}, g.EnvSources...), g.FileSources...) {
-			used[f] = true
+	used := map[string]bool{}
+	for _, dir := range kustomizations {
+		k := readKustomization(t, dir)
+		files := append([]string{"kustomization.yaml"}, k.Resources...)
+		for _, g := range k.ConfigMapGenerator {
+			files = append(append(files, g.EnvSources...), g.FileSources...)
+		}
+		for _, f := range files {
+			used[filepath.Join(dir, f)] = true
 		}
 	}
 	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
@@ -114,9 +118,9 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 			return err
 		}
 		if !used[path] {
-			t.Errorf("%s is not in kustomization.yaml: kubectl apply -k would not install it", path)
+			t.Errorf("%s is in no kustomization: kubectl apply -k would not install it", path)
 		}
-		if !strings.HasSuffix(path, ".yaml") || path == "kustomization.yaml" {
+		if !strings.HasSuffix(path, ".yaml") || filepath.Base(path) == "kustomization.yaml" {
 			return nil
 		}
 		b, err := os.ReadFile(path)
@@ -148,9 +152,9 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 
 // render builds deploy/ as `kubectl apply -k deploy/` does (kubectl embeds
 // kustomize) and decodes the result strictly.
-func render(t *testing.T) *objects {
+func render(t *testing.T, kdir string) *objects {
 	t.Helper()
-	dir, err := filepath.Abs(".")
+	dir, err := filepath.Abs(kdir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,10 +174,6 @@ func render(t *testing.T) *objects {
 		if ns := r.GetNamespace(); ns != "kube-system" {
 			t.Errorf("%s in namespace %q, want kube-system (system-node-critical, where CNIs live)", r.CurId(), ns)
 		}
-	}
-	if len(o.daemonSets) != 1 || len(o.configMaps) != 1 || len(o.serviceAccounts) != 1 {
-		t.Fatalf("rendered %d DaemonSets, %d ConfigMaps, %d ServiceAccounts; want one each",
-			len(o.daemonSets), len(o.configMaps), len(o.serviceAccounts))
 	}
 	return o
 }
@@ -196,15 +196,15 @@ func bins(t *testing.T) string {
 	return dir
 }
 
-// runFlags parses `podvnet-agent run --help` of the real binary into a flag
-// set with the same names and value types.
-func runFlags(t *testing.T, agentBin string) *pflag.FlagSet {
+// helpFlags parses `podvnet-agent <sub> --help` of the real binary into a
+// flag set with the same names and value types.
+func helpFlags(t *testing.T, agentBin, sub string) *pflag.FlagSet {
 	t.Helper()
-	out, err := exec.Command(agentBin, "run", "--help").CombinedOutput()
+	out, err := exec.Command(agentBin, sub, "--help").CombinedOutput()
 	if err != nil {
-		t.Fatalf("podvnet-agent run --help: %v\n%s", err, out)
+		t.Fatalf("podvnet-agent %s --help: %v\n%s", sub, err, out)
 	}
-	fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
+	fs := pflag.NewFlagSet(sub, pflag.ContinueOnError)
 	line := regexp.MustCompile(`^\s+(?:-\w, )?--([a-z0-9-]+)(?: (\w+))?\s`)
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
@@ -227,7 +227,7 @@ func runFlags(t *testing.T, agentBin string) *pflag.FlagSet {
 			t.Fatalf("--%s has type %s: teach the test", m[1], m[2])
 		}
 	}
-	if fs.Lookup("socket") == nil || fs.Lookup("cni-conf-dir") == nil {
+	if fs.Lookup("socket") == nil {
 		t.Fatalf("no flags found in the help:\n%s", out)
 	}
 	return fs
@@ -245,11 +245,11 @@ func expandArgs(t *testing.T, c corev1.Container, cm *corev1.ConfigMap) []string
 			env[e.Name] = e.Value
 		case e.ValueFrom.ConfigMapKeyRef != nil:
 			ref := e.ValueFrom.ConfigMapKeyRef
-			v, ok := cm.Data[ref.Key]
-			if ref.Name != cm.Name || !ok {
-				t.Errorf("env %s: ConfigMap %s key %s does not exist (rendered: %s)", e.Name, ref.Name, ref.Key, cm.Name)
+			if cm == nil || ref.Name != cm.Name || !hasKey(cm, ref.Key) {
+				t.Errorf("env %s: ConfigMap %s has no key %s", e.Name, ref.Name, ref.Key)
+				continue
 			}
-			env[e.Name] = v
+			env[e.Name] = cm.Data[ref.Key]
 		case e.ValueFrom.FieldRef != nil:
 			env[e.Name] = "field:" + e.ValueFrom.FieldRef.FieldPath
 		}
@@ -269,7 +269,13 @@ func expandArgs(t *testing.T, c corev1.Container, cm *corev1.ConfigMap) []string
 	return args
 }
 
-// agent is the rendered DaemonSet's agent container with its flags parsed.
+func hasKey(cm *corev1.ConfigMap, key string) bool {
+	_, ok := cm.Data[key]
+	return ok
+}
+
+// agentPod is a rendered DaemonSet's container that runs podvnet-agent,
+// with its flags parsed.
 type agentPod struct {
 	ds    *appsv1.DaemonSet
 	c     corev1.Container
@@ -302,19 +308,31 @@ func (a agentPod) hostMount(t *testing.T, hostPath string) corev1.VolumeMount {
 	return corev1.VolumeMount{}
 }
 
-func loadAgent(t *testing.T, o *objects, binDir string) agentPod {
+// loadAgent renders deploy/ and returns its agent.
+func loadAgent(t *testing.T, binDir string) (*objects, agentPod) {
 	t.Helper()
-	ds := o.daemonSets[0]
-	if len(ds.Spec.Template.Spec.Containers) != 1 {
-		t.Fatalf("%d containers, want the agent alone", len(ds.Spec.Template.Spec.Containers))
+	o := render(t, ".")
+	if len(o.daemonSets) != 1 || len(o.configMaps) != 1 || len(o.serviceAccounts) != 1 {
+		t.Fatalf("rendered %d DaemonSets, %d ConfigMaps, %d ServiceAccounts; want one each",
+			len(o.daemonSets), len(o.configMaps), len(o.serviceAccounts))
 	}
-	a := agentPod{ds: ds, c: ds.Spec.Template.Spec.Containers[0], flags: runFlags(t, filepath.Join(binDir, "podvnet-agent"))}
-	args := expandArgs(t, a.c, o.configMaps[0])
-	if len(a.c.Command) != 0 || len(args) == 0 || args[0] != "run" {
-		t.Fatalf("command %q args %q: want the image's entrypoint with `run`", a.c.Command, args)
+	ds := o.daemonSets[0]
+	if len(ds.Spec.Template.Spec.Containers) != 1 || len(ds.Spec.Template.Spec.InitContainers) != 0 {
+		t.Fatalf("want the agent container alone")
+	}
+	return o, parseAgent(t, ds, ds.Spec.Template.Spec.Containers[0], o.configMaps[0], binDir, "run")
+}
+
+// parseAgent parses the args of c, which runs `podvnet-agent sub`.
+func parseAgent(t *testing.T, ds *appsv1.DaemonSet, c corev1.Container, cm *corev1.ConfigMap, binDir, sub string) agentPod {
+	t.Helper()
+	a := agentPod{ds: ds, c: c, flags: helpFlags(t, filepath.Join(binDir, "podvnet-agent"), sub)}
+	args := expandArgs(t, a.c, cm)
+	if len(a.c.Command) != 0 || len(args) == 0 || args[0] != sub {
+		t.Fatalf("%s: command %q args %q: want the image's entrypoint with `%s`", ds.Name, a.c.Command, args, sub)
 	}
 	if err := a.flags.Parse(args[1:]); err != nil {
-		t.Fatalf("the DaemonSet's flags do not parse as `podvnet-agent run` flags: %v", err)
+		t.Fatalf("%s: the flags do not parse as `podvnet-agent %s` flags: %v", ds.Name, sub, err)
 	}
 	if rest := a.flags.Args(); len(rest) != 0 {
 		t.Errorf("stray arguments %q (run takes none)", rest)
@@ -325,9 +343,8 @@ func loadAgent(t *testing.T, o *objects, binDir string) agentPod {
 // TestDaemonSet checks the rendered DaemonSet against what a node needs
 // and against the real `podvnet-agent run` flags.
 func TestDaemonSet(t *testing.T) {
-	o := render(t)
 	binDir := bins(t)
-	a := loadAgent(t, o, binDir)
+	o, a := loadAgent(t, binDir)
 	spec := a.ds.Spec.Template.Spec
 
 	t.Run("node agent", func(t *testing.T) {
@@ -507,6 +524,48 @@ func TestDaemonSet(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestUninstallDaemonSet: deploy/uninstall runs `podvnet-agent cleanup` on
+// every node against exactly what the agent's DaemonSet made.
+func TestUninstallDaemonSet(t *testing.T) {
+	binDir := bins(t)
+	_, a := loadAgent(t, binDir)
+	o := render(t, "uninstall")
+	if len(o.daemonSets) != 1 || len(o.configMaps) != 0 || len(o.serviceAccounts) != 0 {
+		t.Fatalf("rendered %d DaemonSets, %d ConfigMaps, %d ServiceAccounts; want one DaemonSet",
+			len(o.daemonSets), len(o.configMaps), len(o.serviceAccounts))
+	}
+	ds := o.daemonSets[0]
+	spec := ds.Spec.Template.Spec
+	if len(spec.InitContainers) != 1 {
+		t.Fatalf("%d init containers, want cleanup alone", len(spec.InitContainers))
+	}
+	u := parseAgent(t, ds, spec.InitContainers[0], nil, binDir, "cleanup")
+	if u.c.Image != a.c.Image {
+		t.Errorf("cleanup runs %s, the agent %s", u.c.Image, a.c.Image)
+	}
+	for _, f := range []string{"bpffs-root", "state-dir", "socket", "cni-conf-dir", "cni-conf-name"} {
+		if u.flag(t, f) != a.flag(t, f) {
+			t.Errorf("cleanup --%s=%s, the agent runs with %s", f, u.flag(t, f), a.flag(t, f))
+		}
+	}
+	for _, p := range []string{hostBPFFS, hostState, hostRun, hostCNIConf} {
+		if got, want := u.hostMount(t, p).MountPath, a.hostMount(t, p).MountPath; got != want {
+			t.Errorf("host %s at %s in cleanup, at %s in the agent: the same flags would name other files", p, got, want)
+		}
+	}
+	if !spec.HostNetwork {
+		t.Error("cleanup outside the host network would remove nothing of the node's")
+	}
+	if !slices.ContainsFunc(spec.Tolerations, func(tl corev1.Toleration) bool {
+		return tl.Operator == corev1.TolerationOpExists && tl.Key == "" && tl.Effect == ""
+	}) {
+		t.Error("cleanup would skip tainted nodes")
+	}
+	if sc := u.c.SecurityContext; sc == nil || sc.Privileged == nil || !*sc.Privileged {
+		t.Error("cleanup is not privileged: it detaches programs and deletes links like the agent")
+	}
 }
 
 // dockerfileFinalStage returns the destinations the Dockerfile's last

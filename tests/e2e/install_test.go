@@ -130,6 +130,89 @@ func TestAgentInstallsCNIOnceReady(t *testing.T) {
 	}
 }
 
+// TestRollingUpgrade does what a DaemonSet rollout does, node by node:
+// SIGTERM to the old agent, a new version started with the install flags.
+// Pod traffic between the nodes loses nothing; the new plugin replaces
+// the old under its name; the unchanged conflist is not rewritten; pods
+// made before and after the upgrade are served.
+func TestRollingUpgrade(t *testing.T) {
+	c := newCNINode(t)
+	v := newVNet(t, vnet.Options{PerNode: 4, BinDir: c.BinDir})
+	n1, n2 := v.Nodes[0], v.Nodes[1]
+	if err := os.WriteFile(c.Source, n1.ConfList(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.StartAgent(c.args()...); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !exists(c.conf()); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no conflist installed")
+		}
+	}
+	if err := n2.StartAgent(); err != nil {
+		t.Fatal(err)
+	}
+	a, b := addPod(t, n1, "a"), addPod(t, n2, "b")
+	conf := mustStatFile(t, c.conf())
+
+	// The next version's plugin: the same program with other bytes.
+	newPlugin := filepath.Join(t.TempDir(), "podvnet")
+	if err := os.WriteFile(newPlugin, append(mustReadFile(t, filepath.Join(binDir, "podvnet")), "\x00v2"...), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const pps = 2000
+	ab, err := vnet.StartUDPFlow(a, b, 9000, pps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ba, err := vnet.StartUDPFlow(b, a, 9001, pps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	n1.StopAgent(syscall.SIGTERM)
+	if err := n1.StartAgent(append(c.args(), "--plugin-binary", newPlugin)...); err != nil {
+		t.Fatal(err)
+	}
+	n2.StopAgent(syscall.SIGTERM)
+	if err := n2.StartAgent(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	for name, f := range map[string]*vnet.UDPFlow{"a->b": ab, "b->a": ba} {
+		sent, missing, err := f.Stop()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(missing) > 0 || sent < pps/2 {
+			t.Errorf("%s: %d of %d datagrams lost across the upgrade", name, len(missing), sent)
+		}
+	}
+
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if bytes.Equal(mustReadFile(t, filepath.Join(c.BinDir, "podvnet")), mustReadFile(t, newPlugin)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the new agent did not install its plugin")
+		}
+	}
+	if !os.SameFile(conf, mustStatFile(t, c.conf())) {
+		t.Error("the upgrade rewrote an unchanged conflist")
+	}
+	if err := a.Del(); err != nil {
+		t.Fatalf("DEL of a pod made before the upgrade: %v", err)
+	}
+	a2 := addPod(t, n1, "a2")
+	if _, err := b.EchoServer(echoPort); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vnet.TCPEcho(a2, b.IP, echoPort, 64<<10, 10*time.Second); err != nil {
+		t.Fatalf("a pod made after the upgrade: %v", err)
+	}
+}
+
 // TestAgentRefusesConfigItCannotServe: a conflist whose plugin talks to
 // another socket stops the agent at start; one whose chained plugin is not
 // installed stops it at install time, and no config is written.

@@ -20,6 +20,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 
 	"github.com/podvnet/podvnet/pkg/cni"
+	"github.com/podvnet/podvnet/pkg/ipam"
 )
 
 const (
@@ -207,14 +208,11 @@ func Uninstall(confDir, confName string) error {
 	return syncDir(confDir)
 }
 
-// tempPattern names temp files: hidden, and ending in ".tmp-<random>", so
-// no runtime reads one as a config (see ConfExtensions) or runs one as a
-// plugin (it execs plugins by their type name).
+// tempPattern matches the temp files ipam.WriteFileAtomic writes through:
+// hidden, and ending in ".tmp-<random>", so no runtime reads one as a
+// config (see ConfExtensions) or runs one as a plugin (it execs plugins by
+// their type name).
 func tempPattern(name string) string { return "." + name + ".tmp-*" }
-
-// testHookBeforeRename runs with the complete, synced temp file just before
-// it replaces the final name: what a crash at that point would leave.
-var testHookBeforeRename func(tmp string)
 
 // writeAtomic makes dir/name hold data with mode, unless it already does,
 // and reports whether it wrote.
@@ -226,43 +224,15 @@ func writeAtomic(dir, name string, mode fs.FileMode, data []byte) (bool, error) 
 			return false, nil
 		}
 	}
+	// The runtime's directories are world-readable by convention;
+	// WriteFileAtomic would create a missing one 0700.
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return false, fmt.Errorf("create %s: %w", dir, err)
 	}
-	f, err := os.CreateTemp(dir, tempPattern(name))
-	if err != nil {
-		return false, fmt.Errorf("write %s: %w", final, err)
+	if err := ipam.WriteFileAtomic(final, data, mode); err != nil {
+		return false, err
 	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return false, fmt.Errorf("write %s: %w", tmp, err)
-	}
-	// CreateTemp makes 0600 files; the runtime needs to read (and exec) it.
-	if err := f.Chmod(mode); err != nil {
-		return false, fmt.Errorf("chmod %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		return false, fmt.Errorf("sync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return false, fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if testHookBeforeRename != nil {
-		testHookBeforeRename(tmp)
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		return false, fmt.Errorf("replace %s: %w", final, err)
-	}
-	ok = true
-	// The rename is durable only once the directory is.
-	return true, syncDir(dir)
+	return true, nil
 }
 
 // removeTemps deletes what an Install killed mid-write left behind. They

@@ -3,6 +3,7 @@ package install
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,8 +11,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"unsafe"
 
 	"github.com/containernetworking/cni/libcni"
+	"golang.org/x/sys/unix"
 )
 
 const socket = "/run/podvnet/agent.sock"
@@ -318,50 +321,81 @@ func TestInstallNeverShowsAPartialFile(t *testing.T) {
 	}
 }
 
-// A crash at any point of Install leaves at most a temp file that no
-// runtime reads, next to the old config; the next Install removes it.
+// createdIn runs f and returns the paths of the files created in dirs
+// meanwhile (inotify): the names an Install killed mid-write leaves.
+func createdIn(t *testing.T, f func(), dirs ...string) []string {
+	t.Helper()
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	watches := map[int32]string{}
+	for _, d := range dirs {
+		wd, err := unix.InotifyAddWatch(fd, d, unix.IN_CREATE)
+		if err != nil {
+			t.Fatal(err)
+		}
+		watches[int32(wd)] = d
+	}
+	f()
+	var paths []string
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := unix.Read(fd, buf)
+		if errors.Is(err, unix.EAGAIN) {
+			return paths
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off := 0; off+unix.SizeofInotifyEvent <= n; {
+			ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
+			name := strings.TrimRight(string(buf[off+unix.SizeofInotifyEvent:off+unix.SizeofInotifyEvent+int(ev.Len)]), "\x00")
+			paths = append(paths, filepath.Join(watches[ev.Wd], name))
+			off += unix.SizeofInotifyEvent + int(ev.Len)
+		}
+	}
+}
+
+// A crash in the middle of Install leaves at most the temp files it was
+// writing: no runtime reads them, and the next Install removes them.
 func TestCrashedInstallLeavesNothingARuntimeReads(t *testing.T) {
 	n := newNode(t, fakePlugin(allVersions, 'a', 512))
-	old := DefaultConflist("1.0.0", socket)
-	if _, err := n.config(old).Install(context.Background()); err != nil {
+	if _, err := n.config(DefaultConflist("1.0.0", socket)).Install(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	n.setPlugin(t, fakePlugin(allVersions, 'b', 512))
-
-	// Stop the world just before each rename: that is what a crash leaves.
+	upgrade := n.config(DefaultConflist("0.4.0", socket))
 	var temps []string
-	testHookBeforeRename = func(tmp string) {
-		temps = append(temps, tmp)
-		if got := n.runtimeConfigs(t); len(got) != 1 || got[0] != n.conf() {
-			t.Errorf("with %s on disk the runtime would read %v", filepath.Base(tmp), got)
+	for _, p := range createdIn(t, func() {
+		if _, err := upgrade.Install(context.Background()); err != nil {
+			t.Fatal(err)
 		}
-		if !bytes.Equal(mustRead(t, n.conf()), old) {
-			t.Error("the conflist changed before the rename")
+	}, n.binDir, n.confDir) {
+		if p == n.bin() || p == n.conf() {
+			t.Errorf("%s was created in place, not renamed into place", p)
+			continue
 		}
-		if filepath.Dir(tmp) == n.binDir && filepath.Base(tmp) == PluginType {
-			t.Error("the plugin is written in place")
-		}
+		temps = append(temps, p)
 	}
-	t.Cleanup(func() { testHookBeforeRename = nil })
-	if _, err := n.config(DefaultConflist("0.4.0", socket)).Install(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	testHookBeforeRename = nil
 	if len(temps) != 2 {
-		t.Fatalf("saw %d temp files, want one for the plugin and one for the conflist", len(temps))
+		t.Fatalf("install wrote through %v, want one temp file per directory", temps)
 	}
 
-	// Put back what a crash before each rename would have left: a
-	// half-written temp file under the same name.
+	// What a crash before each rename leaves: a half-written temp file.
 	for _, tmp := range temps {
 		if err := os.WriteFile(tmp, []byte(`{"cniVersion":"1.0.0","name":"half`), 0o600); err != nil {
 			t.Fatal(err)
 		}
+		if filepath.Dir(tmp) == n.binDir && filepath.Base(tmp) == PluginType {
+			t.Errorf("temp %s is what the runtime execs", tmp)
+		}
 	}
-	if got := n.runtimeConfigs(t); len(got) != 1 {
-		t.Errorf("with crash leftovers the runtime would read %v", got)
+	if got := n.runtimeConfigs(t); len(got) != 1 || got[0] != n.conf() {
+		t.Errorf("with crash leftovers %v the runtime would read %v", temps, got)
 	}
-	res, err := n.config(DefaultConflist("0.4.0", socket)).Install(context.Background())
+	res, err := upgrade.Install(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

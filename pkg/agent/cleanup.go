@@ -35,10 +35,9 @@ type CleanupConfig struct {
 var ErrAgentRunning = errors.New("a podvnet agent is still running")
 
 // Cleanup removes everything podvnet made on this node: the CNI conflist,
-// programs (tcx links
-// and legacy tc filters), pinned maps and the pin directories, the
-// masquerade table, the host veths of pods (their /32 routes go with them),
-// the socket and the state. Sysctls are left as they are (ip_forward=1 is
+// programs (tcx links and legacy tc filters), pinned maps and the pin
+// directories, the masquerade table, the host veths of pods (their /32
+// routes go with them), the socket and the state. Sysctls are left as they are (ip_forward=1 is
 // what any Kubernetes node needs).
 // Pods on the node lose their network: this is the uninstall path, not the
 // upgrade path (an upgrade keeps all of it running).

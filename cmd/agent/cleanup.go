@@ -4,6 +4,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/podvnet/podvnet/pkg/agent"
+	"github.com/podvnet/podvnet/pkg/install"
 )
 
 func newCleanupCommand() *cobra.Command {
@@ -14,11 +15,13 @@ func newCleanupCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cleanup",
 		Short: "Uninstall from this node: remove every program, link, pin, pod veth and route podvnet made",
-		Long: `cleanup removes everything podvnet made on this node: tc programs (tcx links
-and legacy filters), pinned maps and links, the host veths of pods with their
-/32 routes, the API socket and the allocation state. Pods on the node lose
-their network. The agent must be stopped first. Upgrades never need this:
-a new agent adopts the running data path.`,
+		Long: `cleanup removes everything podvnet made on this node: the CNI conflist
+(with --cni-conf-dir; the plugin binary stays so that the runtime can still
+delete pods), tc programs (tcx links and legacy filters), pinned maps and
+links, the host veths of pods with their /32 routes, the API socket and the
+allocation state. Pods on the node lose their network. The agent must be
+stopped first. Upgrades never need this: a new agent adopts the running
+data path.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(logLevel, "console")
@@ -33,6 +36,8 @@ a new agent adopts the running data path.`,
 	fl.StringVar(&cfg.BPFFSRoot, "bpffs-root", defaultBPFFSRoot, "bpffs directory the agent pins under")
 	fl.StringVar(&cfg.StateDir, "state-dir", defaultStateDir, "the agent's state directory")
 	fl.StringVar(&cfg.Socket, "socket", defaultSocket, "the agent's API socket")
+	fl.StringVar(&cfg.CNIConfDir, "cni-conf-dir", "", "the runtime's CNI config dir the agent installed into; empty leaves CNI config alone")
+	fl.StringVar(&cfg.CNIConfName, "cni-conf-name", install.DefaultConfName, "file name of the installed conflist")
 	fl.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }

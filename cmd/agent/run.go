@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os/signal"
@@ -45,6 +46,7 @@ type runFlags struct {
 	metricsAddr string
 	logLevel    string
 	logFormat   string
+	cni         cniFlags
 }
 
 func newRunCommand() *cobra.Command {
@@ -77,6 +79,7 @@ func newRunCommand() *cobra.Command {
 	f.cluster.register(fl)
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "console", "console or json")
+	f.cni.register(fl)
 	return cmd
 }
 
@@ -114,12 +117,25 @@ func runAgent(ctx context.Context, f *runFlags) error {
 	if err != nil {
 		return err
 	}
+	inst, err := f.cni.installer(f.socket)
+	if err != nil {
+		return err
+	}
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
 	// Probes answer from here on: a starting agent is alive, not ready.
 	cfg.Ready = agent.NewReadiness("learning the pool from " + src.String())
+	ctx, failed := context.WithCancelCause(ctx)
+	defer failed(nil)
+	if inst != nil {
+		go func() {
+			if err := installWhenReady(ctx, inst, cfg.Ready, log); err != nil {
+				failed(err)
+			}
+		}()
+	}
 	cfg.Metrics = agent.NewMetrics(version, commit)
 	if f.metricsAddr != "" {
 		srv, err := agent.ServeHTTP(f.metricsAddr, cfg.Metrics, cfg.Ready)
@@ -154,6 +170,9 @@ func runAgent(ctx context.Context, f *runFlags) error {
 	go a.WatchPool(ctx, src, f.refresh)
 	if err := a.Serve(ctx); err != nil {
 		return err
+	}
+	if err := context.Cause(ctx); !errors.Is(err, context.Canceled) {
+		return err // the install failed
 	}
 	// Pins stay: the data path keeps forwarding while no agent runs.
 	log.Info("stopped; data path left running")

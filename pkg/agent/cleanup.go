@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/podvnet/podvnet/pkg/agentapi"
+	"github.com/podvnet/podvnet/pkg/install"
 	"github.com/podvnet/podvnet/pkg/loader"
 	"github.com/podvnet/podvnet/pkg/maps"
 	"github.com/podvnet/podvnet/pkg/snat"
@@ -24,15 +25,19 @@ type CleanupConfig struct {
 	BPFFSRoot string
 	StateDir  string
 	Socket    string
+	// CNIConfDir and CNIConfName locate the installed conflist; an empty
+	// dir leaves CNI config alone.
+	CNIConfDir  string
+	CNIConfName string
 }
 
 // ErrAgentRunning means cleanup was refused because an agent still serves.
 var ErrAgentRunning = errors.New("a podvnet agent is still running")
 
-// Cleanup removes everything podvnet made on this node: programs (tcx links
-// and legacy tc filters), pinned maps and the pin directories, the
-// masquerade table, the host veths of pods (their /32 routes go with them),
-// the socket and the state. Sysctls are left as they are (ip_forward=1 is
+// Cleanup removes everything podvnet made on this node: the CNI conflist,
+// programs (tcx links and legacy tc filters), pinned maps and the pin
+// directories, the masquerade table, the host veths of pods (their /32
+// routes go with them), the socket and the state. Sysctls are left as they are (ip_forward=1 is
 // what any Kubernetes node needs).
 // Pods on the node lose their network: this is the uninstall path, not the
 // upgrade path (an upgrade keeps all of it running).
@@ -44,6 +49,15 @@ func Cleanup(ctx context.Context, cfg CleanupConfig, log *zap.Logger) error {
 	}
 
 	var errs []error
+	// The conflist goes first: the runtime stops handing new pods to a
+	// network that is being torn down. The plugin binary stays for DELs.
+	if cfg.CNIConfDir != "" {
+		if err := install.Uninstall(cfg.CNIConfDir, cfg.CNIConfName); err != nil {
+			errs = append(errs, err)
+		} else {
+			log.Info("removed CNI config", zap.String("conflist", filepath.Join(cfg.CNIConfDir, cfg.CNIConfName)))
+		}
+	}
 	atts, err := loader.ListAttachments(cfg.BPFFSRoot)
 	if err != nil {
 		errs = append(errs, err)

@@ -26,6 +26,8 @@ type Readiness struct {
 	mu     sync.Mutex
 	ready  bool
 	reason string
+	first  chan struct{} // closed when first ready
+	once   bool          // first is closed
 }
 
 // NewReadiness starts not ready, for reason.
@@ -36,6 +38,26 @@ func (r *Readiness) Set(ready bool, reason string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.ready, r.reason = ready, reason
+	if ready && !r.once {
+		close(r.firstLocked())
+		r.once = true
+	}
+}
+
+// FirstReady is closed the first time the agent is ready (the socket
+// serves) and stays closed: what must not happen before a pod can be
+// served, such as installing the CNI config, waits for it.
+func (r *Readiness) FirstReady() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.firstLocked()
+}
+
+func (r *Readiness) firstLocked() chan struct{} {
+	if r.first == nil {
+		r.first = make(chan struct{})
+	}
+	return r.first
 }
 
 // Get returns the current state.

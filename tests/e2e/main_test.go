@@ -61,7 +61,9 @@ func newVNet(t *testing.T, opts vnet.Options) *vnet.VNet {
 	if opts.Prefix == "" {
 		opts.Prefix = nettest.Prefix()
 	}
-	opts.BinDir = binDir
+	if opts.BinDir == "" {
+		opts.BinDir = binDir
+	}
 	opts.WorkDir = t.TempDir()
 	v, err := vnet.New(opts)
 	if err != nil {

@@ -29,6 +29,8 @@ int from_nic(struct __sk_buff *skb)
 	cfg = pv_config();
 	if (!dst || !cfg)
 		return pv_count(skb, PV_NIC_TO_STACK, TC_ACT_OK);
+	if (dst->flags & PV_EP_F_SHAPED)
+		return pv_count(skb, PV_NIC_SHAPED, TC_ACT_OK);
 	if (pv_is_frag_or_icmp_error(skb, ip))
 		return pv_count(skb, PV_NIC_TO_STACK_FRAG, TC_ACT_OK);
 	if (pv_nat_flow(skb, ip, cfg))

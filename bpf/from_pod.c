@@ -11,7 +11,8 @@
  *     where kube-proxy and masquerading live.
  * Before a redirect, packets of connections the kernel NAT'd (a Service's
  * backend answering, a NodePort reply), fragments and ICMP errors go to the
- * stack instead: only there are they translated back.
+ * stack instead: only there are they translated back. So does the traffic
+ * of a pod whose bandwidth tc shapes: only the kernel path meets the qdiscs.
  * ARP: a request for the gateway (169.254.1.1) is answered here with the
  * host veth's MAC, so a pod whose neighbour table was flushed (or whose
  * permanent entry was removed) finds its gateway again; other ARP passes to
@@ -88,11 +89,18 @@ int from_pod(struct __sk_buff *skb)
 	if (__builtin_memcmp(eth->h_source, src->pod_mac, ETH_ALEN) != 0)
 		return pv_count(skb, PV_DROP_SPOOFED_MAC, TC_ACT_SHOT);
 
+	/* TC_ACT_UNSPEC: under tcx, "next", so that the tc filters of a
+	 * chained bandwidth plugin (mirred to its ifb) still run. */
+	if (src->flags & PV_EP_F_SHAPED)
+		return pv_count(skb, PV_POD_SHAPED, TC_ACT_UNSPEC);
+
 	cfg = pv_config();
 	if (!cfg || cfg->nic_ifindex == 0 || ip->daddr == cfg->node_ip)
 		return pv_count(skb, PV_POD_TO_STACK, TC_ACT_OK);
 
 	dst = pv_endpoint(ip->daddr);
+	if (dst && (dst->flags & PV_EP_F_SHAPED))
+		return pv_count(skb, PV_POD_SHAPED, TC_ACT_OK);
 	if (!dst) {
 		nk.prefixlen = 32;
 		nk.addr = ip->daddr;

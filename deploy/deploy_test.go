@@ -193,6 +193,13 @@ func bins(t *testing.T) string {
 			t.Fatalf("build %s: %v\n%s", pkg, err, out)
 		}
 	}
+	// The reference plugins the shipped conflist chains, in dir/cni as
+	// `make test` leaves them.
+	cmd := exec.Command("make", "-s", "cni-plugins", "BIN="+dir)
+	cmd.Dir = ".."
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make cni-plugins: %v\n%s", err, out)
+	}
 	return dir
 }
 
@@ -515,9 +522,21 @@ func TestDaemonSet(t *testing.T) {
 		if err := yaml.Unmarshal(conflist, &raw); err != nil || raw.CNIVersion != install.DefaultCNIVersion {
 			t.Errorf("cniVersion %q (%v), want %s for containerd 1.6", raw.CNIVersion, err, install.DefaultCNIVersion)
 		}
-		// The real installer with the real plugin: it asks the plugin
-		// (VERSION) for every cniVersion a runtime may pick.
+		// The real installer with the real plugin: it asks every plugin of
+		// the list (VERSION) for every cniVersion a runtime may pick. The
+		// node's bin dir holds the reference plugins the conflist chains,
+		// as every containerd install ships them.
 		d := t.TempDir()
+		for _, ref := range []string{"portmap", "bandwidth", "loopback"} {
+			b, err := os.ReadFile(filepath.Join(binDir, "cni", ref))
+			if err != nil {
+				t.Fatalf("reference plugin %s: %v (make cni-plugins)", ref, err)
+			}
+			os.MkdirAll(filepath.Join(d, "bin"), 0o755)
+			if err := os.WriteFile(filepath.Join(d, "bin", ref), b, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
 		cfg := install.Config{BinDir: filepath.Join(d, "bin"), ConfDir: filepath.Join(d, "net.d"),
 			ConfName: a.flag(t, "cni-conf-name"), Plugin: filepath.Join(binDir, "podvnet"), Conflist: conflist}
 		if _, err := cfg.Install(context.Background()); err != nil {

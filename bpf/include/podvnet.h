@@ -86,9 +86,11 @@ enum pv_reason {
 	PV_POD_TO_NIC,          /* from a pod into the VNet */
 	PV_POD_ARP,             /* ARP from a pod, passed to the stack */
 	PV_POD_ARP_REPLY,       /* ARP request for the gateway, answered */
+	PV_POD_SHAPED,          /* from or to a shaped pod: left to tc and the stack */
 	PV_NIC_TO_STACK,        /* from the NIC, not for a pod */
 	PV_NIC_TO_STACK_NAT,    /* from the NIC to a pod, a flow the kernel NAT'd */
 	PV_NIC_TO_STACK_FRAG,   /* from the NIC to a pod, a fragment or ICMP error */
+	PV_NIC_SHAPED,          /* from the NIC to a shaped pod: the stack */
 	PV_NIC_TO_LOCAL,        /* from the NIC to a pod on this node */
 	PV_DROP_MALFORMED,      /* truncated Ethernet or IPv4 header, IHL < 5 */
 	PV_DROP_UNSUPPORTED_L3, /* from a pod, neither IPv4 nor ARP */
@@ -146,6 +148,9 @@ const struct pv_event pv_event_btf_anchor SEC(".podvnet.btf_only") __attribute__
 
 /* PV_EP_F_*: endpoint flags. */
 #define PV_EP_F_NONE 0
+/* tc shapes the pod's traffic on its host veth (the bandwidth plugin): it
+ * stays on the kernel path, through those qdiscs. */
+#define PV_EP_F_SHAPED (1U << 0)
 
 /* PV_CFG_F_*: node config flags. */
 #define PV_CFG_F_CT_LOOKUP (1U << 0) /* ask conntrack before a fast-path redirect */

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -133,7 +134,15 @@ func flagString(f uint32) string {
 	if f == 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%#x", f)
+	var names []string
+	if f&maps.EndpointShaped != 0 {
+		names = append(names, "shaped")
+		f &^= maps.EndpointShaped
+	}
+	if f != 0 {
+		names = append(names, fmt.Sprintf("%#x", f))
+	}
+	return strings.Join(names, ",")
 }
 
 func plural(n int, one, many string) string {

@@ -59,7 +59,7 @@ func (a *Agent) Add(ctx context.Context, req agentapi.AddRequest) (_ agentapi.Ad
 	_, existed := a.alloc.Get(key)
 	al, err := a.alloc.Allocate(key, ipam.Owner{
 		PodNamespace: req.PodNamespace, PodName: req.PodName, PodUID: req.PodUID,
-		Netns: req.Netns, HostIfName: req.HostIfName, PodMAC: podMAC.String(),
+		Netns: req.Netns, HostIfName: req.HostIfName, PodMAC: podMAC.String(), Shaped: req.Shaped,
 	})
 	if err != nil {
 		return agentapi.AddResponse{}, err
@@ -73,7 +73,7 @@ func (a *Agent) Add(ctx context.Context, req agentapi.AddRequest) (_ agentapi.Ad
 		}
 	}()
 
-	if err := a.plumbRoute(al.IP, host, podMAC); err != nil {
+	if err := a.plumbRoute(al.IP, host, podMAC, al.Shaped); err != nil {
 		return agentapi.AddResponse{}, err
 	}
 	a.attachLater(host)
@@ -90,8 +90,8 @@ func (a *Agent) Add(ctx context.Context, req agentapi.AddRequest) (_ agentapi.Ad
 
 // plumb writes the map entry, the /32 route and attaches from_pod. Each step
 // replaces what may be there, so it also repairs an endpoint on reconcile.
-func (a *Agent) plumb(ip netip.Addr, host netlink.Link, podMAC net.HardwareAddr) error {
-	if err := a.plumbRoute(ip, host, podMAC); err != nil {
+func (a *Agent) plumb(ip netip.Addr, host netlink.Link, podMAC net.HardwareAddr, shaped bool) error {
+	if err := a.plumbRoute(ip, host, podMAC, shaped); err != nil {
 		return err
 	}
 	return a.dp.Attach(loader.HookPod, host.Attrs().Index, host.Attrs().Name)
@@ -114,9 +114,12 @@ func (a *Agent) attachLater(host netlink.Link) {
 
 // plumbRoute writes the map entry, the /32 route and the veth's settings:
 // everything of an endpoint but the program.
-func (a *Agent) plumbRoute(ip netip.Addr, host netlink.Link, podMAC net.HardwareAddr) error {
+func (a *Agent) plumbRoute(ip netip.Addr, host netlink.Link, podMAC net.HardwareAddr, shaped bool) error {
 	attrs := host.Attrs()
 	ep := maps.Endpoint{Ifindex: uint32(attrs.Index)}
+	if shaped {
+		ep.Flags |= maps.EndpointShaped
+	}
 	copy(ep.PodMAC[:], podMAC)
 	copy(ep.HostMAC[:], attrs.HardwareAddr)
 	if err := a.dp.Maps.Endpoints.Put(ip, ep); err != nil {

@@ -41,7 +41,7 @@ func (a *Agent) reconcile() error {
 		host, ok := byName[name]
 		podMAC, macErr := net.ParseMAC(al.PodMAC)
 		if ok && macErr == nil {
-			if err := a.plumb(al.IP, host, podMAC); err != nil {
+			if err := a.plumb(al.IP, host, podMAC, al.Shaped); err != nil {
 				return fmt.Errorf("restore endpoint %s on %s: %w", al.IP, name, err)
 			}
 			owned[name] = true

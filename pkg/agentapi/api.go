@@ -62,6 +62,10 @@ type AddRequest struct {
 	PodNamespace string `json:"pod_namespace,omitempty"`
 	PodName      string `json:"pod_name,omitempty"`
 	PodUID       string `json:"pod_uid,omitempty"`
+	// Shaped says tc shapes the pod's traffic on its host veth (the
+	// bandwidth plugin, chained after podvnet): the programs must leave
+	// that traffic on the kernel path, where the qdiscs are.
+	Shaped bool `json:"shaped,omitempty"`
 }
 
 // AddResponse is what the plugin configures in the pod.

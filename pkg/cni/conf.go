@@ -38,6 +38,26 @@ type NetConf struct {
 	// LegacyAttachments is the GC list under the name the spec first used;
 	// libcni sends both.
 	LegacyAttachments []types.GCAttachment `json:"cni.dev/attachments,omitempty"`
+	// RuntimeConfig carries the capability arguments podvnet declares
+	// ("capabilities": {"bandwidth": true} in its conflist entry).
+	RuntimeConfig struct {
+		Bandwidth *BandwidthLimits `json:"bandwidth,omitempty"`
+	} `json:"runtimeConfig,omitempty"`
+}
+
+// BandwidthLimits are the bandwidth capability's arguments (the pod's
+// kubernetes.io/ingress-bandwidth and egress-bandwidth), in bits per second.
+type BandwidthLimits struct {
+	IngressRate  uint64 `json:"ingressRate,omitempty"`
+	IngressBurst uint64 `json:"ingressBurst,omitempty"`
+	EgressRate   uint64 `json:"egressRate,omitempty"`
+	EgressBurst  uint64 `json:"egressBurst,omitempty"`
+}
+
+// Shaped reports whether the runtime asked for a bandwidth limit.
+func (c *NetConf) Shaped() bool {
+	b := c.RuntimeConfig.Bandwidth
+	return b != nil && (b.IngressRate > 0 || b.EgressRate > 0)
 }
 
 // ParseConf decodes and checks the plugin config, naming the field at fault.

@@ -187,6 +187,7 @@ func (p *plugin) add(ctx context.Context, args *skel.CmdArgs) (err error) {
 		Network: p.conf.Name, ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns,
 		HostIfName: hostName, PodMAC: podMAC.String(),
 		PodNamespace: string(k8s.K8S_POD_NAMESPACE), PodName: string(k8s.K8S_POD_NAME), PodUID: string(k8s.K8S_POD_UID),
+		Shaped: p.conf.Shaped(),
 	})
 	if err != nil {
 		agentAsked = !agentapi.NeverSent(err)

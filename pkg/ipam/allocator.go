@@ -32,6 +32,8 @@ type Owner struct {
 	Netns        string `json:"netns,omitempty"`
 	HostIfName   string `json:"host_ifname,omitempty"`
 	PodMAC       string `json:"pod_mac,omitempty"`
+	// Shaped: tc shapes the pod's traffic, which stays on the kernel path.
+	Shaped bool `json:"shaped,omitempty"`
 }
 
 // Allocation is an address held by a key.

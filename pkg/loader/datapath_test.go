@@ -445,3 +445,30 @@ func TestMonitorEvents(t *testing.T) {
 		t.Errorf("event %+v passed a filter for 10.9.9.9", ev)
 	}
 }
+
+// TestShapedEndpoint: the traffic of a pod whose bandwidth tc shapes leaves
+// the fast path: from it, "next" (so the bandwidth plugin's tc filters run,
+// then the stack); to it, the stack (and the qdisc on its host veth).
+func TestShapedEndpoint(t *testing.T) {
+	tb := newTestbed(t)
+	const actUnspec = ^uint32(0) // TC_ACT_UNSPEC (-1): tcx's "next"
+	shapedA := endpoint(tb.podAIdx, podAMAC, hostAMAC)
+	shapedA.Flags = maps.EndpointShaped
+	must(t, tb.dp.Maps.Endpoints.Put(podA, shapedA))
+	fromA := packet.IPv4{SrcMAC: podAMAC, DstMAC: hostAMAC, Src: podA, Dst: remote}.Build()
+	if v, _ := tb.run(t, HookPod, tb.podAIdx, fromA); v != actUnspec {
+		t.Errorf("from a shaped pod: verdict %d, want TC_ACT_UNSPEC", int32(v))
+	}
+	spoofed := packet.IPv4{SrcMAC: podAMAC, DstMAC: hostAMAC, Src: podB, Dst: remote}.Build()
+	if v, _ := tb.run(t, HookPod, tb.podAIdx, spoofed); v != actShot {
+		t.Errorf("shaping must not skip anti-spoofing: verdict %d", v)
+	}
+	toA := packet.IPv4{SrcMAC: fabricMA, DstMAC: nicMAC, Src: remote, Dst: podA}.Build()
+	if v, _ := tb.run(t, HookNIC, tb.nicIdx, toA); v != actOK {
+		t.Errorf("from the NIC to a shaped pod: verdict %d, want the stack", v)
+	}
+	c := tb.counters(t)
+	if c[maps.ReasonPodShaped].Packets != 1 || c[maps.ReasonNICShaped].Packets != 1 {
+		t.Errorf("shaped counters: pod %d, nic %d, want 1 each", c[maps.ReasonPodShaped].Packets, c[maps.ReasonNICShaped].Packets)
+	}
+}

@@ -88,16 +88,18 @@ const (
 	fromPodPvReasonPV_POD_TO_NIC          fromPodPvReason = 4
 	fromPodPvReasonPV_POD_ARP             fromPodPvReason = 5
 	fromPodPvReasonPV_POD_ARP_REPLY       fromPodPvReason = 6
-	fromPodPvReasonPV_NIC_TO_STACK        fromPodPvReason = 7
-	fromPodPvReasonPV_NIC_TO_STACK_NAT    fromPodPvReason = 8
-	fromPodPvReasonPV_NIC_TO_STACK_FRAG   fromPodPvReason = 9
-	fromPodPvReasonPV_NIC_TO_LOCAL        fromPodPvReason = 10
-	fromPodPvReasonPV_DROP_MALFORMED      fromPodPvReason = 11
-	fromPodPvReasonPV_DROP_UNSUPPORTED_L3 fromPodPvReason = 12
-	fromPodPvReasonPV_DROP_SPOOFED_IP     fromPodPvReason = 13
-	fromPodPvReasonPV_DROP_SPOOFED_MAC    fromPodPvReason = 14
-	fromPodPvReasonPV_DROP_TTL_EXCEEDED   fromPodPvReason = 15
-	fromPodPvReasonPV_REASON_MAX          fromPodPvReason = 16
+	fromPodPvReasonPV_POD_SHAPED          fromPodPvReason = 7
+	fromPodPvReasonPV_NIC_TO_STACK        fromPodPvReason = 8
+	fromPodPvReasonPV_NIC_TO_STACK_NAT    fromPodPvReason = 9
+	fromPodPvReasonPV_NIC_TO_STACK_FRAG   fromPodPvReason = 10
+	fromPodPvReasonPV_NIC_SHAPED          fromPodPvReason = 11
+	fromPodPvReasonPV_NIC_TO_LOCAL        fromPodPvReason = 12
+	fromPodPvReasonPV_DROP_MALFORMED      fromPodPvReason = 13
+	fromPodPvReasonPV_DROP_UNSUPPORTED_L3 fromPodPvReason = 14
+	fromPodPvReasonPV_DROP_SPOOFED_IP     fromPodPvReason = 15
+	fromPodPvReasonPV_DROP_SPOOFED_MAC    fromPodPvReason = 16
+	fromPodPvReasonPV_DROP_TTL_EXCEEDED   fromPodPvReason = 17
+	fromPodPvReasonPV_REASON_MAX          fromPodPvReason = 18
 )
 
 // Names of all BPF objects in the ELF.

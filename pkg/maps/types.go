@@ -47,6 +47,13 @@ type Counter struct {
 	Bytes   uint64
 }
 
+// Endpoint flags (PV_EP_F_*).
+const (
+	// EndpointShaped: tc shapes the pod's traffic on its host veth, so the
+	// programs leave it on the kernel path.
+	EndpointShaped uint32 = 1 << 0
+)
+
 // Config flags (PV_CFG_F_*).
 const (
 	// ConfigCTLookup makes the programs ask conntrack before a fast-path
@@ -66,9 +73,11 @@ const (
 	ReasonPodToNIC
 	ReasonPodARP
 	ReasonPodARPReply
+	ReasonPodShaped
 	ReasonNICToStack
 	ReasonNICToStackNAT
 	ReasonNICToStackFrag
+	ReasonNICShaped
 	ReasonNICToLocal
 	ReasonDropMalformed
 	ReasonDropUnsupportedL3
@@ -88,9 +97,11 @@ var reasonNames = [ReasonMax]string{
 	ReasonPodToNIC:          "pod_to_nic",
 	ReasonPodARP:            "pod_arp",
 	ReasonPodARPReply:       "pod_arp_reply",
+	ReasonPodShaped:         "pod_shaped",
 	ReasonNICToStack:        "nic_to_stack",
 	ReasonNICToStackNAT:     "nic_to_stack_nat",
 	ReasonNICToStackFrag:    "nic_to_stack_frag",
+	ReasonNICShaped:         "nic_shaped",
 	ReasonNICToLocal:        "nic_to_local",
 	ReasonDropMalformed:     "drop_malformed",
 	ReasonDropUnsupportedL3: "drop_unsupported_l3",

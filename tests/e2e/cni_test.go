@@ -156,68 +156,123 @@ func TestChainPortmapBandwidth(t *testing.T) {
 	v := newVNet(t, vnet.Options{Nodes: 1, PerNode: 4})
 	startAgents(t, v)
 	n := v.Nodes[0]
-	const hostPort = 8080
+	const hostPort, plainHostPort = 8080, 8081
 	conf := vnet.ConfOptions{CNIVersion: "1.0.0", Chain: []map[string]any{
 		{"type": "bandwidth", "capabilities": map[string]bool{"bandwidth": true}},
 		{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}, "snat": true},
 	}}
-	p, err := n.AddPodWith("web", vnet.PodOptions{Conf: conf, CapabilityArgs: map[string]any{
-		"portMappings": []map[string]any{{"hostPort": hostPort, "containerPort": echoPort, "protocol": "tcp"}},
-		"bandwidth":    map[string]any{"ingressRate": 1_000_000_000, "ingressBurst": 100_000_000},
-	}})
+	mapping := func(host int) map[string]any {
+		return map[string]any{"portMappings": []map[string]any{{"hostPort": host, "containerPort": echoPort, "protocol": "tcp"}}}
+	}
+	// web is shaped and published; plain is published only; client talks
+	// to web from the same node.
+	args := mapping(hostPort)
+	args["bandwidth"] = map[string]any{"ingressRate": 1_000_000_000, "ingressBurst": 100_000_000,
+		"egressRate": 1_000_000_000, "egressBurst": 100_000_000}
+	p, err := n.AddPodWith("web", vnet.PodOptions{Conf: conf, CapabilityArgs: args})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.EchoServer(echoPort); err != nil {
+	plain, err := n.AddPodWith("plain", vnet.PodOptions{Conf: conf, CapabilityArgs: mapping(plainHostPort)})
+	if err != nil {
 		t.Fatal(err)
+	}
+	client := addPod(t, n, "client")
+	for _, pod := range []*vnet.Pod{p, plain} {
+		if _, err := pod.EchoServer(echoPort); err != nil {
+			t.Fatal(err)
+		}
 	}
 	hostVeth, err := n.NS.NL.LinkByName(agentapi.HostVethName(p.ContainerID, "eth0"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	qdiscs, err := n.NS.NL.QdiscList(hostVeth)
-	if err != nil {
-		t.Fatal(err)
+	tbf := func() (netlink.Qdisc, uint64) {
+		qdiscs, err := n.NS.NL.QdiscList(hostVeth)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range qdiscs {
+			if q.Type() == "tbf" {
+				return q, q.Attrs().Statistics.Basic.Bytes
+			}
+		}
+		return nil, 0
 	}
-	if !slices.ContainsFunc(qdiscs, func(q netlink.Qdisc) bool { return q.Type() == "tbf" }) {
-		t.Errorf("bandwidth plugin left no tbf qdisc on %s: %v", hostVeth.Attrs().Name, qdiscs)
+	if q, _ := tbf(); q == nil {
+		t.Fatalf("bandwidth plugin left no tbf qdisc on %s", hostVeth.Attrs().Name)
+	}
+	ifbBytes := func() uint64 {
+		links, _ := n.NS.NL.LinkList()
+		for _, l := range links {
+			if l.Type() == "ifb" && l.Attrs().Statistics != nil {
+				return l.Attrs().Statistics.TxBytes
+			}
+		}
+		t.Fatal("bandwidth plugin made no ifb for the pod's egress")
+		return 0
 	}
 
-	// A client outside the VNet (a TEST-NET address behind the fabric, as
-	// an Internet client would be) and the node itself.
-	client := netip.MustParseAddr("192.0.2.10")
+	// Shaping holds: what a pod on the same node sends the shaped pod
+	// (which the fast path would carry straight into it) crosses the tbf on
+	// its host veth, and what the shaped pod sends crosses the ifb.
+	_, tbf0 := tbf()
+	ifb0 := ifbBytes()
+	const size = 1 << 20
+	if _, err := vnet.TCPEcho(client, p.IP, echoPort, size, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, tbf1 := tbf(); tbf1-tbf0 < size {
+		t.Errorf("the tbf shaping %s saw %d bytes of a %d-byte transfer into the pod: shaping bypassed", p.Name, tbf1-tbf0, size)
+	}
+	if ifb1 := ifbBytes(); ifb1-ifb0 < size {
+		t.Errorf("the ifb shaping %s's egress saw %d bytes of a %d-byte echo: shaping bypassed", p.Name, ifb1-ifb0, size)
+	}
+
+	// hostPorts: from outside the VNet (a TEST-NET address behind the
+	// fabric, as an Internet client would be), from the node itself, and
+	// from a VM inside the VNet, whose replies the programs must hand to
+	// conntrack to undo portmap's DNAT.
+	outside := netip.MustParseAddr("192.0.2.10")
 	lo, err := v.Fabric.NL.LinkByName("lo")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := v.Fabric.NL.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: client.AsSlice(), Mask: net.CIDRMask(32, 32)}}); err != nil {
+	if err := v.Fabric.NL.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: outside.AsSlice(), Mask: net.CIDRMask(32, 32)}}); err != nil {
 		t.Fatal(err)
 	}
-	hostPortAddr := net.JoinHostPort(n.Pool.Primary.String(), fmt.Sprint(hostPort))
-	dialHostPort := func(from string) error {
-		var do func(func() error) error
-		var local net.Addr
+	vm, err := v.AddHost("vm", vnet.HostOptions{Addr: netip.MustParsePrefix("10.240.200.10/16")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialHostPort := func(from string, port int) error {
+		addr := net.JoinHostPort(n.Pool.Primary.String(), fmt.Sprint(port))
 		switch from {
 		case "outside":
-			do, local = v.Fabric.Do, &net.TCPAddr{IP: client.AsSlice()}
+			return v.Fabric.Do(func() error { return echoOnce(addr, &net.TCPAddr{IP: outside.AsSlice()}) })
 		case "node":
-			do = n.NS.Do
+			return n.NS.Do(func() error { return echoOnce(addr, nil) })
+		default:
+			return vm.Do(func() error { return echoOnce(addr, nil) })
 		}
-		return do(func() error { return echoOnce(hostPortAddr, local) })
 	}
-	for _, from := range []string{"outside", "node"} {
-		if err := dialHostPort(from); err != nil {
-			t.Fatalf("hostPort %s from %s: %v", hostPortAddr, from, err)
+	for _, port := range []int{hostPort, plainHostPort} {
+		for _, from := range []string{"outside", "node", "VM in the VNet"} {
+			if err := dialHostPort(from, port); err != nil {
+				t.Errorf("hostPort %d from %s: %v", port, from, err)
+			}
 		}
 	}
 	if err := p.Check(); err != nil {
 		t.Fatalf("CHECK of the chain: %v", err)
 	}
 
-	if err := p.Del(); err != nil {
-		t.Fatal(err)
+	for _, pod := range []*vnet.Pod{p, plain, client} {
+		if err := pod.Del(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := dialHostPort("outside"); err == nil {
+	if err := dialHostPort("outside", hostPort); err == nil {
 		t.Fatal("the hostPort still reaches something after DEL")
 	}
 	assertNodeClean(t, n)

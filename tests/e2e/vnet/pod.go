@@ -74,6 +74,11 @@ func (n *Node) ConfListWith(o ConfOptions) []byte {
 	plugins := []any{podvnet}
 	for _, p := range o.Chain {
 		plugins = append(plugins, p)
+		// podvnet reads the bandwidth arguments too: a shaped pod's
+		// traffic must stay on the kernel path, through the qdiscs.
+		if p["type"] == "bandwidth" {
+			podvnet["capabilities"] = map[string]bool{"bandwidth": true}
+		}
 	}
 	b, _ := json.Marshal(map[string]any{"cniVersion": o.CNIVersion, "name": NetName, "plugins": plugins})
 	return b

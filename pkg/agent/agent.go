@@ -24,15 +24,18 @@ import (
 
 // Config is what `podvnet-agent run` is told.
 type Config struct {
-	NIC        string        // the VNet NIC, e.g. eth0
-	BPFFSRoot  string        // where maps and links are pinned
-	StateDir   string        // where allocations persist
-	Socket     string        // the plugin API's unix socket
-	Pool       ipam.Pool     // the node's addresses
-	MaxPods    int           // upper bound on pods, <= pool size
-	Cooldown   time.Duration // rest of a released address
-	NoSNAT     []netip.Prefix
-	AttachMode loader.Mode // tcx, legacy or auto
+	NIC       string        // the VNet NIC, e.g. eth0
+	BPFFSRoot string        // where maps and links are pinned
+	StateDir  string        // where allocations persist
+	Socket    string        // the plugin API's unix socket
+	Pool      ipam.Pool     // the node's addresses
+	MaxPods   int           // upper bound on pods, <= pool size
+	Cooldown  time.Duration // rest of a released address
+	NoSNAT    []netip.Prefix
+	// AttachMode: tcx, legacy, or auto: tcx for the NIC (legacy where the
+	// kernel has no tcx), legacy tc for pod veths except shaped pods (see
+	// podMode).
+	AttachMode loader.Mode
 	// MTU of pod interfaces; 0 follows the NIC.
 	MTU int
 	// NoConntrackLookup turns off the programs' conntrack check before a
@@ -88,7 +91,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Agent, err error)
 	if err != nil {
 		return nil, err
 	}
-	dp, err := loader.Load(cfg.BPFFSRoot, loader.Options{Mode: cfg.AttachMode})
+	dp, err := loader.Load(cfg.BPFFSRoot, loader.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("load data path: %w", err)
 	}
@@ -116,7 +119,8 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Agent, err error)
 	if err := a.reconcile(); err != nil {
 		return nil, fmt.Errorf("reconcile: %w", err)
 	}
-	if err := dp.Attach(loader.HookNIC, nic.Attrs().Index, nic.Attrs().Name); err != nil {
+	nicMode, err := dp.Attach(loader.HookNIC, nic.Attrs().Index, nic.Attrs().Name, cfg.AttachMode)
+	if err != nil {
 		return nil, err
 	}
 	if err := a.detachOtherNICs(); err != nil {
@@ -128,7 +132,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Agent, err error)
 	a.metrics.registerAgent(a)
 	cfg.Ready.Set(false, "starting the plugin API")
 	log.Info("data path attached", zap.String("ifname", nic.Attrs().Name), zap.Int("ifindex", nic.Attrs().Index),
-		zap.String("prog", "from_nic"), zap.String("mode", string(dp.Mode())),
+		zap.String("prog", "from_nic"), zap.String("mode", string(nicMode)), zap.String("pod_mode", string(a.podMode(false))),
 		zap.Bool("conntrack_lookup", dp.ConntrackLookup() && !cfg.NoConntrackLookup), zap.Int("pod_mtu", a.mtu()))
 	return a, nil
 }
@@ -159,6 +163,19 @@ func waitForLink(ctx context.Context, name string, ready *Readiness, log *zap.Lo
 		}
 		delay = min(2*delay, 2*time.Second)
 	}
+}
+
+// podMode is how from_pod is attached to a pod's veth. In auto, legacy tc:
+// a tcx attachment waits for an RCU grace period holding the RTNL lock
+// (5-12 ms here), stalling every netlink user on the node, where a cls_bpf
+// filter takes 0.2 ms; pods come and go all the time, the NIC's program is
+// attached once. A shaped pod gets tcx: the bandwidth plugin puts an
+// ingress qdisc on its veth, which cannot share it with clsact.
+func (a *Agent) podMode(shaped bool) loader.Mode {
+	if a.cfg.AttachMode == loader.ModeAuto && !shaped {
+		return loader.ModeLegacy
+	}
+	return a.cfg.AttachMode
 }
 
 // mtu is the MTU pods get.

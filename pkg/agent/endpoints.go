@@ -76,7 +76,7 @@ func (a *Agent) Add(ctx context.Context, req agentapi.AddRequest) (_ agentapi.Ad
 	if err := a.plumbRoute(al.IP, host, podMAC, al.Shaped); err != nil {
 		return agentapi.AddResponse{}, err
 	}
-	a.attachLater(host)
+	a.attachLater(host, al.Shaped)
 	a.log.Info("endpoint added", zap.String("container_id", req.ContainerID), zap.String("ifname", req.IfName),
 		zap.String("ip", al.IP.String()), zap.String("host_ifname", req.HostIfName), zap.Int("ifindex", host.Attrs().Index),
 		zap.String("pod", req.PodNamespace+"/"+req.PodName))
@@ -94,7 +94,8 @@ func (a *Agent) plumb(ip netip.Addr, host netlink.Link, podMAC net.HardwareAddr,
 	if err := a.plumbRoute(ip, host, podMAC, shaped); err != nil {
 		return err
 	}
-	return a.dp.Attach(loader.HookPod, host.Attrs().Index, host.Attrs().Name)
+	_, err := a.dp.Attach(loader.HookPod, host.Attrs().Index, host.Attrs().Name, a.podMode(shaped))
+	return err
 }
 
 // attachLater attaches from_pod to the host veth in the background. Until
@@ -102,10 +103,10 @@ func (a *Agent) plumb(ip netip.Addr, host netlink.Link, podMAC net.HardwareAddr,
 // strict reverse-path filtering already make work and keep honest; the
 // pod's containers typically start well after ADD returns. A failure is
 // logged and CHECK reports it; the pod keeps the kernel path.
-func (a *Agent) attachLater(host netlink.Link) {
+func (a *Agent) attachLater(host netlink.Link, shaped bool) {
 	name, index := host.Attrs().Name, host.Attrs().Index
 	a.jobs.start(name, func() {
-		if err := a.dp.Attach(loader.HookPod, index, name); err != nil {
+		if _, err := a.dp.Attach(loader.HookPod, index, name, a.podMode(shaped)); err != nil {
 			a.log.Error("attach from_pod; the pod stays on the kernel path", zap.String("ifname", name),
 				zap.Int("ifindex", index), zap.Error(err))
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/podvnet/podvnet/pkg/ipam"
+	"github.com/podvnet/podvnet/pkg/loader"
 )
 
 // Settings are the settings a running agent put in force, written to the
@@ -64,7 +65,7 @@ func (a *Agent) writeSettings(version string) error {
 		MaxPods:         a.cfg.MaxPods,
 		PodLimit:        a.alloc.Limit(),
 		IPCooldown:      a.cfg.Cooldown.String(),
-		AttachMode:      string(a.dp.Mode()),
+		AttachMode:      a.describeAttachModes(),
 		ConntrackLookup: a.dp.ConntrackLookup() && !a.cfg.NoConntrackLookup,
 		BPFFSRoot:       a.cfg.BPFFSRoot,
 		Socket:          a.cfg.Socket,
@@ -78,4 +79,20 @@ func (a *Agent) writeSettings(version string) error {
 		return err
 	}
 	return ipam.WriteFileAtomic(SettingsFile(a.cfg.StateDir), append(b, '\n'), 0o600)
+}
+
+// describeAttachModes says how programs attach, per kind of interface.
+func (a *Agent) describeAttachModes() string {
+	nic := a.cfg.AttachMode
+	if nic == loader.ModeAuto {
+		nic = loader.ModeTCX
+		if !a.dp.TCX() {
+			nic = loader.ModeLegacy
+		}
+	}
+	shaped := a.podMode(true)
+	if shaped == loader.ModeAuto {
+		shaped = nic
+	}
+	return fmt.Sprintf("%s (nic %s, pods %s, shaped pods %s)", a.cfg.AttachMode, nic, a.podMode(false), shaped)
 }

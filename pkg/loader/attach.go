@@ -61,28 +61,37 @@ func LinkPin(root string, h Hook, ifname string) string {
 	return filepath.Join(root, "links", string(h), ifname)
 }
 
-// Attach runs the hook's program on the interface's tc ingress, in the
-// datapath's mode. What is attached already is replaced in place, never
-// detached first: a tcx link is updated, a legacy filter replaced. When the
-// mode changed since the last agent, the new attachment goes in before the
-// old one is removed (tcx runs before legacy tc, so the switch has no gap).
-func (d *Datapath) Attach(h Hook, ifindex int, ifname string) error {
-	if d.mode == ModeLegacy {
+// Attach runs the hook's program on the interface's tc ingress: with tcx,
+// legacy tc, or in ModeAuto tcx where the kernel has it and legacy tc
+// otherwise. What is attached already is replaced in place, never detached
+// first: a tcx link is updated, a legacy filter replaced. When the mode
+// changed since the last attachment, the new one goes in before the old one
+// is removed (tcx runs before legacy tc, so the switch has no gap). It
+// returns the mode used. Safe for concurrent use on different interfaces.
+func (d *Datapath) Attach(h Hook, ifindex int, ifname string, mode Mode) (Mode, error) {
+	if mode == ModeAuto && d.noTCX.Load() {
+		mode = ModeLegacy
+	}
+	if mode == ModeLegacy {
 		if err := attachLegacy(d.Program(h), h, ifindex); err != nil {
-			return fmt.Errorf("attach legacy tc ingress %s: %w", ifname, err)
+			return mode, fmt.Errorf("attach legacy tc ingress %s: %w", ifname, err)
 		}
-		return Unpin(LinkPin(d.root, h, ifname))
+		return mode, Unpin(LinkPin(d.root, h, ifname))
 	}
 	err := d.attachTCX(h, ifindex, ifname)
-	if errors.Is(err, ebpf.ErrNotSupported) && d.mode == ModeAuto {
-		d.mode = ModeLegacy
-		return d.Attach(h, ifindex, ifname)
+	if errors.Is(err, ebpf.ErrNotSupported) && mode == ModeAuto {
+		d.noTCX.Store(true)
+		return d.Attach(h, ifindex, ifname, ModeLegacy)
 	}
 	if err != nil {
-		return err
+		return ModeTCX, err
 	}
-	return detachLegacy(h, ifindex)
+	return ModeTCX, detachLegacy(h, ifindex)
 }
+
+// TCX reports whether tcx attachments work here (until one has failed for
+// want of kernel support, it is assumed they do).
+func (d *Datapath) TCX() bool { return !d.noTCX.Load() }
 
 func (d *Datapath) attachTCX(h Hook, ifindex int, ifname string) error {
 	prog := d.Program(h)
@@ -233,8 +242,12 @@ func removeEmptyClsact(ifindex int) error {
 
 // Detach removes the hook's program from the interface: the pinned tcx link
 // and any legacy filter. What is already gone is not an error.
-func (d *Datapath) Detach(h Hook, ifname string) error {
-	if err := Unpin(LinkPin(d.root, h, ifname)); err != nil {
+func (d *Datapath) Detach(h Hook, ifname string) error { return Detach(d.root, h, ifname) }
+
+// Detach removes the hook's program from a named interface of the current
+// network namespace, however it is attached.
+func Detach(root string, h Hook, ifname string) error {
+	if err := Unpin(LinkPin(root, h, ifname)); err != nil {
 		return err
 	}
 	if l, err := netlink.LinkByName(ifname); err == nil {

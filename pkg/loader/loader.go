@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -18,7 +19,7 @@ import (
 // data path running without the agent.
 type Datapath struct {
 	root       string
-	mode       Mode
+	noTCX      atomic.Bool // the kernel refused a tcx attachment
 	ctOptsSize uint32
 	Maps       *maps.Set
 	fromPod    *ebpf.Program
@@ -27,19 +28,12 @@ type Datapath struct {
 }
 
 // Options tune Load.
-type Options struct {
-	// Mode is how programs are attached; auto prefers tcx and falls back
-	// to legacy tc when the kernel has no tcx.
-	Mode Mode
-}
+type Options struct{}
 
 // Load makes sure root is on a bpffs, adopts the maps pinned there (or
 // creates and pins them), and loads both programs against those maps.
 // Nothing is attached yet.
 func Load(root string, opts Options) (_ *Datapath, err error) {
-	if opts.Mode == "" {
-		opts.Mode = ModeAuto
-	}
 	if err := EnsureBPFFS(root); err != nil {
 		return nil, err
 	}
@@ -52,7 +46,7 @@ func Load(root string, opts Options) (_ *Datapath, err error) {
 		return nil, fmt.Errorf("parse from_nic object: %w", err)
 	}
 
-	d := &Datapath{root: root, mode: opts.Mode, rawMaps: map[string]*ebpf.Map{}}
+	d := &Datapath{root: root, rawMaps: map[string]*ebpf.Map{}}
 	defer func() {
 		if err != nil {
 			d.Close()
@@ -171,10 +165,6 @@ func (d *Datapath) Program(h Hook) *ebpf.Program {
 	}
 	return d.fromNIC
 }
-
-// Mode is the attach mode in use: tcx, legacy, or auto until the first
-// attachment has shown which one the kernel has.
-func (d *Datapath) Mode() Mode { return d.mode }
 
 // Root is the bpffs root the data path is pinned under.
 func (d *Datapath) Root() string { return d.root }

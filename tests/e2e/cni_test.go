@@ -619,7 +619,8 @@ func TestCheckNamesWhatIsWrong(t *testing.T) {
 			return maps.NewEndpoints(m).Delete(p.IP)
 		}, "endpoints map has no entry for %IP%"},
 		{"from_pod detached", func(t *testing.T, p *vnet.Pod) error {
-			return loader.Unpin(loader.LinkPin(n.BPFFS, loader.HookPod, hostLink(t, p).Attrs().Name))
+			name := hostLink(t, p).Attrs().Name
+			return n.NS.Do(func() error { return loader.Detach(n.BPFFS, loader.HookPod, name) })
 		}, "from_pod is not attached to %HOST%"},
 		{"endpoint released at the agent", func(t *testing.T, p *vnet.Pod) error {
 			return agentapi.NewClient(n.Socket()).Del(context.Background(), agentapi.DelRequest{

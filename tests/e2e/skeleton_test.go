@@ -131,16 +131,20 @@ func TestEBPFCarriesTraffic(t *testing.T) {
 	}
 
 	for _, n := range v.Nodes {
-		for _, h := range []loader.Hook{loader.HookNIC, loader.HookPod} {
-			names, err := loader.PinnedInterfaces(n.BPFFS, h)
+		err := n.NS.Do(func() error {
+			atts, err := loader.ListAttachments(n.BPFFS)
 			if err != nil {
-				t.Fatal(err)
+				return err
 			}
-			for _, name := range names {
-				if err := loader.Unpin(loader.LinkPin(n.BPFFS, h, name)); err != nil {
-					t.Fatal(err)
+			for _, a := range atts {
+				if err := loader.RemoveAttachment(a); err != nil {
+					return err
 				}
 			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
 	}
 	for _, pair := range pairs {

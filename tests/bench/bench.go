@@ -149,15 +149,21 @@ func (b *bench) dataPhase(ctx context.Context, profile string) (err error) {
 			return err
 		}
 	}
-	for _, pl := range []plugin{ptpPlugin(b.work + "/" + profile), bridgePlugin(b.work + "/" + profile), podvnetPlugin()} {
+	plugins := []plugin{ptpPlugin(b.work + "/" + profile), bridgePlugin(b.work + "/" + profile),
+		// No IP cooldown: the control phase reuses the same addresses
+		// round after round, as host-local does.
+		podvnetPlugin("podvnet", append([]string{"--ip-cooldown", "0s"}, b.agentArgs...)...),
+		// The design's alternative for pod veths, side by side.
+		podvnetPlugin("podvnet-tcx", "--ip-cooldown", "0s", "--attach-mode", "tcx"),
+	}
+	for _, pl := range plugins {
 		if !b.paths[pl.name] {
 			continue
 		}
-		if pl.name == "podvnet" {
+		if pl.agent != nil {
 			for _, n := range v.Nodes {
-				// No cooldown: the control phase reuses the same addresses
-				// round after round, as host-local does.
-				if err := n.StartAgent(append([]string{"--ip-cooldown", "0s"}, b.agentArgs...)...); err != nil {
+				n.StopAgent(syscall.SIGTERM)
+				if err := n.StartAgent(pl.agent...); err != nil {
 					return err
 				}
 			}
@@ -181,9 +187,10 @@ func (b *bench) dataPhase(ctx context.Context, profile string) (err error) {
 					n.NS.NL.LinkDel(l)
 				}
 			}
+			continue
 		}
-		if pl.name == "podvnet" && profile == "bare" {
-			if err := b.controlPhase(ctx, v); err != nil {
+		if profile == "bare" {
+			if err := b.controlPhase(ctx, v, pl); err != nil {
 				return err
 			}
 		}
@@ -232,50 +239,51 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 	return s[idx]
 }
 
-// controlPhase times CNI ADD and DEL for 30 pods, one after another and all
-// at once, for podvnet (agents running) and ptp + host-local; then the
-// first ADD after an agent restart and the agent's memory with 30 pods.
-func (b *bench) controlPhase(ctx context.Context, v *vnet.VNet) error {
+// controlPhase times CNI ADD and DEL of 30 pods, one after another and
+// all at once; for podvnet also the first ADD after an agent restart and
+// the agent's memory with 30 pods.
+func (b *bench) controlPhase(ctx context.Context, v *vnet.VNet, pl plugin) error {
 	n1 := v.Nodes[0]
 	const count = 30
-	for _, pl := range []plugin{podvnetPlugin(), ptpPlugin(b.work + "/control")} {
-		for _, parallel := range []bool{false, true} {
-			mode := map[bool]string{false: "sequential", true: "parallel"}[parallel]
-			b.logf("control path: %s, %d ADDs %s", pl.name, count, mode)
-			pods := make([]*pod, count)
-			for i := range pods {
-				p, err := newPod(b, n1, pl, fmt.Sprintf("ctl%d", i))
-				if err != nil {
-					return err
-				}
-				pods[i] = p
-			}
-			addLat, addWall, err := addAll(ctx, pods, parallel)
+	for _, parallel := range []bool{false, true} {
+		mode := map[bool]string{false: "sequential", true: "parallel"}[parallel]
+		b.logf("control path: %s, %d ADDs %s", pl.name, count, mode)
+		pods := make([]*pod, count)
+		for i := range pods {
+			p, err := newPod(b, n1, pl, fmt.Sprintf("ctl%d", i))
 			if err != nil {
-				delAll(ctx, pods, false)
-				return fmt.Errorf("%s %s ADDs: %w", pl.name, mode, err)
+				return err
 			}
-			if pl.name == "podvnet" && !parallel {
-				if err := b.agentMemory(n1); err != nil {
-					return err
-				}
-			}
-			delLat, delWall, err := delAll(ctx, pods, parallel)
-			if err != nil {
-				return fmt.Errorf("%s %s DELs: %w", pl.name, mode, err)
-			}
-			b.res.Control = append(b.res.Control, ControlRow{Plugin: pl.name, Mode: mode, Pods: count,
-				AddMedMS: ms(percentile(addLat, 0.5)), AddP99MS: ms(percentile(addLat, 0.99)), AddWallMS: ms(addWall),
-				DelMedMS: ms(percentile(delLat, 0.5)), DelP99MS: ms(percentile(delLat, 0.99)), DelWallMS: ms(delWall)})
+			pods[i] = p
 		}
+		addLat, addWall, err := addAll(ctx, pods, parallel)
+		if err != nil {
+			delAll(ctx, pods, false)
+			return fmt.Errorf("%s %s ADDs: %w", pl.name, mode, err)
+		}
+		if pl.name == "podvnet" && !parallel {
+			if err := b.agentMemory(n1); err != nil {
+				return err
+			}
+		}
+		delLat, delWall, err := delAll(ctx, pods, parallel)
+		if err != nil {
+			return fmt.Errorf("%s %s DELs: %w", pl.name, mode, err)
+		}
+		b.res.Control = append(b.res.Control, ControlRow{Plugin: pl.name, Mode: mode, Pods: count,
+			AddMedMS: ms(percentile(addLat, 0.5)), AddP99MS: ms(percentile(addLat, 0.99)), AddWallMS: ms(addWall),
+			DelMedMS: ms(percentile(delLat, 0.5)), DelP99MS: ms(percentile(delLat, 0.99)), DelWallMS: ms(delWall)})
+	}
+	if pl.name != "podvnet" {
+		return nil
 	}
 
 	b.logf("control path: first ADD after an agent restart")
 	n1.StopAgent(syscall.SIGTERM)
-	if err := n1.StartAgent(append([]string{"--ip-cooldown", "0s"}, b.agentArgs...)...); err != nil {
+	if err := n1.StartAgent(pl.agent...); err != nil {
 		return err
 	}
-	p, err := newPod(b, n1, podvnetPlugin(), "first")
+	p, err := newPod(b, n1, pl, "first")
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,9 @@ import (
 type plugin struct {
 	name     string
 	conflist func(n *vnet.Node) []byte
+	// agent holds the podvnet-agent flags of a podvnet variant; nil for
+	// the reference plugins.
+	agent []string
 }
 
 // hostLocal is the IPAM the reference plugins use: the node's own
@@ -59,8 +62,9 @@ func bridgePlugin(work string) plugin {
 	}}
 }
 
-func podvnetPlugin() plugin {
-	return plugin{name: "podvnet", conflist: func(n *vnet.Node) []byte { return n.ConfList() }}
+// podvnetPlugin is podvnet with its agents run with args.
+func podvnetPlugin(name string, args ...string) plugin {
+	return plugin{name: name, conflist: func(n *vnet.Node) []byte { return n.ConfList() }, agent: append([]string{}, args...)}
 }
 
 // pod is a namespace attached by a plugin through libcni, as containerd

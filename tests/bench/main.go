@@ -36,7 +36,7 @@ func run() error {
 		dur       = flag.Duration("duration", 5*time.Second, "length of each measurement")
 		smoke     = flag.Bool("smoke", false, "one short repetition of each row: checks the harness, not the numbers")
 		profiles  = flag.String("profiles", "bare,loaded", "node profiles to measure")
-		paths     = flag.String("paths", "limit,ptp,bridge,podvnet", "paths to measure (the control path runs with podvnet, in the bare profile)")
+		paths     = flag.String("paths", "limit,ptp,bridge,podvnet,podvnet-tcx", "paths to measure (the control path in the bare profile)")
 		output    = flag.String("o", "table", "table or json")
 		markdown  = flag.String("markdown", "", "also write the report as markdown to this file (docs/benchmarks.md)")
 		agentArgs = flag.String("agent-args", "", "extra flags for podvnet-agent run, space-separated (e.g. \"--attach-mode legacy\")")
@@ -76,10 +76,10 @@ func run() error {
 	b.paths = map[string]bool{}
 	for _, p := range strings.Split(*paths, ",") {
 		switch p {
-		case "limit", "ptp", "bridge", "podvnet":
+		case "limit", "ptp", "bridge", "podvnet", "podvnet-tcx":
 			b.paths[p] = true
 		default:
-			return fmt.Errorf("-paths: %q is not limit, ptp, bridge or podvnet", p)
+			return fmt.Errorf("-paths: %q is not limit, ptp, bridge, podvnet or podvnet-tcx", p)
 		}
 	}
 	for _, profile := range strings.Split(*profiles, ",") {

@@ -42,6 +42,7 @@ type endpointRow struct {
 	IP           string `json:"ip"`
 	PodNamespace string `json:"pod_namespace"`
 	PodName      string `json:"pod_name"`
+	ContainerID  string `json:"container_id"`
 	Ifindex      uint32 `json:"ifindex"`
 	IfName       string `json:"ifname"`
 	PodMAC       string `json:"pod_mac"`
@@ -53,43 +54,78 @@ func newDebugEndpointsCommand(root, stateDir *string) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "endpoints",
-		Short: "List the endpoints map: pod IP -> pod, host veth and MACs",
+		Short: "List the endpoints map: pod IP -> pod, container, host veth and MACs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			set, err := maps.OpenPinned(*root)
+			rows, err := endpointRows(cmd.ErrOrStderr(), *root, *stateDir)
 			if err != nil {
 				return err
-			}
-			defer set.Close()
-			entries, err := set.Endpoints.List()
-			if err != nil {
-				return err
-			}
-			// Pod names come from the agent's state file, which outlives
-			// the agent like the pins do. Without it the table still helps.
-			pods := map[netip.Addr]ipam.Allocation{}
-			st, err := ipam.FileStore{Path: agent.StateFile(*stateDir)}.Load()
-			if err != nil {
-				fmt.Fprintf(cmd.ErrOrStderr(), "warning: pod names unknown: %v\n", err)
-			} else {
-				for _, al := range st.Allocations {
-					pods[al.IP] = al
-				}
-			}
-			rows := make([]endpointRow, 0, len(entries))
-			for _, e := range entries {
-				al := pods[e.IP]
-				rows = append(rows, endpointRow{
-					IP: e.IP.String(), PodNamespace: al.PodNamespace, PodName: al.PodName,
-					Ifindex: e.Ifindex, IfName: ifName(e.Ifindex),
-					PodMAC: maps.MAC(e.PodMAC), HostMAC: maps.MAC(e.HostMAC), Flags: e.Flags,
-				})
 			}
 			return printEndpoints(cmd.OutOrStdout(), output, rows)
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	cmd.PersistentFlags().StringVarP(&output, "output", "o", "table", "table or json")
+	cmd.AddCommand(&cobra.Command{
+		Use:   "get IP",
+		Short: "One endpoint, by pod IP",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ip, err := netip.ParseAddr(args[0])
+			if err != nil || !ip.Is4() {
+				return fmt.Errorf("%q: not an IPv4 address", args[0])
+			}
+			rows, err := endpointRows(cmd.ErrOrStderr(), *root, *stateDir)
+			if err != nil {
+				return err
+			}
+			for _, r := range rows {
+				if r.IP == ip.String() {
+					if output == "json" {
+						enc := json.NewEncoder(cmd.OutOrStdout())
+						enc.SetIndent("", "  ")
+						return enc.Encode(r)
+					}
+					return printEndpoints(cmd.OutOrStdout(), output, []endpointRow{r})
+				}
+			}
+			return fmt.Errorf("no endpoint for %s in the endpoints map of this node", ip)
+		},
+	})
 	return cmd
+}
+
+// endpointRows joins the pinned endpoints map with the agent's state file,
+// which outlives the agent like the pins do and names each pod. Without it
+// the rows still help; a warning says why names are missing.
+func endpointRows(warn io.Writer, root, stateDir string) ([]endpointRow, error) {
+	set, err := maps.OpenPinned(root)
+	if err != nil {
+		return nil, err
+	}
+	defer set.Close()
+	entries, err := set.Endpoints.List()
+	if err != nil {
+		return nil, err
+	}
+	pods := map[netip.Addr]ipam.Allocation{}
+	st, err := ipam.FileStore{Path: agent.StateFile(stateDir)}.Load()
+	if err != nil {
+		fmt.Fprintf(warn, "warning: pod names unknown: %v\n", err)
+	} else {
+		for _, al := range st.Allocations {
+			pods[al.IP] = al
+		}
+	}
+	rows := make([]endpointRow, 0, len(entries))
+	for _, e := range entries {
+		al := pods[e.IP]
+		rows = append(rows, endpointRow{
+			IP: e.IP.String(), PodNamespace: al.PodNamespace, PodName: al.PodName, ContainerID: al.ContainerID,
+			Ifindex: e.Ifindex, IfName: ifName(e.Ifindex),
+			PodMAC: maps.MAC(e.PodMAC), HostMAC: maps.MAC(e.HostMAC), Flags: e.Flags,
+		})
+	}
+	return rows, nil
 }
 
 func printEndpoints(w io.Writer, output string, rows []endpointRow) error {
@@ -100,10 +136,10 @@ func printEndpoints(w io.Writer, output string, rows []endpointRow) error {
 		return enc.Encode(rows)
 	case "table":
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "IP\tPOD\tIFINDEX\tIFNAME\tPOD MAC\tHOST MAC\tFLAGS")
+		fmt.Fprintln(tw, "IP\tPOD\tCONTAINER\tIFINDEX\tIFNAME\tPOD MAC\tHOST MAC\tFLAGS")
 		for _, r := range rows {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.IP, podString(r.PodNamespace, r.PodName), r.Ifindex, r.IfName,
-				r.PodMAC, r.HostMAC, flagString(r.Flags))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.IP, podString(r.PodNamespace, r.PodName), shortContainer(r.ContainerID),
+				r.Ifindex, r.IfName, r.PodMAC, r.HostMAC, flagString(r.Flags))
 		}
 		tw.Flush()
 		fmt.Fprintf(w, "%d %s\n", len(rows), plural(len(rows), "endpoint", "endpoints"))
@@ -128,6 +164,14 @@ func podString(namespace, name string) string {
 		return "-"
 	}
 	return namespace + "/" + name
+}
+
+// shortContainer is a container ID as runtimes print it: 12 characters.
+func shortContainer(id string) string {
+	if id == "" {
+		return "-"
+	}
+	return id[:min(12, len(id))]
 }
 
 func flagString(f uint32) string {

@@ -101,7 +101,8 @@ int from_pod(struct __sk_buff *skb)
 	dst = pv_endpoint(ip->daddr);
 	if (dst && (dst->flags & PV_EP_F_SHAPED))
 		return pv_count(skb, PV_POD_SHAPED, TC_ACT_OK);
-	if (!dst) {
+	/* The subnet is the common case and a mask is cheaper than the trie. */
+	if (!dst && !(cfg->subnet_mask && (ip->daddr & cfg->subnet_mask) == cfg->subnet)) {
 		nk.prefixlen = 32;
 		nk.addr = ip->daddr;
 		if (!bpf_map_lookup_elem(&nosnat, &nk))

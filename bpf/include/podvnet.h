@@ -44,6 +44,8 @@ struct pv_config {
 	__u32 nic_ifindex;  /* the VNet NIC; 0 = not configured, pass to stack */
 	__be32 node_ip;     /* primary IP of the NIC, always handled by the stack */
 	__be32 gateway_ip;  /* the pods' default gateway (169.254.1.1) */
+	__be32 subnet;      /* the VNet subnet, checked before the nosnat LPM */
+	__be32 subnet_mask; /* 0: no subnet shortcut, the LPM decides */
 	__u8 nic_mac[6];
 	__u16 pad;
 	__u32 flags;        /* PV_CFG_F_* */

@@ -217,6 +217,8 @@ func (a *Agent) writeConfig() error {
 		NICIfindex: uint32(attrs.Index),
 		NodeIP:     a.cfg.Pool.Primary.As4(),
 		GatewayIP:  netip.MustParseAddr(agentapi.GatewayIP).As4(),
+		Subnet:     a.cfg.Pool.Subnet.Masked().Addr().As4(),
+		SubnetMask: [4]byte(net.CIDRMask(a.cfg.Pool.Subnet.Bits(), 32)),
 	}
 	if !a.cfg.NoConntrackLookup {
 		cfg.Flags |= maps.ConfigCTLookup

@@ -25,9 +25,10 @@ func errBadRequest(format string, args ...any) error {
 	return badRequest{fmt.Errorf(format, args...)}
 }
 
-// Add allocates the endpoint's IP and wires the data path for it: map entry,
-// /32 route and from_pod on the host veth. Asking twice for the same key
-// answers the same. On failure nothing of this call is left behind.
+// Add allocates the endpoint's IP and routes it (map entry, /32 route), and
+// attaches from_pod to the host veth right after answering. Asking twice
+// for the same key answers the same. On failure nothing of this call is
+// left behind.
 func (a *Agent) Add(ctx context.Context, req agentapi.AddRequest) (_ agentapi.AddResponse, err error) {
 	defer a.metrics.observeCNI("add", time.Now(), &err)
 	if req.ContainerID == "" || req.IfName == "" {

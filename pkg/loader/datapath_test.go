@@ -90,7 +90,7 @@ func newTestbed(t *testing.T) *testbed {
 	// Conntrack lookups on: the testbed's netns tracks nothing, so every
 	// lookup misses and the fast path must still be taken.
 	must(t, dp.Maps.Config.Set(maps.Config{NICIfindex: uint32(tb.nicIdx), NodeIP: nodeIP.As4(), GatewayIP: gatewayIP.As4(),
-		NICMAC: nm, Flags: maps.ConfigCTLookup}))
+		Subnet: subnet.Addr().As4(), SubnetMask: [4]byte{255, 255, 0, 0}, NICMAC: nm, Flags: maps.ConfigCTLookup}))
 	must(t, dp.Maps.NoSNAT.Sync([]netip.Prefix{subnet, peering}))
 	must(t, dp.Maps.Endpoints.Put(podA, endpoint(tb.podAIdx, podAMAC, hostAMAC)))
 	must(t, dp.Maps.Endpoints.Put(podB, endpoint(4242, podBMAC, hostBMAC)))
@@ -470,5 +470,21 @@ func TestShapedEndpoint(t *testing.T) {
 	c := tb.counters(t)
 	if c[maps.ReasonPodShaped].Packets != 1 || c[maps.ReasonNICShaped].Packets != 1 {
 		t.Errorf("shaped counters: pod %d, nic %d, want 1 each", c[maps.ReasonPodShaped].Packets, c[maps.ReasonNICShaped].Packets)
+	}
+}
+
+// TestSubnetWithoutShortcut: with no subnet in the config the nosnat trie
+// alone decides, and a destination in it still takes the fast path.
+func TestSubnetWithoutShortcut(t *testing.T) {
+	tb := newTestbed(t)
+	cfg, err := tb.dp.Maps.Config.Get()
+	must(t, err)
+	cfg.Subnet, cfg.SubnetMask = [4]byte{}, [4]byte{}
+	must(t, tb.dp.Maps.Config.Set(cfg))
+	for dst, want := range map[netip.Addr]uint32{remote: actRedirect, inet: actOK} {
+		f := packet.IPv4{SrcMAC: podAMAC, DstMAC: hostAMAC, Src: podA, Dst: dst}.Build()
+		if v, _ := tb.run(t, HookPod, tb.podAIdx, f); v != want {
+			t.Errorf("to %s: verdict %d, want %d", dst, v, want)
+		}
 	}
 }

@@ -18,6 +18,8 @@ type fromPodPvConfig struct {
 	NicIfindex uint32
 	NodeIp     uint32
 	GatewayIp  uint32
+	Subnet     uint32
+	SubnetMask uint32
 	NicMac     [6]uint8
 	Pad        uint16
 	Flags      uint32

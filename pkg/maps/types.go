@@ -30,6 +30,8 @@ type Config struct {
 	NICIfindex uint32
 	NodeIP     [4]byte
 	GatewayIP  [4]byte
+	Subnet     [4]byte
+	SubnetMask [4]byte
 	NICMAC     [6]byte
 	Pad        uint16
 	Flags      uint32

@@ -89,7 +89,8 @@ func (b *bench) progCost() (err error) {
 		batches = 20
 	}
 	for _, ct := range []bool{false, true} {
-		cfg := maps.Config{NICIfindex: 1, NodeIP: netip.MustParseAddr("10.240.0.4").As4()}
+		cfg := maps.Config{NICIfindex: 1, NodeIP: netip.MustParseAddr("10.240.0.4").As4(),
+			Subnet: [4]byte{10, 240, 0, 0}, SubnetMask: [4]byte{255, 255, 0, 0}}
 		if ct {
 			cfg.Flags = maps.ConfigCTLookup
 		}

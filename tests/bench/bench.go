@@ -5,7 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -178,6 +182,9 @@ func (b *bench) dataPhase(ctx context.Context, profile string) (err error) {
 		if err := b.measure(ctx, profile, pl.name, "across_nodes", pods[0].peer, pods[2].peer); err != nil {
 			return err
 		}
+		if profile == "bare" && (pl.name == "ptp" || pl.name == "podvnet") {
+			b.profileFlood(ctx, pl.name, pods[0].peer, pods[2].peer)
+		}
 		if _, _, err := delAll(ctx, pods, false); err != nil {
 			return err
 		}
@@ -256,6 +263,7 @@ func (b *bench) controlPhase(ctx context.Context, v *vnet.VNet, pl plugin) error
 			}
 			pods[i] = p
 		}
+		before := agentCNIMetrics(v.Nodes[0])
 		addLat, addWall, err := addAll(ctx, pods, parallel)
 		if err != nil {
 			delAll(ctx, pods, false)
@@ -269,6 +277,11 @@ func (b *bench) controlPhase(ctx context.Context, v *vnet.VNet, pl plugin) error
 		delLat, delWall, err := delAll(ctx, pods, parallel)
 		if err != nil {
 			return fmt.Errorf("%s %s DELs: %w", pl.name, mode, err)
+		}
+		if pl.name == "podvnet" && !parallel {
+			after := agentCNIMetrics(v.Nodes[0])
+			b.res.AgentAddMS = after.mean("add", before)
+			b.res.AgentDelMS = after.mean("del", before)
 		}
 		b.res.Control = append(b.res.Control, ControlRow{Plugin: pl.name, Mode: mode, Pods: count,
 			AddMedMS: ms(percentile(addLat, 0.5)), AddP99MS: ms(percentile(addLat, 0.99)), AddWallMS: ms(addWall),
@@ -317,4 +330,65 @@ func (b *bench) agentMemory(n *vnet.Node) error {
 	b.res.AgentRSSMiB = kib("VmRSS") / 1024
 	b.res.AgentPeakRSSMiB = kib("VmHWM") / 1024
 	return nil
+}
+
+// cniMetrics are the agent's podvnet_cni_request_duration_seconds sums and
+// counts of successful requests, by operation.
+type cniMetrics map[string][2]float64
+
+var cniMetricRe = regexp.MustCompile(`^podvnet_cni_request_duration_seconds_(sum|count)\{op="(add|del)",result="success"\} (\S+)$`)
+
+func agentCNIMetrics(n *vnet.Node) cniMetrics {
+	m := cniMetrics{}
+	code, body, err := n.HTTPGet("/metrics")
+	if err != nil || code != 200 {
+		return m
+	}
+	for _, line := range strings.Split(body, "\n") {
+		if g := cniMetricRe.FindStringSubmatch(line); g != nil {
+			v, _ := strconv.ParseFloat(g[3], 64)
+			cur := m[g[2]]
+			if g[1] == "sum" {
+				cur[0] = v
+			} else {
+				cur[1] = v
+			}
+			m[g[2]] = cur
+		}
+	}
+	return m
+}
+
+// mean is the average duration in ms of op's requests since before.
+func (m cniMetrics) mean(op string, before cniMetrics) float64 {
+	n := m[op][1] - before[op][1]
+	if n <= 0 {
+		return 0
+	}
+	return (m[op][0] - before[op][0]) / n * 1000
+}
+
+// execCosts times starting each plugin binary (CNI VERSION), which every
+// CNI command pays once per binary: ptp runs host-local too.
+func (b *bench) execCosts() {
+	b.res.ExecMS = map[string]float64{}
+	for name, path := range map[string]string{
+		"podvnet": filepath.Join(b.binDir, "podvnet"), "ptp": filepath.Join(b.cniBinDir, "ptp"),
+		"host-local": filepath.Join(b.cniBinDir, "host-local"),
+	} {
+		var ds []time.Duration
+		for range 30 {
+			cmd := exec.Command(path)
+			cmd.Env = []string{"CNI_COMMAND=VERSION"}
+			cmd.Stdin = strings.NewReader(`{"cniVersion":"1.0.0"}`)
+			start := time.Now()
+			if err := cmd.Run(); err != nil {
+				break
+			}
+			ds = append(ds, time.Since(start))
+		}
+		if len(ds) > 0 {
+			b.res.ExecMS[name] = ms(percentile(ds, 0.5))
+		}
+	}
 }

@@ -94,6 +94,7 @@ func run() error {
 			return err
 		}
 	}
+	b.execCosts()
 	b.logf("per-packet program cost")
 	if err := b.progCost(); err != nil {
 		return err

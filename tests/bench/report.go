@@ -14,17 +14,21 @@ import (
 
 // Results is one run of the benchmark, everything measured side by side.
 type Results struct {
-	Machine         Machine       `json:"machine"`
-	Smoke           bool          `json:"smoke"`
-	Reps            int           `json:"repetitions"`
-	Seconds         int           `json:"seconds_per_measurement"`
-	Data            []DataRow     `json:"data_path"`
-	Control         []ControlRow  `json:"control_path"`
-	FirstAddMS      float64       `json:"first_add_after_agent_start_ms"`
-	AgentRSSMiB     float64       `json:"agent_rss_mib_30_endpoints"`
-	AgentPeakRSSMiB float64       `json:"agent_peak_rss_mib"`
-	ProgCost        []ProgCostRow `json:"program_cost"`
-	Targets         []Target      `json:"targets"`
+	Machine         Machine            `json:"machine"`
+	Smoke           bool               `json:"smoke"`
+	Reps            int                `json:"repetitions"`
+	Seconds         int                `json:"seconds_per_measurement"`
+	Data            []DataRow          `json:"data_path"`
+	Control         []ControlRow       `json:"control_path"`
+	FirstAddMS      float64            `json:"first_add_after_agent_start_ms"`
+	AgentAddMS      float64            `json:"agent_add_mean_ms"` // the agent's own part of a sequential ADD (its metric)
+	AgentDelMS      float64            `json:"agent_del_mean_ms"`
+	ExecMS          map[string]float64 `json:"exec_ms"` // median time to start each plugin binary (VERSION)
+	AgentRSSMiB     float64            `json:"agent_rss_mib_30_endpoints"`
+	AgentPeakRSSMiB float64            `json:"agent_peak_rss_mib"`
+	ProgCost        []ProgCostRow      `json:"program_cost"`
+	Profiles        []Profile          `json:"profiles"`
+	Targets         []Target           `json:"targets"`
 }
 
 // Machine names where the numbers come from.
@@ -274,6 +278,10 @@ func (r *Results) writeText(w io.Writer) {
 		r.FirstAddMS, r.AgentRSSMiB, r.AgentPeakRSSMiB)
 	fmt.Fprintln(w, "\nPer-packet program cost (BPF_PROG_TEST_RUN, kernel-timed):")
 	printTable(w, r.progTable())
+	if rows := r.profileTable(); rows != nil {
+		fmt.Fprintln(w, "\nWhere CPU 0 goes during a 64 B UDP flood across nodes (perf, bare profile):")
+		printTable(w, rows)
+	}
 	fmt.Fprintln(w, "\nTargets:")
 	printTable(w, r.targetTable())
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -81,9 +80,7 @@ func newDebugEndpointsCommand(root, stateDir *string) *cobra.Command {
 			for _, r := range rows {
 				if r.IP == ip.String() {
 					if output == "json" {
-						enc := json.NewEncoder(cmd.OutOrStdout())
-						enc.SetIndent("", "  ")
-						return enc.Encode(r)
+						return render(cmd.OutOrStdout(), output, r, nil)
 					}
 					return printEndpoints(cmd.OutOrStdout(), output, []endpointRow{r})
 				}
@@ -129,24 +126,14 @@ func endpointRows(warn io.Writer, root, stateDir string) ([]endpointRow, error) 
 }
 
 func printEndpoints(w io.Writer, output string, rows []endpointRow) error {
-	switch output {
-	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
-	case "table":
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	return render(w, output, rows, func(tw *tabwriter.Writer) string {
 		fmt.Fprintln(tw, "IP\tPOD\tCONTAINER\tIFINDEX\tIFNAME\tPOD MAC\tHOST MAC\tFLAGS")
 		for _, r := range rows {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.IP, podString(r.PodNamespace, r.PodName), shortContainer(r.ContainerID),
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.IP, podString(r.PodNamespace, r.PodName), dash(shortID(r.ContainerID)),
 				r.Ifindex, r.IfName, r.PodMAC, r.HostMAC, flagString(r.Flags))
 		}
-		tw.Flush()
-		fmt.Fprintf(w, "%d %s\n", len(rows), plural(len(rows), "endpoint", "endpoints"))
-		return nil
-	default:
-		return fmt.Errorf("-o %q: want table or json", output)
-	}
+		return count(len(rows), "endpoint", "endpoints")
+	})
 }
 
 func ifName(ifindex uint32) string {
@@ -166,14 +153,6 @@ func podString(namespace, name string) string {
 	return namespace + "/" + name
 }
 
-// shortContainer is a container ID as runtimes print it: 12 characters.
-func shortContainer(id string) string {
-	if id == "" {
-		return "-"
-	}
-	return id[:min(12, len(id))]
-}
-
 func flagString(f uint32) string {
 	if f == 0 {
 		return "-"
@@ -187,11 +166,4 @@ func flagString(f uint32) string {
 		names = append(names, fmt.Sprintf("%#x", f))
 	}
 	return strings.Join(names, ",")
-}
-
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return one
-	}
-	return many
 }

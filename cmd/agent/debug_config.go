@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -95,21 +94,11 @@ func settingsRows(s *agent.Settings) []configRow {
 }
 
 func printConfig(w io.Writer, output string, rows []configRow) error {
-	switch output {
-	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
-	case "table":
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	return render(w, output, rows, func(tw *tabwriter.Writer) string {
 		fmt.Fprintln(tw, "SETTING\tVALUE\tSOURCE")
 		for _, r := range rows {
 			fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Setting, r.Value, r.Source)
 		}
-		tw.Flush()
-		fmt.Fprintf(w, "%d settings\n", len(rows))
-		return nil
-	default:
-		return fmt.Errorf("-o %q: want table or json", output)
-	}
+		return count(len(rows), "setting", "settings")
+	})
 }

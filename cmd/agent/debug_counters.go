@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os/signal"
@@ -74,23 +73,13 @@ func printCounters(w io.Writer, output string, c *maps.Counters) error {
 }
 
 func printCountersRows(w io.Writer, output string, rows []counterRow) error {
-	switch output {
-	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
-	case "table":
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	return renderAligned(w, output, rows, tabwriter.AlignRight, func(tw *tabwriter.Writer) string {
 		fmt.Fprintln(tw, "REASON\tVERDICT\tPACKETS\tBYTES\t")
 		for _, r := range rows {
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t\n", r.Reason, r.Verdict, r.Packets, r.Bytes)
 		}
-		tw.Flush()
-		fmt.Fprintf(w, "%d reasons\n", len(rows))
-		return nil
-	default:
-		return fmt.Errorf("-o %q: want table or json", output)
-	}
+		return count(len(rows), "reason", "reasons")
+	})
 }
 
 func watchCounters(ctx context.Context, w io.Writer, output string, c *maps.Counters, every time.Duration) error {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -50,13 +49,7 @@ func printFindings(w io.Writer, output string, findings []agent.Finding) error {
 			problems++
 		}
 	}
-	switch output {
-	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(findings)
-	case "table":
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	return render(w, output, findings, func(tw *tabwriter.Writer) string {
 		fmt.Fprintln(tw, "CHECK\tSTATUS\tDETAIL")
 		for _, f := range findings {
 			status := "ok"
@@ -68,10 +61,6 @@ func printFindings(w io.Writer, output string, findings []agent.Finding) error {
 				fmt.Fprintf(tw, "\t\tfix: %s\n", f.Fix)
 			}
 		}
-		tw.Flush()
-		fmt.Fprintf(w, "%d %s, %d %s\n", len(findings), plural(len(findings), "check", "checks"), problems, plural(problems, "problem", "problems"))
-		return nil
-	default:
-		return fmt.Errorf("-o %q: want table or json", output)
-	}
+		return count(len(findings), "check", "checks") + ", " + count(problems, "problem", "problems")
+	})
 }

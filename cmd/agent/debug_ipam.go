@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/netip"
@@ -114,49 +113,29 @@ func ipamRows(st *ipam.State, now time.Time) []ipamRow {
 }
 
 func printIPAM(w io.Writer, output string, st *ipam.State, rows []ipamRow) error {
-	if output == "json" {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
-	}
-	dash := func(s string) string {
-		if s == "" {
-			return "-"
+	return render(w, output, rows, func(tw *tabwriter.Writer) string {
+		n := map[string]int{}
+		fmt.Fprintln(tw, "IP\tSTATE\tPOD\tCONTAINER ID\tIFNAME\tHOST IFNAME\tSINCE/UNTIL")
+		for _, r := range rows {
+			n[r.State]++
+			pod, when := "", ""
+			if r.PodName != "" {
+				pod = r.PodNamespace + "/" + r.PodName
+			}
+			if r.Since != nil {
+				when = r.Since.UTC().Format(time.RFC3339)
+			}
+			if r.CoolingUntil != nil {
+				when = r.CoolingUntil.UTC().Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.IP, r.State, dash(pod), dash(shortID(r.ContainerID)),
+				dash(r.IfName), dash(r.HostIfName), dash(when))
 		}
-		return s
-	}
-	count := map[string]int{}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "IP\tSTATE\tPOD\tCONTAINER ID\tIFNAME\tHOST IFNAME\tSINCE/UNTIL")
-	for _, r := range rows {
-		count[r.State]++
-		pod, when := "", ""
-		if r.PodName != "" {
-			pod = r.PodNamespace + "/" + r.PodName
+		pool := "pool not recorded yet"
+		if st.Pool != nil {
+			pool = fmt.Sprintf("%d in the pool of %s (node IP %s)", len(st.Pool.Secondary), st.Pool.Subnet, st.Pool.Primary)
 		}
-		if r.Since != nil {
-			when = r.Since.UTC().Format(time.RFC3339)
-		}
-		if r.CoolingUntil != nil {
-			when = r.CoolingUntil.UTC().Format(time.RFC3339)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.IP, r.State, dash(pod), dash(shortID(r.ContainerID)),
-			dash(r.IfName), dash(r.HostIfName), dash(when))
-	}
-	tw.Flush()
-	pool := "pool not recorded yet"
-	if st.Pool != nil {
-		pool = fmt.Sprintf("%d in the pool of %s (node IP %s)", len(st.Pool.Secondary), st.Pool.Subnet, st.Pool.Primary)
-	}
-	fmt.Fprintf(w, "%d %s, %s: %d allocated, %d withdrawn, %d cooling, %d free\n", len(rows), plural(len(rows), "address", "addresses"),
-		pool, count[stateAllocated], count[stateWithdrawn], count[stateCooling], count[stateFree])
-	return nil
-}
-
-// shortID shortens a container ID as container runtimes print it.
-func shortID(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
+		return fmt.Sprintf("%s, %s: %d allocated, %d withdrawn, %d cooling, %d free", count(len(rows), "address", "addresses"),
+			pool, n[stateAllocated], n[stateWithdrawn], n[stateCooling], n[stateFree])
+	})
 }

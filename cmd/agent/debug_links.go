@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -34,31 +33,18 @@ func printLinks(w io.Writer, output string, atts []loader.Attachment) error {
 	if atts == nil {
 		atts = []loader.Attachment{}
 	}
-	switch output {
-	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(atts)
-	case "table":
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	return render(w, output, atts, func(tw *tabwriter.Writer) string {
 		fmt.Fprintln(tw, "IFNAME\tIFINDEX\tHOOK\tMODE\tPROGRAM\tPROG ID\tLINK ID\tPIN")
 		for _, a := range atts {
-			link, pin, ifindex := "-", "-", fmt.Sprint(a.Ifindex)
+			link, ifindex := "-", fmt.Sprint(a.Ifindex)
 			if a.LinkID != 0 {
 				link = fmt.Sprint(a.LinkID)
-			}
-			if a.Pin != "" {
-				pin = a.Pin
 			}
 			if a.Defunct {
 				ifindex = "(gone)"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s ingress\t%s\t%s\t%d\t%s\t%s\n", a.IfName, ifindex, a.Hook, a.Mode, a.ProgName, a.ProgID, link, pin)
+			fmt.Fprintf(tw, "%s\t%s\t%s ingress\t%s\t%s\t%d\t%s\t%s\n", a.IfName, ifindex, a.Hook, a.Mode, a.ProgName, a.ProgID, link, dash(a.Pin))
 		}
-		tw.Flush()
-		fmt.Fprintf(w, "%d %s\n", len(atts), plural(len(atts), "attachment", "attachments"))
-		return nil
-	default:
-		return fmt.Errorf("-o %q: want table or json", output)
-	}
+		return count(len(atts), "attachment", "attachments")
+	})
 }

@@ -151,7 +151,8 @@ func TestDebugIPAM(t *testing.T) {
 func TestRunRefusesBadSettings(t *testing.T) {
 	pool := filepath.Join(t.TempDir(), "pool.json")
 	os.WriteFile(pool, []byte(`{"subnet":"10.240.0.0/16","gateway":"10.240.0.1","primary":"10.240.0.4","secondary":["10.240.0.5"]}`), 0o600)
-	base := []string{"run", "--ipam-source", "static", "--pool-file", pool, "--state-dir", t.TempDir(), "--log-level", "error"}
+	// No metrics endpoint: a test must not take a port of the root namespace.
+	base := []string{"run", "--ipam-source", "static", "--pool-file", pool, "--state-dir", t.TempDir(), "--log-level", "error", "--metrics-addr", ""}
 	tests := []struct {
 		name    string
 		args    []string

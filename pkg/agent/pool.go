@@ -21,6 +21,11 @@ func (a *Agent) WatchPool(ctx context.Context, src ipam.Source, interval time.Du
 	for _, al := range a.alloc.Withdrawn() {
 		a.logWithdrawn(al, "at start")
 	}
+	every(ctx, interval, func() { a.refreshPool(ctx, src) })
+}
+
+// every runs f every interval until ctx ends; never when interval <= 0.
+func every(ctx context.Context, interval time.Duration, f func()) {
 	if interval <= 0 {
 		return
 	}
@@ -31,8 +36,8 @@ func (a *Agent) WatchPool(ctx context.Context, src ipam.Source, interval time.Du
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			f()
 		}
-		a.refreshPool(ctx, src)
 	}
 }
 

@@ -66,17 +66,10 @@ func (a *Agent) replayDel(q agentapi.DelQueue, e agentapi.QueueEntry) error {
 }
 
 // replayDelQueueEvery replays the queue until ctx ends.
-func (a *Agent) replayDelQueueEvery(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := a.replayDelQueue(); err != nil {
-				a.log.Error("replay DEL queue", zap.Error(err))
-			}
+func (a *Agent) replayDelQueueEvery(ctx context.Context, interval time.Duration) {
+	every(ctx, interval, func() {
+		if err := a.replayDelQueue(); err != nil {
+			a.log.Error("replay DEL queue", zap.Error(err))
 		}
-	}
+	})
 }

@@ -290,20 +290,9 @@ func TestSpoofedSourceIsDropped(t *testing.T) {
 func TestLegacyAttachMode(t *testing.T) {
 	v := newVNet(t, vnet.Options{PerNode: 4, AgentArgs: []string{"--attach-mode", "legacy"}})
 	startAgents(t, v)
-	n1, n2 := v.Nodes[0], v.Nodes[1]
-	a := addPod(t, n1, "a")
-	b := addPod(t, n1, "b")
-	c := addPod(t, n2, "c")
-	for _, p := range []*vnet.Pod{a, b, c} {
-		if _, err := p.EchoServer(echoPort); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, n := range v.Nodes {
-		if err := n.NS.Sysctl("net.ipv4.ip_forward", "0"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	n1 := v.Nodes[0]
+	a, b, c := echoPods(t, v)
+	setForwarding(t, v, false)
 	traffic := func(when string) {
 		t.Helper()
 		for _, pair := range [][2]*vnet.Pod{{a, b}, {a, c}, {c, b}} {

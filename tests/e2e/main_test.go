@@ -112,3 +112,28 @@ func addPod(t *testing.T, n *vnet.Node, name string) *vnet.Pod {
 	}
 	return p
 }
+
+// echoPods adds pods a and b on node 1 and c on node 2, each serving TCP
+// echo on echoPort: one pair on a node, one across nodes.
+func echoPods(t *testing.T, v *vnet.VNet) (a, b, c *vnet.Pod) {
+	t.Helper()
+	n1, n2 := v.Nodes[0], v.Nodes[1]
+	a, b, c = addPod(t, n1, "a"), addPod(t, n1, "b"), addPod(t, n2, "c")
+	for _, p := range []*vnet.Pod{a, b, c} {
+		if _, err := p.EchoServer(echoPort); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return a, b, c
+}
+
+// setForwarding sets net.ipv4.ip_forward on every node.
+func setForwarding(t *testing.T, v *vnet.VNet, on bool) {
+	t.Helper()
+	value := map[bool]string{true: "1", false: "0"}[on]
+	for _, n := range v.Nodes {
+		if err := n.NS.Sysctl("net.ipv4.ip_forward", value); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

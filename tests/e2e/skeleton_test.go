@@ -109,20 +109,8 @@ func TestPodLifecycle(t *testing.T) {
 func TestEBPFCarriesTraffic(t *testing.T) {
 	v := newVNet(t, vnet.Options{PerNode: 4})
 	startAgents(t, v)
-	n1, n2 := v.Nodes[0], v.Nodes[1]
-	a := addPod(t, n1, "a")
-	b := addPod(t, n1, "b")
-	c := addPod(t, n2, "c")
-	for _, p := range []*vnet.Pod{a, b, c} {
-		if _, err := p.EchoServer(echoPort); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, n := range v.Nodes {
-		if err := n.NS.Sysctl("net.ipv4.ip_forward", "0"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	a, b, c := echoPods(t, v)
+	setForwarding(t, v, false)
 	pairs := [][2]*vnet.Pod{{a, b}, {a, c}, {c, b}}
 	for _, pair := range pairs {
 		if _, err := vnet.TCPEcho(pair[0], pair[1].IP, echoPort, 64<<10, 10*time.Second); err != nil {
@@ -156,11 +144,7 @@ func TestEBPFCarriesTraffic(t *testing.T) {
 	// The control: the kernel path (the /32 routes) carries the same
 	// traffic once forwarding is back on, so the failure above was the
 	// missing programs and not a broken setup.
-	for _, n := range v.Nodes {
-		if err := n.NS.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	setForwarding(t, v, true)
 	for _, pair := range pairs {
 		if _, err := vnet.TCPEcho(pair[0], pair[1].IP, echoPort, 64<<10, 10*time.Second); err != nil {
 			t.Fatalf("kernel fallback path: %v", err)

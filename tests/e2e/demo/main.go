@@ -151,6 +151,12 @@ func run() error {
 		}
 		fmt.Print(indent(out))
 	}
+	step("podvnet-agent debug links on node1: which program runs where")
+	out, err := v.Nodes[0].Debug("links")
+	if err != nil {
+		return err
+	}
+	fmt.Print(indent(out))
 	if *hold {
 		step("Holding the VNet up; press Ctrl-C to tear it down. Namespaces:")
 		fmt.Printf("  fabric %s, nodes %s-node1 %s-node2, pods %s-node1-web ...\n", v.Fabric.Name, prefix, prefix, prefix)

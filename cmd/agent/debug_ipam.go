@@ -13,6 +13,7 @@ import (
 
 	"github.com/podvnet/podvnet/pkg/agent"
 	"github.com/podvnet/podvnet/pkg/ipam"
+	"github.com/podvnet/podvnet/pkg/maps"
 )
 
 // Address states `debug ipam` shows.
@@ -35,9 +36,16 @@ type ipamRow struct {
 	HostIfName   string     `json:"host_ifname,omitempty"`
 	Since        *time.Time `json:"since,omitempty"`
 	CoolingUntil *time.Time `json:"cooling_until,omitempty"`
+	// Warning names what is wrong with an allocated address.
+	Warning string `json:"warning,omitempty"`
 }
 
-func newDebugIPAMCommand(stateDir *string) *cobra.Command {
+const (
+	warnWithdrawn  = "held by a pod but no longer listed by the pool source: the fabric may not route it here"
+	warnNoEndpoint = "allocated but not in the endpoints map: its pod gets no traffic (see debug doctor)"
+)
+
+func newDebugIPAMCommand(root, stateDir *string) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "ipam",
@@ -59,7 +67,25 @@ not route it to this node any more, and it is not handed out again once released
 			if err != nil {
 				return err
 			}
-			return printIPAM(cmd.OutOrStdout(), output, st, ipamRows(st, time.Now()))
+			rows := ipamRows(st, time.Now())
+			// An allocation whose endpoint is missing from the pinned map
+			// is an address a pod holds but cannot use.
+			if set, err := maps.OpenPinned(*root); err == nil {
+				for i, r := range rows {
+					ip, _ := netip.ParseAddr(r.IP)
+					if _, ok, err := set.Endpoints.Get(ip); err == nil && !ok && r.State == stateAllocated {
+						rows[i].Warning = warnNoEndpoint
+					}
+				}
+				set.Close()
+			} else {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: endpoints not checked: %v\n", err)
+			}
+			var header string
+			if s, err := agent.ReadSettings(*stateDir); err == nil {
+				header = fmt.Sprintf("NIC %s, subnet %s, primary %s, max pods %d (limit %d)", s.NIC, s.Subnet, s.Primary, s.MaxPods, s.PodLimit)
+			}
+			return printIPAM(cmd.OutOrStdout(), output, header, st, rows)
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
@@ -77,13 +103,14 @@ func ipamRows(st *ipam.State, now time.Time) []ipamRow {
 	rows := map[netip.Addr]ipamRow{}
 	for _, al := range st.Allocations {
 		state := stateAllocated
+		warning := ""
 		if st.Pool != nil && !inPool[al.IP] {
-			state = stateWithdrawn
+			state, warning = stateWithdrawn, warnWithdrawn
 		}
 		since := al.Since
 		rows[al.IP] = ipamRow{
 			IP: al.IP.String(), State: state, Network: al.Network, ContainerID: al.ContainerID, IfName: al.IfName,
-			PodNamespace: al.PodNamespace, PodName: al.PodName, HostIfName: al.HostIfName, Since: &since,
+			PodNamespace: al.PodNamespace, PodName: al.PodName, HostIfName: al.HostIfName, Since: &since, Warning: warning,
 		}
 	}
 	for _, c := range st.Cooling {
@@ -112,9 +139,12 @@ func ipamRows(st *ipam.State, now time.Time) []ipamRow {
 	return out
 }
 
-func printIPAM(w io.Writer, output string, st *ipam.State, rows []ipamRow) error {
+func printIPAM(w io.Writer, output, header string, st *ipam.State, rows []ipamRow) error {
 	return render(w, output, rows, func(tw *tabwriter.Writer) string {
 		n := map[string]int{}
+		if header != "" {
+			fmt.Fprintln(w, header)
+		}
 		fmt.Fprintln(tw, "IP\tSTATE\tPOD\tCONTAINER ID\tIFNAME\tHOST IFNAME\tSINCE/UNTIL")
 		for _, r := range rows {
 			n[r.State]++
@@ -135,7 +165,13 @@ func printIPAM(w io.Writer, output string, st *ipam.State, rows []ipamRow) error
 		if st.Pool != nil {
 			pool = fmt.Sprintf("%d in the pool of %s (node IP %s)", len(st.Pool.Secondary), st.Pool.Subnet, st.Pool.Primary)
 		}
-		return fmt.Sprintf("%s, %s: %d allocated, %d withdrawn, %d cooling, %d free", count(len(rows), "address", "addresses"),
+		footer := fmt.Sprintf("%s, %s: %d allocated, %d withdrawn, %d cooling, %d free", count(len(rows), "address", "addresses"),
 			pool, n[stateAllocated], n[stateWithdrawn], n[stateCooling], n[stateFree])
+		for _, r := range rows {
+			if r.Warning != "" {
+				footer += fmt.Sprintf("\nwarning: %s (%s): %s", r.IP, podString(r.PodNamespace, r.PodName), r.Warning)
+			}
+		}
+		return footer
 	})
 }

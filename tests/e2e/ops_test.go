@@ -12,9 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 
 	"github.com/podvnet/podvnet/pkg/loader"
+	"github.com/podvnet/podvnet/pkg/maps"
 	"github.com/podvnet/podvnet/tests/e2e/vnet"
 )
 
@@ -179,7 +181,7 @@ func TestDebugDoctorFindsABrokenEndpoint(t *testing.T) {
 	startAgents(t, v)
 	n := v.Nodes[0]
 	a := addPod(t, n, "a")
-	addPod(t, n, "b")
+	b := addPod(t, n, "b")
 	doctor := func() (string, error) { return n.Debug("doctor", "--socket", n.Socket()) }
 	if out, err := doctor(); err != nil {
 		t.Fatalf("doctor on a healthy node: %v\n%s", err, out)
@@ -210,5 +212,23 @@ func TestDebugDoctorFindsABrokenEndpoint(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("doctor output lacks %q:\n%s", want, out)
 		}
+	}
+
+	// An address whose endpoint left the map is one a pod holds but cannot
+	// use: debug ipam says so next to the allocation.
+	m, err := ebpf.LoadPinnedMap(filepath.Join(maps.PinDir(n.BPFFS), "endpoints"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := maps.NewEndpoints(m).Delete(b.IP); err != nil {
+		t.Fatal(err)
+	}
+	out, err = n.Debug("ipam")
+	if want := "warning: " + b.IP.String() + " (default/b): allocated but not in the endpoints map"; err != nil || !strings.Contains(out, want) {
+		t.Errorf("debug ipam lacks %q: %v\n%s", want, err, out)
+	}
+	if !strings.Contains(out, "NIC eth0, subnet 10.240.0.0/16") {
+		t.Errorf("debug ipam lacks the node's settings:\n%s", out)
 	}
 }

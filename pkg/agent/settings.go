@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/podvnet/podvnet/pkg/ipam"
+	"github.com/podvnet/podvnet/internal/atomicfile"
 	"github.com/podvnet/podvnet/pkg/loader"
 )
 
@@ -78,7 +78,7 @@ func (a *Agent) writeSettings(version string) error {
 	if err != nil {
 		return err
 	}
-	return ipam.WriteFileAtomic(SettingsFile(a.cfg.StateDir), append(b, '\n'), 0o600)
+	return atomicfile.WriteFile(SettingsFile(a.cfg.StateDir), append(b, '\n'), 0o600)
 }
 
 // describeAttachModes says how programs attach, per kind of interface.

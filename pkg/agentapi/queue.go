@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/podvnet/podvnet/pkg/ipam"
+	"github.com/podvnet/podvnet/internal/atomicfile"
 )
 
 // QueuedDel is a release the plugin could not hand to the agent (it was
@@ -59,7 +59,7 @@ func (q DelQueue) Put(d QueuedDel) error {
 	if err != nil {
 		return fmt.Errorf("encode queued DEL: %w", err)
 	}
-	if err := ipam.WriteFileAtomic(q.path(d.Network, d.ContainerID, d.IfName), append(b, '\n'), 0o600); err != nil {
+	if err := atomicfile.WriteFile(q.path(d.Network, d.ContainerID, d.IfName), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("queue DEL of %s/%s in %s: %w", d.ContainerID, d.IfName, q.Dir, err)
 	}
 	return nil

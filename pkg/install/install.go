@@ -19,8 +19,8 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 
+	"github.com/podvnet/podvnet/internal/atomicfile"
 	"github.com/podvnet/podvnet/pkg/cni"
-	"github.com/podvnet/podvnet/pkg/ipam"
 )
 
 const (
@@ -205,14 +205,8 @@ func Uninstall(confDir, confName string) error {
 	if err != nil {
 		return fmt.Errorf("remove CNI config: %w", err)
 	}
-	return syncDir(confDir)
+	return atomicfile.SyncDir(confDir)
 }
-
-// tempPattern matches the temp files ipam.WriteFileAtomic writes through:
-// hidden, and ending in ".tmp-<random>", so no runtime reads one as a
-// config (see ConfExtensions) or runs one as a plugin (it execs plugins by
-// their type name).
-func tempPattern(name string) string { return "." + name + ".tmp-*" }
 
 // writeAtomic makes dir/name hold data with mode, unless it already does,
 // and reports whether it wrote.
@@ -225,33 +219,21 @@ func writeAtomic(dir, name string, mode fs.FileMode, data []byte) (bool, error) 
 		}
 	}
 	// The runtime's directories are world-readable by convention;
-	// WriteFileAtomic would create a missing one 0700.
+	// atomicfile.WriteFile would create a missing one 0700.
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return false, fmt.Errorf("create %s: %w", dir, err)
 	}
-	if err := ipam.WriteFileAtomic(final, data, mode); err != nil {
+	if err := atomicfile.WriteFile(final, data, mode); err != nil {
 		return false, err
 	}
 	return true, nil
 }
 
 // removeTemps deletes what an Install killed mid-write left behind. They
-// are harmless (see tempPattern), so failing to remove them is no error.
+// are harmless (see atomicfile.TempPattern), so failing to remove them is no error.
 func removeTemps(dir, name string) {
-	leftovers, _ := filepath.Glob(filepath.Join(dir, tempPattern(name)))
+	leftovers, _ := filepath.Glob(filepath.Join(dir, atomicfile.TempPattern(name)))
 	for _, p := range leftovers {
 		os.Remove(p)
 	}
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
 }

@@ -210,8 +210,9 @@ static __noinline void pv_report(struct __sk_buff *skb, const struct pv_monitor 
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	struct pv_event ev = {};
+	__u64 now = bpf_ktime_get_ns();
 
-	if (mon->deadline_ns < bpf_ktime_get_ns())
+	if (mon->deadline_ns < now)
 		return;
 	ev.reason = reason;
 	ev.ifindex = skb->ifindex;
@@ -247,7 +248,7 @@ static __noinline void pv_report(struct __sk_buff *skb, const struct pv_monitor 
 	}
 	if (mon->ip && ev.saddr != mon->ip && ev.daddr != mon->ip)
 		return;
-	ev.ts_ns = bpf_ktime_get_ns();
+	ev.ts_ns = now;
 	bpf_ringbuf_output(&events, &ev, sizeof(ev), 0);
 }
 

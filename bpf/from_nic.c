@@ -25,9 +25,13 @@ int from_nic(struct __sk_buff *skb)
 	if (ret <= 0 || skb->pkt_type != PACKET_HOST)
 		return pv_count(skb, PV_NIC_TO_STACK, TC_ACT_OK);
 
+	/* Most of what the NIC receives is the node's own: it leaves before the
+	 * config lookup, which only the checks for a pod need. */
 	dst = pv_endpoint(ip->daddr);
+	if (!dst)
+		return pv_count(skb, PV_NIC_TO_STACK, TC_ACT_OK);
 	cfg = pv_config();
-	if (!dst || !cfg)
+	if (!cfg)
 		return pv_count(skb, PV_NIC_TO_STACK, TC_ACT_OK);
 	if (dst->flags & PV_EP_F_SHAPED)
 		return pv_count(skb, PV_NIC_SHAPED, TC_ACT_OK);

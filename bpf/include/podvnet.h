@@ -19,6 +19,7 @@
 #include <linux/if_packet.h>
 #include <linux/ip.h>
 #include <linux/in.h>
+#include <linux/netfilter/nf_conntrack_common.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -210,8 +211,9 @@ static __noinline void pv_report(struct __sk_buff *skb, const struct pv_monitor 
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	struct pv_event ev = {};
+	__u64 now = bpf_ktime_get_ns();
 
-	if (mon->deadline_ns < bpf_ktime_get_ns())
+	if (mon->deadline_ns < now)
 		return;
 	ev.reason = reason;
 	ev.ifindex = skb->ifindex;
@@ -247,7 +249,7 @@ static __noinline void pv_report(struct __sk_buff *skb, const struct pv_monitor 
 	}
 	if (mon->ip && ev.saddr != mon->ip && ev.daddr != mon->ip)
 		return;
-	ev.ts_ns = bpf_ktime_get_ns();
+	ev.ts_ns = now;
 	bpf_ringbuf_output(&events, &ev, sizeof(ev), 0);
 }
 
@@ -332,9 +334,6 @@ extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf_sock_
 					 struct bpf_ct_opts___pv *opts, __u32 opts__sz) __ksym __weak;
 extern void bpf_ct_release(struct nf_conn *ct) __ksym __weak;
 
-#define PV_IPS_NAT_MASK ((1UL << 4) | (1UL << 5)) /* IPS_SRC_NAT | IPS_DST_NAT */
-#define PV_BPF_F_CURRENT_NETNS (-1)
-
 /* Size of struct bpf_ct_opts in the running kernel (12 or 16), set by the
  * loader from the kernel's BTF; 0 when the kernel has no conntrack kfuncs. */
 volatile const __u32 pv_ct_opts_size = 0;
@@ -361,7 +360,7 @@ static __always_inline int pv_is_frag_or_icmp_error(struct __sk_buff *skb, struc
 static __always_inline int pv_nat_flow(struct __sk_buff *skb, struct iphdr *ip, const struct pv_config *cfg)
 {
 	void *data_end = (void *)(long)skb->data_end;
-	struct bpf_ct_opts___pv opts = { .netns_id = PV_BPF_F_CURRENT_NETNS };
+	struct bpf_ct_opts___pv opts = { .netns_id = BPF_F_CURRENT_NETNS };
 	struct bpf_sock_tuple tuple = {};
 	struct pv_ports *ports;
 	struct nf_conn *ct;
@@ -384,7 +383,7 @@ static __always_inline int pv_nat_flow(struct __sk_buff *skb, struct iphdr *ip, 
 		return 0;
 	status = ct->status;
 	bpf_ct_release(ct);
-	return (status & PV_IPS_NAT_MASK) != 0;
+	return (status & IPS_NAT_MASK) != 0;
 }
 
 /* A routed hop: decrement TTL with an incremental checksum update (RFC 1624),

@@ -175,18 +175,14 @@ func attachLegacy(prog *ebpf.Program, h Hook, ifindex int) error {
 }
 
 // legacyFilters returns podvnet's cls_bpf filters on an interface's ingress.
-func legacyFilters(ifindex int) ([]*netlink.BpfFilter, error) {
-	l, err := netlink.LinkByIndex(ifindex)
-	if err != nil {
-		return nil, err
-	}
+func legacyFilters(l netlink.Link) ([]*netlink.BpfFilter, error) {
 	filters, err := netlinksafe.FilterList(l, netlink.HANDLE_MIN_INGRESS)
 	if err != nil {
 		// No clsact qdisc: no filters.
 		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
 			return nil, nil
 		}
-		return nil, fmt.Errorf("list tc filters on ifindex %d: %w", ifindex, err)
+		return nil, fmt.Errorf("list tc filters on ifindex %d: %w", l.Attrs().Index, err)
 	}
 	var ours []*netlink.BpfFilter
 	for _, f := range filters {
@@ -200,12 +196,16 @@ func legacyFilters(ifindex int) ([]*netlink.BpfFilter, error) {
 // detachLegacy removes podvnet's legacy filter for h from an interface, and
 // the clsact qdisc with it when nothing else uses that qdisc.
 func detachLegacy(h Hook, ifindex int) error {
-	filters, err := legacyFilters(ifindex)
+	l, err := netlink.LinkByIndex(ifindex)
 	if err != nil {
 		var notFound netlink.LinkNotFoundError
 		if errors.As(err, &notFound) {
 			return nil
 		}
+		return err
+	}
+	filters, err := legacyFilters(l)
+	if err != nil {
 		return err
 	}
 	for _, f := range filters {
@@ -216,14 +216,10 @@ func detachLegacy(h Hook, ifindex int) error {
 			return fmt.Errorf("delete cls_bpf filter %s: %w", f.Name, err)
 		}
 	}
-	return removeEmptyClsact(ifindex)
+	return removeEmptyClsact(l)
 }
 
-func removeEmptyClsact(ifindex int) error {
-	l, err := netlink.LinkByIndex(ifindex)
-	if err != nil {
-		return nil
-	}
+func removeEmptyClsact(l netlink.Link) error {
 	for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
 		filters, err := netlinksafe.FilterList(l, parent)
 		if err != nil || len(filters) > 0 {
@@ -231,11 +227,11 @@ func removeEmptyClsact(ifindex int) error {
 		}
 	}
 	qdisc := &netlink.GenericQdisc{
-		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
+		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
 		QdiscType:  "clsact",
 	}
 	if err := netlink.QdiscDel(qdisc); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
-		return fmt.Errorf("delete clsact qdisc on ifindex %d: %w", ifindex, err)
+		return fmt.Errorf("delete clsact qdisc on ifindex %d: %w", l.Attrs().Index, err)
 	}
 	return nil
 }
@@ -340,7 +336,7 @@ func ListAttachments(root string) ([]Attachment, error) {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
 	for _, l := range links {
-		filters, err := legacyFilters(l.Attrs().Index)
+		filters, err := legacyFilters(l)
 		if err != nil {
 			return nil, err
 		}
@@ -396,7 +392,11 @@ func Attached(root string, h Hook, ifname string, ifindex int) (Mode, error) {
 		}
 		return "", fmt.Errorf("from_%s link %s is not attached to %s (ifindex %d)", h, pin, ifname, ifindex)
 	}
-	filters, err := legacyFilters(ifindex)
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return "", fmt.Errorf("list tc filters on %s: %w", ifname, err)
+	}
+	filters, err := legacyFilters(l)
 	if err != nil {
 		return "", fmt.Errorf("list tc filters on %s: %w", ifname, err)
 	}

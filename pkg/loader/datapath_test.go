@@ -169,17 +169,14 @@ func TestTruncatedFrames(t *testing.T) {
 	}
 }
 
-func (tb *testbed) counters(t *testing.T) map[maps.Reason]maps.Counter {
+// counters is indexed by Reason: All lists every reason in enum order.
+func (tb *testbed) counters(t *testing.T) []maps.CounterEntry {
 	t.Helper()
 	all, err := tb.dp.Maps.Counters.All()
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := map[maps.Reason]maps.Counter{}
-	for _, c := range all {
-		m[c.Reason] = c.Counter
-	}
-	return m
+	return all
 }
 
 func TestFromPod(t *testing.T) {

@@ -158,7 +158,7 @@ func openOrCreateMap(spec *ebpf.MapSpec, path string) (*ebpf.Map, error) {
 	return m, nil
 }
 
-// Program returns the loaded program for a hook, for tests and benchmarks.
+// Program returns the loaded program for a hook.
 func (d *Datapath) Program(h Hook) *ebpf.Program {
 	if h == HookPod {
 		return d.fromPod

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 	"text/tabwriter"
 
@@ -69,7 +70,7 @@ func configRows(set *maps.Set) ([]configRow, error) {
 	return []configRow{
 		{"nic", fmt.Sprintf("%s (ifindex %d, %s)", ifName(cfg.NICIfindex), cfg.NICIfindex, maps.MAC(cfg.NICMAC)), "map"},
 		{"node_ip", cfg.NodeAddr().String(), "map"},
-		{"pod_gateway", fmt.Sprintf("%d.%d.%d.%d", cfg.GatewayIP[0], cfg.GatewayIP[1], cfg.GatewayIP[2], cfg.GatewayIP[3]), "map"},
+		{"pod_gateway", netip.AddrFrom4(cfg.GatewayIP).String(), "map"},
 		{"conntrack_lookup", ct, "map"},
 		{"no_snat_cidrs", strings.Join(rs, ", "), "map"},
 	}, nil

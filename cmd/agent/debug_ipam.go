@@ -148,17 +148,14 @@ func printIPAM(w io.Writer, output, header string, st *ipam.State, rows []ipamRo
 		fmt.Fprintln(tw, "IP\tSTATE\tPOD\tCONTAINER ID\tIFNAME\tHOST IFNAME\tSINCE/UNTIL")
 		for _, r := range rows {
 			n[r.State]++
-			pod, when := "", ""
-			if r.PodName != "" {
-				pod = r.PodNamespace + "/" + r.PodName
-			}
+			when := ""
 			if r.Since != nil {
 				when = r.Since.UTC().Format(time.RFC3339)
 			}
 			if r.CoolingUntil != nil {
 				when = r.CoolingUntil.UTC().Format(time.RFC3339)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.IP, r.State, dash(pod), dash(shortID(r.ContainerID)),
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.IP, r.State, podString(r.PodNamespace, r.PodName), dash(shortID(r.ContainerID)),
 				dash(r.IfName), dash(r.HostIfName), dash(when))
 		}
 		pool := "pool not recorded yet"

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
 
+	"github.com/podvnet/podvnet/pkg/agent"
 	"github.com/podvnet/podvnet/pkg/ipam"
 )
 
@@ -62,7 +62,7 @@ func pinMAC(src ipam.Source, mac net.HardwareAddr) {
 // synthetic NIC, which is the one that carries traffic, so links with a
 // master are skipped.
 func nicByMAC(mac net.HardwareAddr) (string, error) {
-	links, err := linkList()
+	links, err := agent.ListLinks()
 	if err != nil {
 		return "", err
 	}
@@ -101,19 +101,4 @@ func learnPool(ctx context.Context, f *runFlags, src ipam.Source) (ipam.Interfac
 		pinMAC(src, in.MAC)
 	}
 	return in, nic, nil
-}
-
-// linkList dumps links, retrying when churn interrupts the dump.
-func linkList() ([]netlink.Link, error) {
-	var links []netlink.Link
-	var err error
-	for range 5 {
-		if links, err = netlink.LinkList(); !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list links: %w", err)
-	}
-	return links, nil
 }

@@ -14,16 +14,19 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/podvnet/podvnet/pkg/agent"
+	"github.com/podvnet/podvnet/pkg/agentapi"
+	"github.com/podvnet/podvnet/pkg/cni"
 	"github.com/podvnet/podvnet/pkg/config"
 	"github.com/podvnet/podvnet/pkg/ipam"
 	"github.com/podvnet/podvnet/pkg/loader"
 )
 
-// Defaults shared by run, debug and cleanup.
+// Defaults shared by run, debug and cleanup. The state dir (its DEL queue)
+// and the socket are the plugin's defaults, so the two meet unconfigured.
 const (
 	defaultBPFFSRoot = "/sys/fs/bpf/podvnet"
-	defaultStateDir  = "/var/lib/podvnet"
-	defaultSocket    = "/run/podvnet/agent.sock"
+	defaultStateDir  = agentapi.DefaultStateDir
+	defaultSocket    = cni.DefaultSocket
 )
 
 type runFlags struct {

@@ -126,7 +126,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Agent, err error)
 	if err := a.detachOtherNICs(); err != nil {
 		return nil, err
 	}
-	if err := a.writeSettings(cfg.Version); err != nil {
+	if err := a.writeSettings(nicMode); err != nil {
 		return nil, err
 	}
 	a.metrics.registerAgent(a)

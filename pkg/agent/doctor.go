@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -151,7 +150,7 @@ func Doctor(ctx context.Context, cfg DoctorConfig) []Finding {
 			continue
 		}
 		name := l.Attrs().Name
-		if !hasHostRoute(l, e.IP) {
+		if checkRoute(e.IP, l) != nil {
 			bad(check, fmt.Sprintf("no route %s/32 dev %s: the node and NAT'd replies cannot reach the pod", e.IP, name),
 				fmt.Sprintf("ip route replace %s/32 dev %s (the agent restores it on restart)", e.IP, name))
 			problems++
@@ -198,21 +197,6 @@ func Doctor(ctx context.Context, cfg DoctorConfig) []Finding {
 		ok("endpoints", fmt.Sprintf("%d endpoints, each with its veth, route, program and allocation", len(entries)))
 	}
 	return out
-}
-
-func hasHostRoute(l netlink.Link, ip netip.Addr) bool {
-	routes, err := netlinksafe.RouteList(l, netlink.FAMILY_V4)
-	if err != nil {
-		return false
-	}
-	for _, r := range routes {
-		if r.Dst != nil && r.Dst.IP.Equal(net.IP(ip.AsSlice())) {
-			if ones, _ := r.Dst.Mask.Size(); ones == 32 {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 func kernelAtLeast(release string, major, minor int) bool {

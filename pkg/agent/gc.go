@@ -79,7 +79,7 @@ type strays struct{ veths, entries, pins int }
 func (a *Agent) removeStrays(owned map[string]bool, ownedIPs map[netip.Addr]bool) (strays, error) {
 	var st strays
 	var errs []error
-	links, err := listLinks()
+	links, err := ListLinks()
 	if err != nil {
 		errs = append(errs, err)
 	}

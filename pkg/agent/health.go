@@ -21,7 +21,8 @@ const (
 	MetricsPath        = "/metrics"
 )
 
-// Readiness is whether the agent can serve pods, and if not, why.
+// Readiness is whether the agent can serve pods, and if not, why. Make one
+// with NewReadiness.
 type Readiness struct {
 	mu     sync.Mutex
 	ready  bool
@@ -31,7 +32,9 @@ type Readiness struct {
 }
 
 // NewReadiness starts not ready, for reason.
-func NewReadiness(reason string) *Readiness { return &Readiness{reason: reason} }
+func NewReadiness(reason string) *Readiness {
+	return &Readiness{reason: reason, first: make(chan struct{})}
+}
 
 // Set records the current state.
 func (r *Readiness) Set(ready bool, reason string) {
@@ -39,7 +42,7 @@ func (r *Readiness) Set(ready bool, reason string) {
 	defer r.mu.Unlock()
 	r.ready, r.reason = ready, reason
 	if ready && !r.once {
-		close(r.firstLocked())
+		close(r.first)
 		r.once = true
 	}
 }
@@ -47,18 +50,7 @@ func (r *Readiness) Set(ready bool, reason string) {
 // FirstReady is closed the first time the agent is ready (the socket
 // serves) and stays closed: what must not happen before a pod can be
 // served, such as installing the CNI config, waits for it.
-func (r *Readiness) FirstReady() <-chan struct{} {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.firstLocked()
-}
-
-func (r *Readiness) firstLocked() chan struct{} {
-	if r.first == nil {
-		r.first = make(chan struct{})
-	}
-	return r.first
-}
+func (r *Readiness) FirstReady() <-chan struct{} { return r.first }
 
 // Get returns the current state.
 func (r *Readiness) Get() (bool, string) {

@@ -24,7 +24,7 @@ func (a *Agent) reconcile() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 
-	links, err := listLinks()
+	links, err := ListLinks()
 	if err != nil {
 		return err
 	}
@@ -73,8 +73,10 @@ func (a *Agent) reconcile() error {
 	return nil
 }
 
-// listLinks dumps links, retrying when churn interrupts the dump.
-func listLinks() ([]netlink.Link, error) {
+// ListLinks dumps links, retrying when churn interrupts the dump. Unlike
+// netlinksafe.LinkList it never returns a partial dump: reconcile would
+// take a veth missing from one for gone and release its pod's IP.
+func ListLinks() ([]netlink.Link, error) {
 	var err error
 	for range 5 {
 		var links []netlink.Link

@@ -50,10 +50,12 @@ func ReadSettings(stateDir string) (*Settings, error) {
 	return &s, nil
 }
 
-func (a *Agent) writeSettings(version string) error {
+// writeSettings records the settings in force; nicMode is how from_nic
+// went onto the NIC.
+func (a *Agent) writeSettings(nicMode loader.Mode) error {
 	pool := a.alloc.Pool()
 	s := Settings{
-		Version:         version,
+		Version:         a.cfg.Version,
 		StartedAt:       time.Now().UTC().Truncate(time.Second),
 		NIC:             a.nic.Attrs().Name,
 		NICMTU:          a.nic.Attrs().MTU,
@@ -65,7 +67,7 @@ func (a *Agent) writeSettings(version string) error {
 		MaxPods:         a.cfg.MaxPods,
 		PodLimit:        a.alloc.Limit(),
 		IPCooldown:      a.cfg.Cooldown.String(),
-		AttachMode:      a.describeAttachModes(),
+		AttachMode:      a.describeAttachModes(nicMode),
 		ConntrackLookup: a.dp.ConntrackLookup() && !a.cfg.NoConntrackLookup,
 		BPFFSRoot:       a.cfg.BPFFSRoot,
 		Socket:          a.cfg.Socket,
@@ -82,14 +84,7 @@ func (a *Agent) writeSettings(version string) error {
 }
 
 // describeAttachModes says how programs attach, per kind of interface.
-func (a *Agent) describeAttachModes() string {
-	nic := a.cfg.AttachMode
-	if nic == loader.ModeAuto {
-		nic = loader.ModeTCX
-		if !a.dp.TCX() {
-			nic = loader.ModeLegacy
-		}
-	}
+func (a *Agent) describeAttachModes(nic loader.Mode) string {
 	shaped := a.podMode(true)
 	if shaped == loader.ModeAuto {
 		shaped = nic

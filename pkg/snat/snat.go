@@ -5,9 +5,9 @@
 package snat
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 
@@ -81,14 +81,10 @@ func Apply(r Rules) error {
 
 // daddrIn matches the IPv4 destination against p, then runs then.
 func daddrIn(p netip.Prefix, then expr.Any) []expr.Any {
-	mask := binary.BigEndian.AppendUint32(nil, ^uint32(0)<<(32-p.Bits()))
-	if p.Bits() == 0 {
-		mask = []byte{0, 0, 0, 0}
-	}
 	addr := p.Masked().Addr().As4()
 	return []expr.Any{
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: []byte{0, 0, 0, 0}},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: net.CIDRMask(p.Bits(), 32), Xor: []byte{0, 0, 0, 0}},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: addr[:]},
 		then,
 	}

@@ -105,22 +105,16 @@ func (l linuxNetwork) CreateVeth(netnsPath, hostName, podName string) (net.Hardw
 	if err := l.DeleteHostVeth(hostName); err != nil {
 		return nil, err
 	}
+	// The host end is born up, in the same request: the agent's /32 route
+	// needs it up (the kernel refuses routes through a device that is
+	// down), and a pair whose host end cannot come up is not created.
 	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: hostName},
+		LinkAttrs:     netlink.LinkAttrs{Name: hostName, Flags: net.FlagUp},
 		PeerName:      podName,
 		PeerNamespace: netlink.NsFd(int(netns.Fd())),
 	}
 	if err := netlink.LinkAdd(veth); err != nil {
 		return nil, fmt.Errorf("create veth %s with peer %s in %s: %w", hostName, podName, netnsPath, err)
-	}
-	host, err := netlinksafe.LinkByName(hostName)
-	if err != nil {
-		return nil, fmt.Errorf("find new veth %s: %w", hostName, err)
-	}
-	// Up before the agent adds the /32 route: the kernel refuses routes
-	// through a device that is down.
-	if err := netlink.LinkSetUp(host); err != nil {
-		return nil, fmt.Errorf("set %s up: %w", hostName, err)
 	}
 	var mac net.HardwareAddr
 	err = netns.Do(func(ns.NetNS) error {

@@ -1,7 +1,6 @@
 package ipam
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -67,7 +66,6 @@ type Allocator struct {
 	byKey   map[Key]Allocation
 	byIP    map[netip.Addr]Key
 	cooling map[netip.Addr]time.Time
-	inPool  map[netip.Addr]bool
 }
 
 // NewAllocator loads the stored state and records the pool in it.
@@ -377,5 +375,3 @@ func (a *Allocator) save() error {
 	}
 	return nil
 }
-
-func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/podvnet/podvnet/pkg/agentapi"
@@ -21,11 +22,15 @@ type expected struct {
 	Gateway  netip.Addr
 }
 
-// expectedFrom finds this attachment in a result: the pod interface (by
-// name, in a sandbox), the host veth (by its derived name) and the pod's IP.
-// Later plugins in a chain may have added to the result, so only podvnet's
-// own entries are looked at.
-func expectedFrom(res *current.Result, containerID, ifname string) (expected, error) {
+// expectedFrom finds this attachment in a prevResult of any version: the
+// pod interface (by name, in a sandbox), the host veth (by its derived
+// name) and the pod's IP. Later plugins in a chain may have added to the
+// result, so only podvnet's own entries are looked at.
+func expectedFrom(prev types.Result, containerID, ifname string) (expected, error) {
+	res, err := current.NewResultFromResult(prev)
+	if err != nil {
+		return expected{}, err
+	}
 	e := expected{IfName: ifname, HostName: agentapi.HostVethName(containerID, ifname)}
 	podIdx := -1
 	for i, itf := range res.Interfaces {

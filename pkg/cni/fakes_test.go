@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"sync"
 
 	"github.com/vishvananda/netlink"
@@ -113,7 +112,6 @@ type fakeNetwork struct {
 	failAt string
 	veths  map[string]bool // host names
 	pods   map[string]bool // pod ifnames configured
-	calls  []string
 }
 
 func newFakeNetwork(failAt string) *fakeNetwork {
@@ -121,7 +119,6 @@ func newFakeNetwork(failAt string) *fakeNetwork {
 }
 
 func (f *fakeNetwork) step(name string) error {
-	f.calls = append(f.calls, name)
 	if f.failAt == name {
 		return fmt.Errorf("%s: %w", name, errInjected)
 	}
@@ -198,6 +195,3 @@ type failingWriter struct{}
 func (failingWriter) Write([]byte) (int, error) {
 	return 0, fmt.Errorf("write stdout: %w", errInjected)
 }
-
-// mustPrefix parses a CIDR or dies.
-func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }

@@ -9,11 +9,11 @@ import (
 	"net"
 	"net/netip"
 
-	cnins "github.com/containernetworking/cni/pkg/ns"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -74,14 +74,12 @@ func (linuxNetwork) CheckPodNetns(netnsPath, ifname string) error {
 		return types.NewError(types.ErrInvalidNetNS, err.Error(), "")
 	}
 	defer netns.Close()
-	// Creating the "pod" end in the node's own netns would put a second
-	// eth0 next to the node's NIC.
-	if own, terr := cnins.CheckNetNS(netnsPath); terr != nil {
-		return terr
-	} else if own {
-		return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("CNI_NETNS %s is the node's own network namespace", netnsPath), "")
-	}
-	return netns.Do(func(ns.NetNS) error {
+	return netns.Do(func(node ns.NetNS) error {
+		// Creating the "pod" end in the node's own netns would put a
+		// second eth0 next to the node's NIC.
+		if vnetns.NsHandle(node.Fd()).Equal(vnetns.NsHandle(netns.Fd())) {
+			return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("CNI_NETNS %s is the node's own network namespace", netnsPath), "")
+		}
 		_, err := netlinksafe.LinkByName(ifname)
 		if err == nil {
 			return fmt.Errorf("interface %s already exists in pod netns %s (ADD twice without DEL?)", ifname, netnsPath)
@@ -105,22 +103,16 @@ func (l linuxNetwork) CreateVeth(netnsPath, hostName, podName string) (net.Hardw
 	if err := l.DeleteHostVeth(hostName); err != nil {
 		return nil, err
 	}
+	// The host end is born up, in the same request: the agent's /32 route
+	// needs it up (the kernel refuses routes through a device that is
+	// down), and a pair whose host end cannot come up is not created.
 	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: hostName},
+		LinkAttrs:     netlink.LinkAttrs{Name: hostName, Flags: net.FlagUp},
 		PeerName:      podName,
 		PeerNamespace: netlink.NsFd(int(netns.Fd())),
 	}
 	if err := netlink.LinkAdd(veth); err != nil {
 		return nil, fmt.Errorf("create veth %s with peer %s in %s: %w", hostName, podName, netnsPath, err)
-	}
-	host, err := netlinksafe.LinkByName(hostName)
-	if err != nil {
-		return nil, fmt.Errorf("find new veth %s: %w", hostName, err)
-	}
-	// Up before the agent adds the /32 route: the kernel refuses routes
-	// through a device that is down.
-	if err := netlink.LinkSetUp(host); err != nil {
-		return nil, fmt.Errorf("set %s up: %w", hostName, err)
 	}
 	var mac net.HardwareAddr
 	err = netns.Do(func(ns.NetNS) error {

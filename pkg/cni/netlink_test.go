@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -167,7 +168,7 @@ func TestInspectFindsWhatConfigureMade(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		cfg := podConfig{IP: mustPrefix("10.240.0.9/32"), Gateway: mustPrefix(agentapi.GatewayIP + "/32").Addr(),
+		cfg := podConfig{IP: netip.MustParsePrefix("10.240.0.9/32"), Gateway: netip.MustParseAddr(agentapi.GatewayIP),
 			HostMAC: host.Attrs().HardwareAddr, MTU: 1400}
 		if err := hn.ConfigurePod(pod.Path(), "eth0", cfg); err != nil {
 			return err

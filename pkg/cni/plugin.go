@@ -13,7 +13,6 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
-	current "github.com/containernetworking/cni/pkg/types/100"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -292,11 +291,7 @@ func prevResultIP(conf *NetConf, args *skel.CmdArgs) string {
 	if conf.PrevResult == nil {
 		return ""
 	}
-	res, err := current.NewResultFromResult(conf.PrevResult)
-	if err != nil {
-		return ""
-	}
-	e, err := expectedFrom(res, args.ContainerID, args.IfName)
+	e, err := expectedFrom(conf.PrevResult, args.ContainerID, args.IfName)
 	if err != nil {
 		return ""
 	}
@@ -311,11 +306,7 @@ func (p *plugin) check(ctx context.Context, args *skel.CmdArgs) error {
 	if p.conf.PrevResult == nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, `field "prevResult": missing; CHECK needs the result of ADD`, "")
 	}
-	prev, err := current.NewResultFromResult(p.conf.PrevResult)
-	if err != nil {
-		return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(`field "prevResult": %v`, err), "")
-	}
-	want, err := expectedFrom(prev, args.ContainerID, args.IfName)
+	want, err := expectedFrom(p.conf.PrevResult, args.ContainerID, args.IfName)
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(`field "prevResult": %v`, err), "")
 	}

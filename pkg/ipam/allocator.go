@@ -1,7 +1,6 @@
 package ipam
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -67,7 +66,6 @@ type Allocator struct {
 	byKey   map[Key]Allocation
 	byIP    map[netip.Addr]Key
 	cooling map[netip.Addr]time.Time
-	inPool  map[netip.Addr]bool
 }
 
 // NewAllocator loads the stored state and records the pool in it.
@@ -161,15 +159,19 @@ func (a *Allocator) Allocate(k Key, o Owner) (Allocation, error) {
 // pick returns the first pool address that is free and not cooling down.
 func (a *Allocator) pick(now time.Time) (netip.Addr, bool) {
 	for _, ip := range a.pool.Secondary {
-		if _, used := a.byIP[ip]; used {
-			continue
+		if used, cooling := a.state(ip, now); !used && !cooling {
+			return ip, true
 		}
-		if until, ok := a.cooling[ip]; ok && now.Before(until) {
-			continue
-		}
-		return ip, true
 	}
 	return netip.Addr{}, false
+}
+
+// state says whether a key holds ip and whether ip still cools down at now
+// after its last release.
+func (a *Allocator) state(ip netip.Addr, now time.Time) (used, cooling bool) {
+	_, used = a.byIP[ip]
+	until, ok := a.cooling[ip]
+	return used, ok && now.Before(until)
 }
 
 // exhausted explains why nothing can be handed out, naming the node's limit
@@ -190,10 +192,7 @@ func (a *Allocator) exhausted(now time.Time) error {
 func (a *Allocator) coolingInPool(now time.Time) int {
 	n := 0
 	for _, ip := range a.pool.Secondary {
-		if _, used := a.byIP[ip]; used {
-			continue
-		}
-		if until, ok := a.cooling[ip]; ok && now.Before(until) {
+		if used, cooling := a.state(ip, now); !used && cooling {
 			n++
 		}
 	}
@@ -253,13 +252,9 @@ func (a *Allocator) Free() int {
 	now := a.opts.Now()
 	free := 0
 	for _, ip := range a.pool.Secondary {
-		if _, used := a.byIP[ip]; used {
-			continue
+		if used, cooling := a.state(ip, now); !used && !cooling {
+			free++
 		}
-		if until, ok := a.cooling[ip]; ok && now.Before(until) {
-			continue
-		}
-		free++
 	}
 	if a.opts.MaxPods > 0 {
 		free = min(free, a.opts.MaxPods-len(a.byKey))
@@ -377,5 +372,3 @@ func (a *Allocator) save() error {
 	}
 	return nil
 }
-
-func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }

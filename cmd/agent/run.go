@@ -15,7 +15,6 @@ import (
 
 	"github.com/podvnet/podvnet/pkg/agent"
 	"github.com/podvnet/podvnet/pkg/agentapi"
-	"github.com/podvnet/podvnet/pkg/cni"
 	"github.com/podvnet/podvnet/pkg/config"
 	"github.com/podvnet/podvnet/pkg/ipam"
 	"github.com/podvnet/podvnet/pkg/loader"
@@ -26,7 +25,7 @@ import (
 const (
 	defaultBPFFSRoot = "/sys/fs/bpf/podvnet"
 	defaultStateDir  = agentapi.DefaultStateDir
-	defaultSocket    = cni.DefaultSocket
+	defaultSocket    = agentapi.DefaultSocket
 )
 
 type runFlags struct {

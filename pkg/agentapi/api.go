@@ -31,6 +31,10 @@ const MaxBodyBytes = 64 << 10
 // DefaultStateDir is the agent's default --state-dir.
 const DefaultStateDir = "/var/lib/podvnet"
 
+// DefaultSocket is where the agent listens, and the plugin dials, unless
+// told otherwise: the two meet unconfigured.
+const DefaultSocket = "/run/podvnet/agent.sock"
+
 // DelQueueDir is where, under the agent's state dir, the plugin queues the
 // releases it could not hand to the agent.
 func DelQueueDir(stateDir string) string { return filepath.Join(stateDir, "del-queue") }

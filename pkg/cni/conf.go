@@ -19,9 +19,6 @@ import (
 	"github.com/podvnet/podvnet/pkg/agentapi"
 )
 
-// DefaultSocket is where the agent listens unless the config says otherwise.
-const DefaultSocket = "/run/podvnet/agent.sock"
-
 // NetConf is the plugin's entry in the network config list.
 type NetConf struct {
 	types.PluginConf
@@ -73,7 +70,7 @@ func ParseConf(b []byte) (*NetConf, error) {
 		return nil, errors.New(`field "type": missing`)
 	}
 	if conf.Socket == "" {
-		conf.Socket = DefaultSocket
+		conf.Socket = agentapi.DefaultSocket
 	}
 	if conf.DelQueueDir == "" {
 		conf.DelQueueDir = agentapi.DelQueueDir(agentapi.DefaultStateDir)

@@ -52,7 +52,7 @@ func TestParseConfDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Socket != DefaultSocket || c.DelQueueDir != agentapi.DelQueueDir(agentapi.DefaultStateDir) {
+	if c.Socket != agentapi.DefaultSocket || c.DelQueueDir != agentapi.DelQueueDir(agentapi.DefaultStateDir) {
 		t.Fatalf("defaults: socket %q, queue %q", c.Socket, c.DelQueueDir)
 	}
 }

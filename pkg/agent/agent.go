@@ -257,7 +257,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 	srv := newServer(a)
 	a.ready.Set(true, "")
 	a.log.Info("serving", zap.String("socket", a.cfg.Socket), zap.Int("limit", a.alloc.Limit()),
-		zap.Int("allocated", len(a.alloc.List())))
+		zap.Int("allocated", a.alloc.Allocated()))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	go a.replayDelQueueEvery(ctx, delQueueInterval)

@@ -250,7 +250,7 @@ func (a *Agent) Status() agentapi.Status {
 		Ready:     ready,
 		Reason:    reason,
 		Limit:     a.alloc.Limit(),
-		Allocated: len(a.alloc.List()),
+		Allocated: a.alloc.Allocated(),
 		Free:      a.alloc.Free(),
 	}
 	return st

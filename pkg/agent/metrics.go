@@ -96,7 +96,7 @@ func (m *Metrics) registerAgent(a *Agent) {
 	}
 	m.Registry.MustRegister(
 		pool("limit", func() float64 { return float64(a.alloc.Limit()) }),
-		pool("allocated", func() float64 { return float64(len(a.alloc.List())) }),
+		pool("allocated", func() float64 { return float64(a.alloc.Allocated()) }),
 		pool("free", func() float64 { return float64(a.alloc.Free()) }),
 		pool("withdrawn", func() float64 { return float64(len(a.alloc.Withdrawn())) }),
 		&datapathCollector{counters: a.dp.Maps.Counters},

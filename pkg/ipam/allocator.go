@@ -245,6 +245,14 @@ func (a *Allocator) List() []Allocation {
 	return out
 }
 
+// Allocated is how many addresses pods hold: what STATUS and every metrics
+// scrape read, without List's copy and sort.
+func (a *Allocator) Allocated() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.byKey)
+}
+
 // Free is how many more pods fit now (not counting cooling addresses).
 func (a *Allocator) Free() int {
 	a.mu.Lock()

@@ -103,6 +103,9 @@ func TestConcurrentAllocations(t *testing.T) {
 	if failed != 1 {
 		t.Fatalf("%d allocations failed, want exactly 1", failed)
 	}
+	if n := a.Allocated(); n != 30 {
+		t.Fatalf("Allocated() = %d after 30 allocations", n)
+	}
 }
 
 func TestMaxPodsBelowPool(t *testing.T) {

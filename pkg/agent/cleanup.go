@@ -96,9 +96,9 @@ func Cleanup(ctx context.Context, cfg CleanupConfig, log *zap.Logger) error {
 		}
 	}
 	for _, dir := range []string{
-		filepath.Dir(loader.LinkPin(cfg.BPFFSRoot, loader.HookPod, "x")),
-		filepath.Dir(loader.LinkPin(cfg.BPFFSRoot, loader.HookNIC, "x")),
-		filepath.Join(cfg.BPFFSRoot, "links"),
+		loader.LinkPinDir(cfg.BPFFSRoot, loader.HookPod),
+		loader.LinkPinDir(cfg.BPFFSRoot, loader.HookNIC),
+		loader.LinksDir(cfg.BPFFSRoot),
 		maps.PinDir(cfg.BPFFSRoot),
 	} {
 		if err := removeIfExists(dir); err != nil {

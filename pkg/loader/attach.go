@@ -56,9 +56,15 @@ const (
 
 func legacyName(h Hook) string { return legacyPrefix + string(h) }
 
+// LinksDir holds the pinned tcx links, one directory per hook.
+func LinksDir(root string) string { return filepath.Join(root, "links") }
+
+// LinkPinDir holds the pinned tcx links of a hook.
+func LinkPinDir(root string, h Hook) string { return filepath.Join(LinksDir(root), string(h)) }
+
 // LinkPin is where the tcx link of a hook on an interface is pinned.
 func LinkPin(root string, h Hook, ifname string) string {
-	return filepath.Join(root, "links", string(h), ifname)
+	return filepath.Join(LinkPinDir(root, h), ifname)
 }
 
 // Attach runs the hook's program on the interface's tc ingress: with tcx,
@@ -88,10 +94,6 @@ func (d *Datapath) Attach(h Hook, ifindex int, ifname string, mode Mode) (Mode, 
 	}
 	return ModeTCX, detachLegacy(h, ifindex)
 }
-
-// TCX reports whether tcx attachments work here (until one has failed for
-// want of kernel support, it is assumed they do).
-func (d *Datapath) TCX() bool { return !d.noTCX.Load() }
 
 func (d *Datapath) attachTCX(h Hook, ifindex int, ifname string) error {
 	prog := d.Program(h)
@@ -274,7 +276,7 @@ func Unpin(pin string) error {
 
 // PinnedInterfaces lists the interface names with a pinned link for a hook.
 func PinnedInterfaces(root string, h Hook) ([]string, error) {
-	entries, err := os.ReadDir(filepath.Dir(LinkPin(root, h, "x")))
+	entries, err := os.ReadDir(LinkPinDir(root, h))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime"
 	"strings"
 	"testing"
@@ -27,6 +28,19 @@ func RequireRoot(t testing.TB) {
 		t.Fatal("privileged test needs root, and CI=true forbids skipping it")
 	}
 	t.Skip("privileged test: run as root")
+}
+
+// RequireTool skips a test whose tool is not installed, except in CI,
+// where .ci/run installs it and its absence must fail the run.
+func RequireTool(t testing.TB, name, why string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err == nil {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s is needed %s, and CI=true forbids skipping", name, why)
+	}
+	t.Skipf("%s not installed", name)
 }
 
 // Prefix returns a short name prefix unique to this test run, used for every

@@ -2,7 +2,6 @@ package snat
 
 import (
 	"net/netip"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -29,12 +28,7 @@ func TestMergePrefixes(t *testing.T) {
 // Remove deletes it and tolerates a second call.
 func TestApplyReplacesAtomically(t *testing.T) {
 	nettest.RequireRoot(t)
-	if _, err := exec.LookPath("nft"); err != nil {
-		if nettestCI() {
-			t.Fatal("nft (package nftables) is needed to read the table back")
-		}
-		t.Skip("nft not installed")
-	}
+	nettest.RequireTool(t, "nft", "(package nftables) to read the table back")
 	ns := nettest.NewNS(t, nettest.Prefix()+"-snat")
 	list := func() string {
 		out, _ := exec.Command("ip", "netns", "exec", ns.Name, "nft", "list", "table", "ip", TableName).CombinedOutput()
@@ -66,5 +60,3 @@ func TestApplyReplacesAtomically(t *testing.T) {
 		t.Errorf("table still there after Remove:\n%s", out)
 	}
 }
-
-func nettestCI() bool { return os.Getenv("CI") == "true" }

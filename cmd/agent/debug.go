@@ -105,7 +105,7 @@ func endpointRows(warn io.Writer, root, stateDir string) ([]endpointRow, error) 
 		return nil, err
 	}
 	pods := map[netip.Addr]ipam.Allocation{}
-	st, err := ipam.FileStore{Path: agent.StateFile(stateDir)}.Load()
+	st, err := agent.ReadState(stateDir)
 	if err != nil {
 		fmt.Fprintf(warn, "warning: pod names unknown: %v\n", err)
 	} else {

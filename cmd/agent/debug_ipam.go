@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"slices"
 	"text/tabwriter"
 	"time"
@@ -58,12 +57,7 @@ not route it to this node any more, and it is not handed out again once released
 			if output != "table" && output != "json" {
 				return fmt.Errorf("-o %q: want table or json", output)
 			}
-			path := agent.StateFile(*stateDir)
-			// Load reads a missing file as empty, which would hide a wrong --state-dir.
-			if _, err := os.Stat(path); err != nil {
-				return fmt.Errorf("state file: %w (is --state-dir right?)", err)
-			}
-			st, err := ipam.FileStore{Path: path}.Load()
+			st, err := agent.ReadState(*stateDir)
 			if err != nil {
 				return err
 			}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -54,6 +55,19 @@ type Config struct {
 
 // StateFile is the allocation state under the state dir.
 func StateFile(stateDir string) string { return filepath.Join(stateDir, "ipam.json") }
+
+// ReadState reads the allocations for a reader other than the agent (debug,
+// doctor). The agent loads a missing file as empty; here it is an error:
+// every agent writes the file at start, so a missing one means a wrong
+// --state-dir, and reading it as empty would call every endpoint
+// unallocated.
+func ReadState(stateDir string) (*ipam.State, error) {
+	path := StateFile(stateDir)
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("state file: %w (is --state-dir right?)", err)
+	}
+	return ipam.FileStore{Path: path}.Load()
+}
 
 // Agent is a running node daemon.
 type Agent struct {

@@ -127,7 +127,7 @@ func Doctor(ctx context.Context, cfg DoctorConfig) []Finding {
 		byIndex[l.Attrs().Index] = l
 	}
 	var state *ipam.State
-	if state, err = (ipam.FileStore{Path: StateFile(cfg.StateDir)}).Load(); err != nil {
+	if state, err = ReadState(cfg.StateDir); err != nil {
 		bad("state", err.Error(), "see docs/operations.md before touching the state file")
 	}
 	allocated := map[netip.Addr]ipam.Allocation{}

@@ -26,13 +26,30 @@ type MonitorSession struct {
 	want  Monitor
 }
 
+// ErrMonitorBusy means another monitor holds the lease.
+var ErrMonitorBusy = errors.New("another debug monitor is running on this node")
+
 // OpenMonitor opens the pinned monitor lease and event ring buffer under
 // root. flags say which verdicts to report (MonitorDrops, MonitorTrace);
 // ip, when valid, limits events to packets from or to it.
+//
+// One session at a time: the lease holds one filter and the ring buffer
+// one read position, so a second session would change the first one's
+// filter and take its events. A live lease refuses the second.
 func OpenMonitor(root string, flags uint32, ip netip.Addr) (*MonitorSession, error) {
 	lease, err := ebpf.LoadPinnedMap(filepath.Join(PinDir(root), MonitorMap), nil)
 	if err != nil {
 		return nil, fmt.Errorf("open monitor lease: %w", err)
+	}
+	var held Monitor
+	if err := lease.Lookup(uint32(0), &held); err != nil {
+		lease.Close()
+		return nil, fmt.Errorf("read monitor lease: %w", err)
+	}
+	if left := time.Duration(held.DeadlineNS) - Monotonic(); held.DeadlineNS != 0 && left > 0 {
+		lease.Close()
+		return nil, fmt.Errorf("%w (or one just died: its lease ends in %s); run one at a time",
+			ErrMonitorBusy, left.Round(100*time.Millisecond))
 	}
 	ev, err := ebpf.LoadPinnedMap(filepath.Join(PinDir(root), EventsMap), nil)
 	if err != nil {

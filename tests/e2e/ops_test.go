@@ -133,6 +133,21 @@ func TestDebugMonitorReportsSpoofing(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 
+	// One monitor at a time: a second would change the first one's filter
+	// and take its events.
+	lease, err := ebpf.LoadPinnedMap(filepath.Join(maps.PinDir(n1.BPFFS), maps.MonitorMap), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lease.Close()
+	waitFor(t, "the monitor to take its lease", func() bool {
+		var m maps.Monitor
+		return lease.Lookup(uint32(0), &m) == nil && time.Duration(m.DeadlineNS) > maps.Monotonic()
+	})
+	if out, err := n1.Debug("monitor", "--timeout", "1s"); err == nil || !strings.Contains(out, "another debug monitor is running on this node") {
+		t.Errorf("a second debug monitor: %v\n%s", err, out)
+	}
+
 	// a sends as b until the monitor has seen it.
 	eth0, err := a.NS.NL.LinkByName("eth0")
 	if err != nil {

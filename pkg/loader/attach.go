@@ -210,6 +210,7 @@ func detachLegacy(h Hook, ifindex int) error {
 	if err != nil {
 		return err
 	}
+	removed := false
 	for _, f := range filters {
 		if f.Name != legacyName(h) {
 			continue
@@ -217,6 +218,12 @@ func detachLegacy(h Hook, ifindex int) error {
 		if err := netlink.FilterDel(f); err != nil && !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("delete cls_bpf filter %s: %w", f.Name, err)
 		}
+		removed = true
+	}
+	if !removed {
+		// Not ours: an empty clsact may be another tool's, about to get
+		// its filters.
+		return nil
 	}
 	return removeEmptyClsact(l)
 }

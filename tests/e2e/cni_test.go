@@ -430,10 +430,7 @@ func TestDelWhileAgentDown(t *testing.T) {
 	if q := queued(t, n); len(q) != 1 {
 		t.Fatalf("queued releases: %v, want 1", q)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for len(queued(t, n)) > 0 && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
+	eventually(60*time.Second, func() bool { return len(queued(t, n)) == 0 })
 	if st := loadState(t, n); slices.ContainsFunc(st.Allocations, func(al ipam.Allocation) bool { return al.IP == last.IP }) {
 		t.Fatalf("%s still allocated: the running agent did not replay the queued release", last.IP)
 	}
@@ -821,7 +818,7 @@ func assertPodGone(t *testing.T, p *vnet.Pod) {
 	host := agentapi.HostVethName(p.ContainerID, "eth0")
 	// The agent deletes the veth (and with it the program's pin) right
 	// after DEL returns, in the background.
-	eventually(func() bool {
+	eventually(10*time.Second, func() bool {
 		_, lerr := n.NS.NL.LinkByName(host)
 		_, perr := os.Stat(loader.LinkPin(n.BPFFS, loader.HookPod, host))
 		return lerr != nil && perr != nil

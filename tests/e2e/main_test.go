@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/podvnet/podvnet/internal/nettest"
 	"github.com/podvnet/podvnet/tests/e2e/vnet"
@@ -85,6 +86,18 @@ func newVNet(t *testing.T, opts vnet.Options) *vnet.VNet {
 		}
 	})
 	return v
+}
+
+// eventually polls cond until it holds or timeout has passed and says
+// whether it held: for what the agent does in the background, where the
+// timeout only bounds a failure.
+func eventually(timeout time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
 }
 
 func tail(b []byte, n int) string {

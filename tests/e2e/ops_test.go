@@ -61,14 +61,11 @@ func TestHealthAndMetrics(t *testing.T) {
 	}
 	var code int
 	var body string
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	eventually(10*time.Second, func() bool {
 		var err error
-		if code, body, err = n1.HTTPGet("/readyz"); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		code, body, err = n1.HTTPGet("/readyz")
+		return err == nil
+	})
 	if code != 503 || !strings.Contains(body, "waiting for NIC vnic0") {
 		t.Fatalf("/readyz before the NIC exists: %d %q, want 503 naming vnic0", code, body)
 	}

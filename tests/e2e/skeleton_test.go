@@ -152,14 +152,6 @@ func TestEBPFCarriesTraffic(t *testing.T) {
 	}
 }
 
-// eventually polls cond for up to 10 s: for what the agent finishes in the
-// background just after answering (deleting a deleted pod's veth).
-func eventually(cond func() bool) {
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && !cond(); {
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func containsAddr[T comparable](list []T, x T) bool {
 	for _, v := range list {
 		if v == x {
@@ -198,7 +190,7 @@ func assertNothingLeft(t *testing.T, n *vnet.Node) {
 func assertNoVethsOrRoutes(t *testing.T, n *vnet.Node) {
 	t.Helper()
 	// The agent deletes veths of deleted pods in the background.
-	eventually(func() bool {
+	eventually(10*time.Second, func() bool {
 		links, _ := n.NS.NL.LinkList()
 		for _, l := range links {
 			if strings.HasPrefix(l.Attrs().Name, "pv") {

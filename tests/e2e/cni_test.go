@@ -134,7 +134,7 @@ func checkResult(t *testing.T, p *vnet.Pod, ver string, dns types.DNS) {
 		t.Errorf("interface MTUs %d/%d in a %s result, want %d", host.Mtu, pod.Mtu, ver, wantMTU)
 	}
 	ipc := r.IPs[0]
-	if ones, bits := ipc.Address.Mask.Size(); ones != 32 || bits != 32 || !containsAddr(p.Node.Pool.Secondary, p.IP) {
+	if ones, bits := ipc.Address.Mask.Size(); ones != 32 || bits != 32 || !slices.Contains(p.Node.Pool.Secondary, p.IP) {
 		t.Errorf("result address %s, want a /32 of the node's secondary IPs", ipc.Address.String())
 	}
 	if ipc.Gateway.String() != agentapi.GatewayIP || ipc.Interface == nil || *ipc.Interface != 1 {
@@ -608,12 +608,7 @@ func TestCheckNamesWhatIsWrong(t *testing.T) {
 			return n.NS.NL.RouteDel(&netlink.Route{LinkIndex: hostLink(t, p).Attrs().Index, Dst: &net.IPNet{IP: p.IP.AsSlice(), Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK})
 		}, "no route %IP%/32 dev %HOST%"},
 		{"map entry removed", func(t *testing.T, p *vnet.Pod) error {
-			m, err := ebpf.LoadPinnedMap(filepath.Join(maps.PinDir(n.BPFFS), maps.EndpointsMap), nil)
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			return maps.NewEndpoints(m).Delete(p.IP)
+			return deleteEndpoint(n, p.IP)
 		}, "endpoints map has no entry for %IP%"},
 		{"from_pod detached", func(t *testing.T, p *vnet.Pod) error {
 			name := hostLink(t, p).Attrs().Name
@@ -799,6 +794,17 @@ func queued(t *testing.T, n *vnet.Node) []string {
 		names = append(names, filepath.Base(e.Path))
 	}
 	return names
+}
+
+// deleteEndpoint removes ip's entry from the node's endpoints map behind
+// the agent's back (maps.OpenPinned opens read-only).
+func deleteEndpoint(n *vnet.Node, ip netip.Addr) error {
+	m, err := ebpf.LoadPinnedMap(filepath.Join(maps.PinDir(n.BPFFS), maps.EndpointsMap), nil)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	return maps.NewEndpoints(m).Delete(ip)
 }
 
 func loadState(t *testing.T, n *vnet.Node) *ipam.State {

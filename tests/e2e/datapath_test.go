@@ -14,6 +14,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/loader"
 	"github.com/podvnet/podvnet/pkg/maps"
 	"github.com/podvnet/podvnet/tests/e2e/vnet"
@@ -158,7 +159,7 @@ func TestSpoofedSourceIsDropped(t *testing.T) {
 	c := addPod(t, n2, "c")
 
 	// Targets: a pod on another node, a pod on the same node, the node.
-	listen := func(ns interface{ Do(func() error) error }, port int) net.PacketConn {
+	listen := func(ns vnet.Netns, port int) net.PacketConn {
 		var pc net.PacketConn
 		if err := ns.Do(func() (err error) { pc, err = net.ListenPacket("udp4", ":"+strconv.Itoa(port)); return err }); err != nil {
 			t.Fatal(err)
@@ -268,7 +269,7 @@ func TestSpoofedSourceIsDropped(t *testing.T) {
 	}
 	hostMAC, _ := net.ParseMAC(a.Result.Interfaces[0].Mac)
 	if err := a.NS.NL.NeighSet(&netlink.Neigh{LinkIndex: link.Attrs().Index, Family: netlink.FAMILY_V4,
-		State: netlink.NUD_PERMANENT, IP: net.ParseIP("169.254.1.1"), HardwareAddr: hostMAC}); err != nil {
+		State: netlink.NUD_PERMANENT, IP: net.ParseIP(agentapi.GatewayIP), HardwareAddr: hostMAC}); err != nil {
 		t.Fatal(err)
 	}
 	before = counters(t, n1)

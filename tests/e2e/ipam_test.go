@@ -176,10 +176,7 @@ func TestAgentKilledDuringAddBurst(t *testing.T) {
 	if err := n.StartAgent(); err != nil {
 		t.Fatal(err)
 	}
-	st, err := ipam.FileStore{Path: statePath}.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := loadState(t, n)
 	held := map[string]netip.Addr{}
 	for _, al := range st.Allocations {
 		held[al.ContainerID] = al.IP

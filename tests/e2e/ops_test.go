@@ -12,11 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 
 	"github.com/podvnet/podvnet/pkg/loader"
-	"github.com/podvnet/podvnet/pkg/maps"
 	"github.com/podvnet/podvnet/tests/e2e/vnet"
 )
 
@@ -213,12 +211,7 @@ func TestDebugDoctorFindsABrokenEndpoint(t *testing.T) {
 
 	// An address whose endpoint left the map is one a pod holds but cannot
 	// use: debug ipam says so next to the allocation.
-	m, err := ebpf.LoadPinnedMap(filepath.Join(maps.PinDir(n.BPFFS), "endpoints"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	if err := maps.NewEndpoints(m).Delete(b.IP); err != nil {
+	if err := deleteEndpoint(n, b.IP); err != nil {
 		t.Fatal(err)
 	}
 	out, err = n.Debug("ipam")

@@ -1,18 +1,17 @@
 package e2e
 
 import (
-	"encoding/json"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/podvnet/podvnet/pkg/agent"
-	"github.com/podvnet/podvnet/pkg/ipam"
+	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/loader"
 	"github.com/podvnet/podvnet/tests/e2e/vnet"
 )
@@ -30,7 +29,7 @@ func TestPodLifecycle(t *testing.T) {
 	c := addPod(t, n2, "c")
 
 	for _, p := range []*vnet.Pod{a, b, c} {
-		if !containsAddr(p.Node.Pool.Secondary, p.IP) {
+		if !slices.Contains(p.Node.Pool.Secondary, p.IP) {
 			t.Fatalf("%s got %s, not one of %s's secondary IPs", p.Name, p.IP, p.Node.Name)
 		}
 		if _, err := p.EchoServer(echoPort); err != nil {
@@ -49,7 +48,7 @@ func TestPodLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw := &netlink.Neigh{LinkIndex: eth0.Attrs().Index, Family: netlink.FAMILY_V4, IP: net.ParseIP("169.254.1.1")}
+	gw := &netlink.Neigh{LinkIndex: eth0.Attrs().Index, Family: netlink.FAMILY_V4, IP: net.ParseIP(agentapi.GatewayIP)}
 	if err := a.NS.NL.NeighDel(gw); err != nil {
 		t.Fatalf("delete the gateway's neighbour entry: %v", err)
 	}
@@ -67,18 +66,7 @@ func TestPodLifecycle(t *testing.T) {
 		t.Fatalf("the gateway was not re-learned by ARP: %+v", neighs)
 	}
 
-	out, err := n1.Debug("endpoints", "-o", "json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rows []struct {
-		IP     string `json:"ip"`
-		IfName string `json:"ifname"`
-	}
-	if err := json.Unmarshal([]byte(out), &rows); err != nil {
-		t.Fatalf("debug endpoints -o json: %v\n%s", err, out)
-	}
-	if len(rows) != 2 || rows[0].IP != a.IP.String() || rows[1].IP != b.IP.String() {
+	if rows := debugEndpoints(t, n1); len(rows) != 2 || rows[0].IP != a.IP.String() || rows[1].IP != b.IP.String() {
 		t.Fatalf("debug endpoints on node1 = %+v, want %s and %s", rows, a.IP, b.IP)
 	}
 	table, err := n1.Debug("endpoints")
@@ -152,15 +140,6 @@ func TestEBPFCarriesTraffic(t *testing.T) {
 	}
 }
 
-func containsAddr[T comparable](list []T, x T) bool {
-	for _, v := range list {
-		if v == x {
-			return true
-		}
-	}
-	return false
-}
-
 // assertNothingLeft checks a node holds no veth, /32 route, map entry,
 // allocation or pod link pin of podvnet.
 func assertNothingLeft(t *testing.T, n *vnet.Node) {
@@ -173,11 +152,7 @@ func assertNothingLeft(t *testing.T, n *vnet.Node) {
 	if strings.TrimSpace(out) != "[]" {
 		t.Errorf("%s: endpoints map not empty: %s", n.Name, out)
 	}
-	st, err := ipam.FileStore{Path: agent.StateFile(n.StateDir())}.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(st.Allocations) != 0 {
+	if st := loadState(t, n); len(st.Allocations) != 0 {
 		t.Errorf("%s: allocations left: %+v", n.Name, st.Allocations)
 	}
 	pins, _ := os.ReadDir(filepath.Dir(loader.LinkPin(n.BPFFS, loader.HookPod, "x")))

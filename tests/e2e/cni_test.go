@@ -75,11 +75,7 @@ func TestCNIVersions(t *testing.T) {
 			if _, err := p.EchoServer(echoPort); err != nil {
 				t.Fatal(err)
 			}
-			for _, pair := range [][2]*vnet.Pod{{p, peer}, {peer, p}} {
-				if _, err := vnet.TCPEcho(pair[0], pair[1].IP, echoPort, 64<<10, 10*time.Second); err != nil {
-					t.Fatal(err)
-				}
-			}
+			echoPairs(t, "cniVersion "+ver, 64<<10, [][2]*vnet.Pod{{p, peer}, {peer, p}}...)
 
 			err = p.Check()
 			if older, _ := versionLess(ver, "0.4.0"); older {

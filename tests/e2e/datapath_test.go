@@ -82,38 +82,17 @@ func TestAgentKillDropsNothing(t *testing.T) {
 		endpointsBefore[n.Name] = out
 	}
 
-	const pps = 2000
-	ac, err := vnet.StartUDPFlow(a, c, 9000, pps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := vnet.StartUDPFlow(c, a, 9001, pps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(300 * time.Millisecond)
-	ctrBefore := counters(t, n1)
-	for _, n := range v.Nodes {
-		n.StopAgent(syscall.SIGKILL)
-		time.Sleep(200 * time.Millisecond) // forwarding with no agent at all
-		if err := n.StartAgent(); err != nil {
-			t.Fatal(err)
+	var ctrBefore map[maps.Reason]maps.Counter
+	floodDuring(t, a, c, "across the agent restarts", func() {
+		ctrBefore = counters(t, n1)
+		for _, n := range v.Nodes {
+			n.StopAgent(syscall.SIGKILL)
+			time.Sleep(200 * time.Millisecond) // forwarding with no agent at all
+			if err := n.StartAgent(); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	time.Sleep(300 * time.Millisecond)
-	for name, f := range map[string]*vnet.UDPFlow{"a->c": ac, "c->a": ca} {
-		sent, missing, err := f.Stop()
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if len(missing) > 0 {
-			t.Errorf("%s: %d of %d datagrams lost across the agent restarts (first: %v)", name, len(missing), sent, missing[:min(10, len(missing))])
-		}
-		if sent < pps/2 {
-			t.Errorf("%s: only %d datagrams sent: the flood did not run", name, sent)
-		}
-		t.Logf("%s: %d datagrams, none lost", name, sent)
-	}
+	})
 
 	for _, n := range v.Nodes {
 		after := attachments(t, n)
@@ -294,15 +273,8 @@ func TestLegacyAttachMode(t *testing.T) {
 	n1 := v.Nodes[0]
 	a, b, c := echoPods(t, v)
 	setForwarding(t, v, false)
-	traffic := func(when string) {
-		t.Helper()
-		for _, pair := range [][2]*vnet.Pod{{a, b}, {a, c}, {c, b}} {
-			if _, err := vnet.TCPEcho(pair[0], pair[1].IP, echoPort, 64<<10, 10*time.Second); err != nil {
-				t.Fatalf("%s: %v", when, err)
-			}
-		}
-	}
-	traffic("legacy mode")
+	pairs := [][2]*vnet.Pod{{a, b}, {a, c}, {c, b}}
+	echoPairs(t, "legacy mode", 64<<10, pairs...)
 
 	before := attachments(t, n1)
 	if len(before) != 3 {
@@ -328,7 +300,7 @@ func TestLegacyAttachMode(t *testing.T) {
 			t.Errorf("%s after a legacy restart: %+v (before %+v), want a replaced legacy filter", k, a, b)
 		}
 	}
-	traffic("after a legacy restart")
+	echoPairs(t, "after a legacy restart", 64<<10, pairs...)
 
 	n1.StopAgent(syscall.SIGTERM)
 	if err := n1.StartAgent("--attach-mode", "tcx"); err != nil {
@@ -342,7 +314,7 @@ func TestLegacyAttachMode(t *testing.T) {
 	if out, _ := n1.Exec("tc", "filter", "show", "dev", "eth0", "ingress"); strings.Contains(out, "podvnet") {
 		t.Errorf("legacy filter left after switching to tcx:\n%s", out)
 	}
-	traffic("after switching to tcx")
+	echoPairs(t, "after switching to tcx", 64<<10, pairs...)
 }
 
 // TestCleanupLeavesNothing: `podvnet-agent cleanup` refuses while the agent

@@ -36,11 +36,7 @@ func TestPodLifecycle(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, pair := range [][2]*vnet.Pod{{a, b}, {b, a}, {a, c}, {c, a}, {c, b}} {
-		if _, err := vnet.TCPEcho(pair[0], pair[1].IP, echoPort, 256<<10, 10*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
+	echoPairs(t, "pods on one node and across nodes", 256<<10, [][2]*vnet.Pod{{a, b}, {b, a}, {a, c}, {c, a}, {c, b}}...)
 
 	// A pod that loses its permanent neighbour entry for the gateway finds
 	// it again: from_pod answers its ARP request.
@@ -100,11 +96,7 @@ func TestEBPFCarriesTraffic(t *testing.T) {
 	a, b, c := echoPods(t, v)
 	setForwarding(t, v, false)
 	pairs := [][2]*vnet.Pod{{a, b}, {a, c}, {c, b}}
-	for _, pair := range pairs {
-		if _, err := vnet.TCPEcho(pair[0], pair[1].IP, echoPort, 64<<10, 10*time.Second); err != nil {
-			t.Fatalf("with ip_forward=0 the eBPF path must carry it: %v", err)
-		}
-	}
+	echoPairs(t, "with ip_forward=0 the eBPF path must carry it", 64<<10, pairs...)
 
 	for _, n := range v.Nodes {
 		err := n.NS.Do(func() error {
@@ -133,11 +125,7 @@ func TestEBPFCarriesTraffic(t *testing.T) {
 	// traffic once forwarding is back on, so the failure above was the
 	// missing programs and not a broken setup.
 	setForwarding(t, v, true)
-	for _, pair := range pairs {
-		if _, err := vnet.TCPEcho(pair[0], pair[1].IP, echoPort, 64<<10, 10*time.Second); err != nil {
-			t.Fatalf("kernel fallback path: %v", err)
-		}
-	}
+	echoPairs(t, "kernel fallback path", 64<<10, pairs...)
 }
 
 // assertNothingLeft checks a node holds no veth, /32 route, map entry,

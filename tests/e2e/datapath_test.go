@@ -44,18 +44,9 @@ func attachments(t *testing.T, n *vnet.Node) map[string]loader.Attachment {
 
 func counters(t *testing.T, n *vnet.Node) map[maps.Reason]maps.Counter {
 	t.Helper()
-	set, err := maps.OpenPinned(n.BPFFS)
+	m, err := n.Counters()
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer set.Close()
-	all, err := set.Counters.All()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := map[maps.Reason]maps.Counter{}
-	for _, c := range all {
-		m[c.Reason] = c.Counter
 	}
 	return m
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/podvnet/podvnet/internal/nettest"
 	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/ipam"
+	"github.com/podvnet/podvnet/pkg/maps"
 )
 
 // Node is one simulated VM: a namespace with eth0 on the fabric.
@@ -244,6 +245,24 @@ func (n *Node) NFT(script string) error {
 		return fmt.Errorf("%s: nft -f: %w\n%s\nscript:\n%s", n.Name, err, out, script)
 	}
 	return nil
+}
+
+// Counters reads the node's pinned data path counters, summed over CPUs.
+func (n *Node) Counters() (map[maps.Reason]maps.Counter, error) {
+	set, err := maps.OpenPinned(n.BPFFS)
+	if err != nil {
+		return nil, err
+	}
+	defer set.Close()
+	all, err := set.Counters.All()
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[maps.Reason]maps.Counter, len(all))
+	for _, c := range all {
+		m[c.Reason] = c.Counter
+	}
+	return m, nil
 }
 
 // DelQueueDir is where the node's plugin queues releases while the agent

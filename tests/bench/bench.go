@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -313,22 +312,12 @@ func (b *bench) controlPhase(ctx context.Context, v *vnet.VNet, pl plugin) error
 // pause) and its peak since start.
 func (b *bench) agentMemory(n *vnet.Node) error {
 	time.Sleep(2 * time.Second)
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", n.AgentPID()))
+	rss, peak, err := n.AgentMemoryKiB()
 	if err != nil {
-		return fmt.Errorf("agent memory: %w", err)
+		return err
 	}
-	kib := func(field string) float64 {
-		for _, line := range strings.Split(string(status), "\n") {
-			if strings.HasPrefix(line, field+":") {
-				var v float64
-				fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(line, field+":")), "%f", &v)
-				return v
-			}
-		}
-		return 0
-	}
-	b.res.AgentRSSMiB = kib("VmRSS") / 1024
-	b.res.AgentPeakRSSMiB = kib("VmHWM") / 1024
+	b.res.AgentRSSMiB = float64(rss) / 1024
+	b.res.AgentPeakRSSMiB = float64(peak) / 1024
 	return nil
 }
 

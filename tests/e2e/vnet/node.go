@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -194,6 +195,29 @@ func (n *Node) AgentPID() int {
 		return 0
 	}
 	return n.agent.Process.Pid
+}
+
+// AgentMemoryKiB reads the running agent's resident memory (VmRSS) and its
+// peak since start (VmHWM) from /proc.
+func (n *Node) AgentMemoryKiB() (rss, peak int, err error) {
+	path := fmt.Sprintf("/proc/%d/status", n.AgentPID())
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%s: agent memory: %w", n.Name, err)
+	}
+	kib := map[string]int{}
+	for _, line := range strings.Split(string(b), "\n") {
+		field, value, _ := strings.Cut(line, ":")
+		if field == "VmRSS" || field == "VmHWM" {
+			if kib[field], err = strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(value), " kB")); err != nil {
+				return 0, 0, fmt.Errorf("%s: parse %q: %w", path, line, err)
+			}
+		}
+	}
+	if kib["VmRSS"] == 0 || kib["VmHWM"] == 0 {
+		return 0, 0, fmt.Errorf("no VmRSS or VmHWM in %s", path)
+	}
+	return kib["VmRSS"], kib["VmHWM"], nil
 }
 
 func (n *Node) tailLog() string {

@@ -6,8 +6,6 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,25 +20,11 @@ import (
 // and all label pairs.
 func metric(t *testing.T, n *vnet.Node, name string, labels ...string) float64 {
 	t.Helper()
-	code, body, err := n.HTTPGet("/metrics")
-	if err != nil || code != 200 {
-		t.Fatalf("GET /metrics: %d %v", code, err)
+	v, err := n.Metric(name, labels...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `\{([^}]*)\} (\S+)$`)
-	for _, m := range re.FindAllStringSubmatch(body, -1) {
-		ok := true
-		for _, l := range labels {
-			if !strings.Contains(m[1], l) {
-				ok = false
-			}
-		}
-		if ok {
-			v, _ := strconv.ParseFloat(m[2], 64)
-			return v
-		}
-	}
-	t.Fatalf("no sample %s%v in /metrics", name, labels)
-	return 0
+	return v
 }
 
 // TestHealthAndMetrics: /healthz answers while the agent waits for its NIC,

@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -157,6 +159,22 @@ func (n *Node) HTTPGet(path string) (int, string, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), err
+}
+
+// Metric returns the value of the first sample of the agent's /metrics
+// named name whose labels hold every one of labels (e.g. `op="add"`).
+func (n *Node) Metric(name string, labels ...string) (float64, error) {
+	code, body, err := n.HTTPGet("/metrics")
+	if err != nil || code != http.StatusOK {
+		return 0, fmt.Errorf("%s: GET /metrics: %d %v", n.Name, code, err)
+	}
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `\{([^}]*)\} (\S+)$`)
+	for _, m := range re.FindAllStringSubmatch(body, -1) {
+		if !slices.ContainsFunc(labels, func(l string) bool { return !strings.Contains(m[1], l) }) {
+			return strconv.ParseFloat(m[2], 64)
+		}
+	}
+	return 0, fmt.Errorf("%s: no sample %s%v in /metrics", n.Name, name, labels)
 }
 
 // WaitAgentExit waits for an agent that is expected to stop on its own and

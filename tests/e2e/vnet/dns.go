@@ -4,20 +4,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
-	"strconv"
 	"time"
 )
 
 // DNSServer answers every A query on UDP port with answer, like a tiny
 // cluster DNS.
 func DNSServer(ns Netns, port int, answer netip.Addr, closeWith func(func() error)) error {
-	var pc net.PacketConn
-	err := ns.Do(func() (err error) {
-		pc, err = net.ListenPacket("udp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(port)))
-		return err
-	})
+	pc, err := listenUDP(ns, port)
 	if err != nil {
 		return err
 	}
@@ -64,11 +58,7 @@ func dnsAnswer(q []byte, a netip.Addr) ([]byte, error) {
 // record over a connected UDP socket: an answer from any other source
 // address (a reply that missed its reverse NAT) is never read.
 func LookupA(ns Netns, server, name string, timeout time.Duration) (netip.Addr, error) {
-	var c net.Conn
-	err := ns.Do(func() (err error) {
-		c, err = net.DialTimeout("udp4", server, timeout)
-		return err
-	})
+	c, err := dial(ns, "udp4", server, timeout)
 	if err != nil {
 		return netip.Addr{}, err
 	}

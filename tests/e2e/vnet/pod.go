@@ -4,11 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
@@ -281,26 +279,6 @@ func (n *Node) GC(o ConfOptions, cacheDir string, valid []types.GCAttachment) er
 	return n.runCNI(n.ConfListWith(o), func(ctx context.Context, list *libcni.NetworkConfigList) error {
 		return n.CNIConfig(cacheDir).GCNetworkList(ctx, list, &libcni.GCArgs{ValidAttachments: valid})
 	})
-}
-
-// Listen opens a TCP listener inside the pod on port.
-func (p *Pod) Listen(port int) (net.Listener, error) {
-	var ln net.Listener
-	err := p.NS.Do(func() (err error) {
-		ln, err = net.Listen("tcp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(port)))
-		return err
-	})
-	return ln, err
-}
-
-// Dial connects from inside the pod.
-func (p *Pod) Dial(network, addr string, timeout time.Duration) (net.Conn, error) {
-	var c net.Conn
-	err := p.NS.Do(func() (err error) {
-		c, err = net.DialTimeout(network, addr, timeout)
-		return err
-	})
-	return c, err
 }
 
 func randomHex(n int) string {

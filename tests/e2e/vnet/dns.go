@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -64,7 +65,7 @@ func LookupA(ns Netns, server, name string, timeout time.Duration) (netip.Addr, 
 	}
 	defer c.Close()
 	q := []byte{0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0}
-	for _, label := range splitLabels(name) {
+	for _, label := range strings.FieldsFunc(name, func(r rune) bool { return r == '.' }) {
 		q = append(q, byte(len(label)))
 		q = append(q, label...)
 	}
@@ -82,18 +83,4 @@ func LookupA(ns Netns, server, name string, timeout time.Duration) (netip.Addr, 
 		return netip.Addr{}, fmt.Errorf("DNS answer from %s malformed", server)
 	}
 	return netip.AddrFrom4([4]byte(buf[n-4 : n])), nil
-}
-
-func splitLabels(name string) []string {
-	var out []string
-	start := 0
-	for i := 0; i <= len(name); i++ {
-		if i == len(name) || name[i] == '.' {
-			if i > start {
-				out = append(out, name[start:i])
-			}
-			start = i + 1
-		}
-	}
-	return out
 }

@@ -247,15 +247,10 @@ func (n *Node) tailLog() string {
 }
 
 func (n *Node) writePool() error {
-	doc := map[string]any{
-		"subnet": n.Pool.Subnet.String(), "gateway": n.Pool.Gateway.String(), "primary": n.Pool.Primary.String(),
-	}
-	var sec []string
-	for _, ip := range n.Pool.Secondary {
-		sec = append(sec, ip.String())
-	}
-	doc["secondary"] = sec
-	b, _ := json.Marshal(doc)
+	// netip types marshal as the strings the pool file holds.
+	b, _ := json.Marshal(map[string]any{
+		"subnet": n.Pool.Subnet, "gateway": n.Pool.Gateway, "primary": n.Pool.Primary, "secondary": n.Pool.Secondary,
+	})
 	return os.WriteFile(n.PoolFile(), b, 0o600)
 }
 

@@ -2,10 +2,11 @@ package vnet
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -222,9 +223,6 @@ func (p *Pod) DeleteNetns() error {
 	return p.NS.Delete()
 }
 
-// ConfList is the conflist the pod was added with.
-func (p *Pod) ConfList() []byte { return p.conf }
-
 // Del runs CNI DEL for the pod through libcni (the namespace stays).
 func (p *Pod) Del() error { return p.DelWith(DelOptions{}) }
 
@@ -283,10 +281,8 @@ func (n *Node) GC(o ConfOptions, cacheDir string, valid []types.GCAttachment) er
 
 func randomHex(n int) string {
 	b := make([]byte, (n+1)/2)
-	f, _ := os.Open("/dev/urandom")
-	f.Read(b)
-	f.Close()
-	return fmt.Sprintf("%x", b)[:n]
+	rand.Read(b)
+	return hex.EncodeToString(b)[:n]
 }
 
 // Do runs f inside the pod's network namespace.

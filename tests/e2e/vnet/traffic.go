@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,7 +40,7 @@ func (p *Pod) EchoServer(port int) (io.Closer, error) {
 
 // TCPEcho sends size random bytes from src to dst's echo server and checks
 // that the same bytes come back; it returns how long the round trip took.
-func TCPEcho(src *Pod, dst netAddr, port, size int, timeout time.Duration) (time.Duration, error) {
+func TCPEcho(src *Pod, dst netip.Addr, port, size int, timeout time.Duration) (time.Duration, error) {
 	start := time.Now()
 	c, err := dial(src, "tcp4", net.JoinHostPort(dst.String(), strconv.Itoa(port)), timeout)
 	if err != nil {
@@ -66,8 +67,6 @@ func TCPEcho(src *Pod, dst netAddr, port, size int, timeout time.Duration) (time
 	}
 	return time.Since(start), nil
 }
-
-type netAddr interface{ String() string }
 
 // UDPFlow sends numbered UDP datagrams at a fixed rate from one pod to
 // another and records which arrive.

@@ -119,11 +119,7 @@ func (r *Results) evaluate() {
 		if !atLeast {
 			met = x <= goal
 		}
-		detail := "met"
-		if !met {
-			detail = fmt.Sprintf("missed by %.0f%%", 100*abs(x-goal)/goal)
-		}
-		r.Targets = append(r.Targets, Target{Name: name, Want: want, Got: x, Unit: "x", Met: met, Detail: detail})
+		r.Targets = append(r.Targets, target(name, want, x, "x", met, goal))
 	}
 	udp := func(d *DataRow) float64 { return d.UDPKpps.Median }
 	rr := func(d *DataRow) float64 { return d.RRP50.Median }

@@ -237,10 +237,7 @@ func TestChainPortmapBandwidth(t *testing.T) {
 	if err := v.Fabric.NL.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: outside.AsSlice(), Mask: net.CIDRMask(32, 32)}}); err != nil {
 		t.Fatal(err)
 	}
-	vm, err := v.AddHost("vm", vnet.HostOptions{Addr: netip.MustParsePrefix("10.240.200.10/16")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	vm := addHost(t, v, "vm", vnet.HostOptions{Addr: netip.MustParsePrefix("10.240.200.10/16")})
 	dialHostPort := func(from string, port int) error {
 		addr := net.JoinHostPort(n.Pool.Primary.String(), fmt.Sprint(port))
 		switch from {

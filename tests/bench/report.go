@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
@@ -149,16 +150,9 @@ func (r *Results) evaluate() {
 func target(name, want string, got float64, unit string, met bool, goal float64) Target {
 	detail := "met"
 	if !met {
-		detail = fmt.Sprintf("missed by %.0f%%", 100*abs(got-goal)/goal)
+		detail = fmt.Sprintf("missed by %.0f%%", 100*math.Abs(got-goal)/goal)
 	}
 	return Target{Name: name, Want: want, Got: got, Unit: unit, Met: met, Detail: detail}
-}
-
-func abs(x float64) float64 {
-	if x < 0 {
-		return -x
-	}
-	return x
 }
 
 func fmtStat(s Stat, prec int) string {

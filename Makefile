@@ -11,8 +11,10 @@ export GOFLAGS ?= -buildvcs=false
 
 # Reference CNI plugins the tests chain with podvnet (loopback, portmap,
 # bandwidth) and the benchmarks compare it with (ptp, bridge, host-local),
-# built from the Go module proxy at a pinned version into $(BIN)/cni.
-CNI_PLUGINS_VERSION := v1.10.0
+# built from the Go module proxy into $(BIN)/cni at the version go.mod pins,
+# so that the libraries podvnet links and the binaries it is tested with
+# are one release.
+CNI_PLUGINS_VERSION = $(shell $(GO) list -m -f '{{.Version}}' github.com/containernetworking/plugins)
 CNI_PLUGINS := main/loopback main/ptp main/bridge meta/portmap meta/bandwidth ipam/host-local
 
 .PHONY: all build cni-plugins deps generate check-generated vet test demo bench bench-smoke clean

@@ -4,12 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -313,22 +310,12 @@ func (b *bench) controlPhase(ctx context.Context, v *vnet.VNet, pl plugin) error
 // pause) and its peak since start.
 func (b *bench) agentMemory(n *vnet.Node) error {
 	time.Sleep(2 * time.Second)
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", n.AgentPID()))
+	rss, peak, err := n.AgentMemoryKiB()
 	if err != nil {
-		return fmt.Errorf("agent memory: %w", err)
+		return err
 	}
-	kib := func(field string) float64 {
-		for _, line := range strings.Split(string(status), "\n") {
-			if strings.HasPrefix(line, field+":") {
-				var v float64
-				fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(line, field+":")), "%f", &v)
-				return v
-			}
-		}
-		return 0
-	}
-	b.res.AgentRSSMiB = kib("VmRSS") / 1024
-	b.res.AgentPeakRSSMiB = kib("VmHWM") / 1024
+	b.res.AgentRSSMiB = float64(rss) / 1024
+	b.res.AgentPeakRSSMiB = float64(peak) / 1024
 	return nil
 }
 
@@ -336,25 +323,14 @@ func (b *bench) agentMemory(n *vnet.Node) error {
 // counts of successful requests, by operation.
 type cniMetrics map[string][2]float64
 
-var cniMetricRe = regexp.MustCompile(`^podvnet_cni_request_duration_seconds_(sum|count)\{op="(add|del)",result="success"\} (\S+)$`)
-
+// agentCNIMetrics reads them now; what cannot be read counts as 0.
 func agentCNIMetrics(n *vnet.Node) cniMetrics {
 	m := cniMetrics{}
-	code, body, err := n.HTTPGet("/metrics")
-	if err != nil || code != 200 {
-		return m
-	}
-	for _, line := range strings.Split(body, "\n") {
-		if g := cniMetricRe.FindStringSubmatch(line); g != nil {
-			v, _ := strconv.ParseFloat(g[3], 64)
-			cur := m[g[2]]
-			if g[1] == "sum" {
-				cur[0] = v
-			} else {
-				cur[1] = v
-			}
-			m[g[2]] = cur
-		}
+	for _, op := range []string{"add", "del"} {
+		labels := []string{`op="` + op + `"`, `result="success"`}
+		sum, _ := n.Metric("podvnet_cni_request_duration_seconds_sum", labels...)
+		count, _ := n.Metric("podvnet_cni_request_duration_seconds_count", labels...)
+		m[op] = [2]float64{sum, count}
 	}
 	return m
 }

@@ -31,7 +31,7 @@ func main() {
 func run() error {
 	var (
 		binDir    = flag.String("bin-dir", "bin", "directory with podvnet-agent and podvnet")
-		cniBinDir = flag.String("cni-bin-dir", "", "directory with the reference plugins (ptp, bridge, host-local); built from the module when empty")
+		cniBinDir = flag.String("cni-bin-dir", "", "directory with the reference plugins (ptp, bridge, host-local); built with make cni-plugins when empty")
 		reps      = flag.Int("reps", 3, "repetitions of each measurement")
 		dur       = flag.Duration("duration", 5*time.Second, "length of each measurement")
 		smoke     = flag.Bool("smoke", false, "one short repetition of each row: checks the harness, not the numbers")
@@ -63,10 +63,13 @@ func run() error {
 	}
 	defer os.RemoveAll(work)
 	if *cniBinDir == "" {
-		*cniBinDir = filepath.Join(work, "cni")
-		if err := buildReferencePlugins(*cniBinDir); err != nil {
-			return err
+		// As make test and the e2e tests build them.
+		cmd := exec.Command("make", "-s", "cni-plugins", "BIN="+work)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("build the reference CNI plugins: %w", err)
 		}
+		*cniBinDir = filepath.Join(work, "cni")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -118,26 +121,6 @@ func run() error {
 		}
 		defer f.Close()
 		b.res.writeMarkdown(f)
-	}
-	return nil
-}
-
-// buildReferencePlugins installs ptp, bridge and host-local from the Go
-// module proxy at the version go.mod pins (outside this module, so their
-// own dependencies need not be in go.sum).
-func buildReferencePlugins(dir string) error {
-	const mod = "github.com/containernetworking/plugins"
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", mod).Output()
-	if err != nil {
-		return fmt.Errorf("version of %s in go.mod: %w", mod, err)
-	}
-	version := strings.TrimSpace(string(out))
-	for _, p := range []string{"main/ptp", "main/bridge", "ipam/host-local"} {
-		cmd := exec.Command("go", "install", mod+"/plugins/"+p+"@"+version)
-		cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOFLAGS=")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("install %s@%s: %v: %s", p, version, err, out)
-		}
 	}
 	return nil
 }

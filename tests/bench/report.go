@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
@@ -119,11 +120,7 @@ func (r *Results) evaluate() {
 		if !atLeast {
 			met = x <= goal
 		}
-		detail := "met"
-		if !met {
-			detail = fmt.Sprintf("missed by %.0f%%", 100*abs(x-goal)/goal)
-		}
-		r.Targets = append(r.Targets, Target{Name: name, Want: want, Got: x, Unit: "x", Met: met, Detail: detail})
+		r.Targets = append(r.Targets, target(name, want, x, "x", met, goal))
 	}
 	udp := func(d *DataRow) float64 { return d.UDPKpps.Median }
 	rr := func(d *DataRow) float64 { return d.RRP50.Median }
@@ -153,16 +150,9 @@ func (r *Results) evaluate() {
 func target(name, want string, got float64, unit string, met bool, goal float64) Target {
 	detail := "met"
 	if !met {
-		detail = fmt.Sprintf("missed by %.0f%%", 100*abs(got-goal)/goal)
+		detail = fmt.Sprintf("missed by %.0f%%", 100*math.Abs(got-goal)/goal)
 	}
 	return Target{Name: name, Want: want, Got: got, Unit: unit, Met: met, Detail: detail}
-}
-
-func abs(x float64) float64 {
-	if x < 0 {
-		return -x
-	}
-	return x
 }
 
 func fmtStat(s Stat, prec int) string {

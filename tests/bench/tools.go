@@ -21,7 +21,7 @@ type peer struct {
 	ip     netip.Addr
 }
 
-// inNS returns a command that runs name in the peer's namespace, pinned to
+// cmd returns a command that runs name in the peer's namespace, pinned to
 // cpu (-1: not pinned), and dies with the benchmark.
 func (p peer) cmd(ctx context.Context, cpu int, name string, args ...string) *exec.Cmd {
 	full := []string{"--net=" + p.nsPath}
@@ -35,7 +35,7 @@ func (p peer) cmd(ctx context.Context, cpu int, name string, args ...string) *ex
 }
 
 // server starts a server in dst and waits until it accepts on port.
-func server(ctx context.Context, dst peer, port int, network string, cmd *exec.Cmd) (func(), error) {
+func server(ctx context.Context, dst peer, port int, cmd *exec.Cmd) (func(), error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s in %s: %w", cmd.Args, dst.name, err)
 	}
@@ -64,7 +64,7 @@ const (
 // the thousands of datagrams per second the receiver got. Sender and
 // receiver run on different vCPUs: UDP is bound by the sender's CPU.
 func udpKpps(ctx context.Context, src, dst peer, d time.Duration) (float64, error) {
-	stop, err := server(ctx, dst, iperfPort, "tcp", dst.cmd(ctx, 1, "iperf3", "-s", "-1", "-p", strconv.Itoa(iperfPort)))
+	stop, err := server(ctx, dst, iperfPort, dst.cmd(ctx, 1, "iperf3", "-s", "-1", "-p", strconv.Itoa(iperfPort)))
 	if err != nil {
 		return 0, err
 	}
@@ -97,7 +97,7 @@ func udpKpps(ctx context.Context, src, dst peer, d time.Duration) (float64, erro
 // tcpGbps is single-stream TCP throughput, client and server on different
 // vCPUs.
 func tcpGbps(ctx context.Context, src, dst peer, d time.Duration) (float64, error) {
-	stop, err := server(ctx, dst, iperfPort, "tcp", dst.cmd(ctx, 1, "iperf3", "-s", "-1", "-p", strconv.Itoa(iperfPort)))
+	stop, err := server(ctx, dst, iperfPort, dst.cmd(ctx, 1, "iperf3", "-s", "-1", "-p", strconv.Itoa(iperfPort)))
 	if err != nil {
 		return 0, err
 	}
@@ -126,7 +126,7 @@ var percentileRe = regexp.MustCompile(`percentile (\d+\.\d+) =\s+([\d.]+)`)
 // returns the round trip's p50 and p99 in microseconds. sockperf reports
 // half the round trip; this doubles it.
 func tcpRR(ctx context.Context, src, dst peer, d time.Duration) (p50, p99 float64, err error) {
-	stop, err := server(ctx, dst, sockperfPort, "tcp",
+	stop, err := server(ctx, dst, sockperfPort,
 		dst.cmd(ctx, 0, "sockperf", "sr", "--tcp", "-i", dst.ip.String(), "-p", strconv.Itoa(sockperfPort)))
 	if err != nil {
 		return 0, 0, err

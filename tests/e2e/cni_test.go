@@ -75,11 +75,7 @@ func TestCNIVersions(t *testing.T) {
 			if _, err := p.EchoServer(echoPort); err != nil {
 				t.Fatal(err)
 			}
-			for _, pair := range [][2]*vnet.Pod{{p, peer}, {peer, p}} {
-				if _, err := vnet.TCPEcho(pair[0], pair[1].IP, echoPort, 64<<10, 10*time.Second); err != nil {
-					t.Fatal(err)
-				}
-			}
+			echoPairs(t, "cniVersion "+ver, 64<<10, [][2]*vnet.Pod{{p, peer}, {peer, p}}...)
 
 			err = p.Check()
 			if older, _ := versionLess(ver, "0.4.0"); older {
@@ -134,7 +130,7 @@ func checkResult(t *testing.T, p *vnet.Pod, ver string, dns types.DNS) {
 		t.Errorf("interface MTUs %d/%d in a %s result, want %d", host.Mtu, pod.Mtu, ver, wantMTU)
 	}
 	ipc := r.IPs[0]
-	if ones, bits := ipc.Address.Mask.Size(); ones != 32 || bits != 32 || !containsAddr(p.Node.Pool.Secondary, p.IP) {
+	if ones, bits := ipc.Address.Mask.Size(); ones != 32 || bits != 32 || !slices.Contains(p.Node.Pool.Secondary, p.IP) {
 		t.Errorf("result address %s, want a /32 of the node's secondary IPs", ipc.Address.String())
 	}
 	if ipc.Gateway.String() != agentapi.GatewayIP || ipc.Interface == nil || *ipc.Interface != 1 {
@@ -241,10 +237,7 @@ func TestChainPortmapBandwidth(t *testing.T) {
 	if err := v.Fabric.NL.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: outside.AsSlice(), Mask: net.CIDRMask(32, 32)}}); err != nil {
 		t.Fatal(err)
 	}
-	vm, err := v.AddHost("vm", vnet.HostOptions{Addr: netip.MustParsePrefix("10.240.200.10/16")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	vm := addHost(t, v, "vm", vnet.HostOptions{Addr: netip.MustParsePrefix("10.240.200.10/16")})
 	dialHostPort := func(from string, port int) error {
 		addr := net.JoinHostPort(n.Pool.Primary.String(), fmt.Sprint(port))
 		switch from {
@@ -430,10 +423,7 @@ func TestDelWhileAgentDown(t *testing.T) {
 	if q := queued(t, n); len(q) != 1 {
 		t.Fatalf("queued releases: %v, want 1", q)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for len(queued(t, n)) > 0 && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
+	eventually(60*time.Second, func() bool { return len(queued(t, n)) == 0 })
 	if st := loadState(t, n); slices.ContainsFunc(st.Allocations, func(al ipam.Allocation) bool { return al.IP == last.IP }) {
 		t.Fatalf("%s still allocated: the running agent did not replay the queued release", last.IP)
 	}
@@ -611,12 +601,7 @@ func TestCheckNamesWhatIsWrong(t *testing.T) {
 			return n.NS.NL.RouteDel(&netlink.Route{LinkIndex: hostLink(t, p).Attrs().Index, Dst: &net.IPNet{IP: p.IP.AsSlice(), Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK})
 		}, "no route %IP%/32 dev %HOST%"},
 		{"map entry removed", func(t *testing.T, p *vnet.Pod) error {
-			m, err := ebpf.LoadPinnedMap(filepath.Join(maps.PinDir(n.BPFFS), maps.EndpointsMap), nil)
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			return maps.NewEndpoints(m).Delete(p.IP)
+			return deleteEndpoint(n, p.IP)
 		}, "endpoints map has no entry for %IP%"},
 		{"from_pod detached", func(t *testing.T, p *vnet.Pod) error {
 			name := hostLink(t, p).Attrs().Name
@@ -804,6 +789,17 @@ func queued(t *testing.T, n *vnet.Node) []string {
 	return names
 }
 
+// deleteEndpoint removes ip's entry from the node's endpoints map behind
+// the agent's back (maps.OpenPinned opens read-only).
+func deleteEndpoint(n *vnet.Node, ip netip.Addr) error {
+	m, err := ebpf.LoadPinnedMap(filepath.Join(maps.PinDir(n.BPFFS), maps.EndpointsMap), nil)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	return maps.NewEndpoints(m).Delete(ip)
+}
+
 func loadState(t *testing.T, n *vnet.Node) *ipam.State {
 	t.Helper()
 	st, err := ipam.FileStore{Path: agent.StateFile(n.StateDir())}.Load()
@@ -821,7 +817,7 @@ func assertPodGone(t *testing.T, p *vnet.Pod) {
 	host := agentapi.HostVethName(p.ContainerID, "eth0")
 	// The agent deletes the veth (and with it the program's pin) right
 	// after DEL returns, in the background.
-	eventually(func() bool {
+	eventually(10*time.Second, func() bool {
 		_, lerr := n.NS.NL.LinkByName(host)
 		_, perr := os.Stat(loader.LinkPin(n.BPFFS, loader.HookPod, host))
 		return lerr != nil && perr != nil

@@ -1,12 +1,9 @@
 package e2e
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 
@@ -61,9 +58,9 @@ func TestAddDelCycles(t *testing.T) {
 	}
 
 	run(warmup)
-	rss0, fds0 := procUsage(t, n.AgentPID())
+	rss0, fds0 := procUsage(t, n)
 	run(cycles)
-	rss1, fds1 := procUsage(t, n.AgentPID())
+	rss1, fds1 := procUsage(t, n)
 	t.Logf("agent after %d warm-up cycles: RSS %d KiB, %d fds; after %d more: RSS %d KiB, %d fds",
 		warmup, rss0, fds0, cycles, rss1, fds1)
 	if fds1 > fds0+fdSlack {
@@ -81,27 +78,14 @@ func TestAddDelCycles(t *testing.T) {
 	assertNodeClean(t, n)
 }
 
-// procUsage reads a process's resident memory (KiB) and open file count.
-func procUsage(t *testing.T, pid int) (rssKiB, fds int) {
+// procUsage reads the agent's resident memory (KiB) and open file count.
+func procUsage(t *testing.T, n *vnet.Node) (rssKiB, fds int) {
 	t.Helper()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	rssKiB, _, err := n.AgentMemoryKiB()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			rssKiB, err = strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
-			if err != nil {
-				t.Fatalf("parse VmRSS %q: %v", rest, err)
-			}
-		}
-	}
-	if rssKiB == 0 {
-		t.Fatalf("no VmRSS in /proc/%d/status", pid)
-	}
-	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", n.AgentPID()))
 	if err != nil {
 		t.Fatal(err)
 	}

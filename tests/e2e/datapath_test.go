@@ -14,6 +14,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/loader"
 	"github.com/podvnet/podvnet/pkg/maps"
 	"github.com/podvnet/podvnet/tests/e2e/vnet"
@@ -43,18 +44,9 @@ func attachments(t *testing.T, n *vnet.Node) map[string]loader.Attachment {
 
 func counters(t *testing.T, n *vnet.Node) map[maps.Reason]maps.Counter {
 	t.Helper()
-	set, err := maps.OpenPinned(n.BPFFS)
+	m, err := n.Counters()
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer set.Close()
-	all, err := set.Counters.All()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := map[maps.Reason]maps.Counter{}
-	for _, c := range all {
-		m[c.Reason] = c.Counter
 	}
 	return m
 }
@@ -81,38 +73,17 @@ func TestAgentKillDropsNothing(t *testing.T) {
 		endpointsBefore[n.Name] = out
 	}
 
-	const pps = 2000
-	ac, err := vnet.StartUDPFlow(a, c, 9000, pps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := vnet.StartUDPFlow(c, a, 9001, pps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(300 * time.Millisecond)
-	ctrBefore := counters(t, n1)
-	for _, n := range v.Nodes {
-		n.StopAgent(syscall.SIGKILL)
-		time.Sleep(200 * time.Millisecond) // forwarding with no agent at all
-		if err := n.StartAgent(); err != nil {
-			t.Fatal(err)
+	var ctrBefore map[maps.Reason]maps.Counter
+	floodDuring(t, a, c, "across the agent restarts", func() {
+		ctrBefore = counters(t, n1)
+		for _, n := range v.Nodes {
+			n.StopAgent(syscall.SIGKILL)
+			time.Sleep(200 * time.Millisecond) // forwarding with no agent at all
+			if err := n.StartAgent(); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	time.Sleep(300 * time.Millisecond)
-	for name, f := range map[string]*vnet.UDPFlow{"a->c": ac, "c->a": ca} {
-		sent, missing, err := f.Stop()
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if len(missing) > 0 {
-			t.Errorf("%s: %d of %d datagrams lost across the agent restarts (first: %v)", name, len(missing), sent, missing[:min(10, len(missing))])
-		}
-		if sent < pps/2 {
-			t.Errorf("%s: only %d datagrams sent: the flood did not run", name, sent)
-		}
-		t.Logf("%s: %d datagrams, none lost", name, sent)
-	}
+	})
 
 	for _, n := range v.Nodes {
 		after := attachments(t, n)
@@ -158,7 +129,7 @@ func TestSpoofedSourceIsDropped(t *testing.T) {
 	c := addPod(t, n2, "c")
 
 	// Targets: a pod on another node, a pod on the same node, the node.
-	listen := func(ns interface{ Do(func() error) error }, port int) net.PacketConn {
+	listen := func(ns vnet.Netns, port int) net.PacketConn {
 		var pc net.PacketConn
 		if err := ns.Do(func() (err error) { pc, err = net.ListenPacket("udp4", ":"+strconv.Itoa(port)); return err }); err != nil {
 			t.Fatal(err)
@@ -268,7 +239,7 @@ func TestSpoofedSourceIsDropped(t *testing.T) {
 	}
 	hostMAC, _ := net.ParseMAC(a.Result.Interfaces[0].Mac)
 	if err := a.NS.NL.NeighSet(&netlink.Neigh{LinkIndex: link.Attrs().Index, Family: netlink.FAMILY_V4,
-		State: netlink.NUD_PERMANENT, IP: net.ParseIP("169.254.1.1"), HardwareAddr: hostMAC}); err != nil {
+		State: netlink.NUD_PERMANENT, IP: net.ParseIP(agentapi.GatewayIP), HardwareAddr: hostMAC}); err != nil {
 		t.Fatal(err)
 	}
 	before = counters(t, n1)
@@ -293,15 +264,8 @@ func TestLegacyAttachMode(t *testing.T) {
 	n1 := v.Nodes[0]
 	a, b, c := echoPods(t, v)
 	setForwarding(t, v, false)
-	traffic := func(when string) {
-		t.Helper()
-		for _, pair := range [][2]*vnet.Pod{{a, b}, {a, c}, {c, b}} {
-			if _, err := vnet.TCPEcho(pair[0], pair[1].IP, echoPort, 64<<10, 10*time.Second); err != nil {
-				t.Fatalf("%s: %v", when, err)
-			}
-		}
-	}
-	traffic("legacy mode")
+	pairs := [][2]*vnet.Pod{{a, b}, {a, c}, {c, b}}
+	echoPairs(t, "legacy mode", 64<<10, pairs...)
 
 	before := attachments(t, n1)
 	if len(before) != 3 {
@@ -327,7 +291,7 @@ func TestLegacyAttachMode(t *testing.T) {
 			t.Errorf("%s after a legacy restart: %+v (before %+v), want a replaced legacy filter", k, a, b)
 		}
 	}
-	traffic("after a legacy restart")
+	echoPairs(t, "after a legacy restart", 64<<10, pairs...)
 
 	n1.StopAgent(syscall.SIGTERM)
 	if err := n1.StartAgent("--attach-mode", "tcx"); err != nil {
@@ -341,7 +305,7 @@ func TestLegacyAttachMode(t *testing.T) {
 	if out, _ := n1.Exec("tc", "filter", "show", "dev", "eth0", "ingress"); strings.Contains(out, "podvnet") {
 		t.Errorf("legacy filter left after switching to tcx:\n%s", out)
 	}
-	traffic("after switching to tcx")
+	echoPairs(t, "after switching to tcx", 64<<10, pairs...)
 }
 
 // TestCleanupLeavesNothing: `podvnet-agent cleanup` refuses while the agent
@@ -386,9 +350,7 @@ func TestCleanupLeavesNothing(t *testing.T) {
 		t.Errorf("state file left: %v", err)
 	}
 	assertNoVethsOrRoutes(t, n)
-	var rows []any
 	if out, err := n.Debug("endpoints", "-o", "json"); err == nil {
-		json.Unmarshal([]byte(out), &rows)
 		t.Errorf("debug endpoints still finds maps after cleanup: %s", out)
 	}
 }

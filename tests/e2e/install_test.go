@@ -64,16 +64,14 @@ func TestAgentInstallsCNIOnceReady(t *testing.T) {
 	if err := n.StartAgentNoWait(append(c.args(), "--nic", "vnic0")...); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		code, body, err := n.HTTPGet("/readyz")
-		if err == nil && code == 503 && strings.Contains(body, "waiting for NIC vnic0") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz: %d %q %v, want 503 waiting for vnic0", code, body, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	var code int
+	var body string
+	var err error
+	if !eventually(10*time.Second, func() bool {
+		code, body, err = n.HTTPGet("/readyz")
+		return err == nil && code == 503 && strings.Contains(body, "waiting for NIC vnic0")
+	}) {
+		t.Fatalf("/readyz: %d %q %v, want 503 waiting for vnic0", code, body, err)
 	}
 	time.Sleep(500 * time.Millisecond)
 	if exists(c.conf()) || exists(filepath.Join(c.BinDir, "podvnet")) {
@@ -83,10 +81,8 @@ func TestAgentInstallsCNIOnceReady(t *testing.T) {
 	if err := n.NS.NL.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vnic0"}, PeerName: "vnic0p"}); err != nil {
 		t.Fatal(err)
 	}
-	for deadline = time.Now().Add(20 * time.Second); !exists(c.conf()); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no conflist in %s after the NIC appeared", c.ConfDir)
-		}
+	if !eventually(20*time.Second, func() bool { return exists(c.conf()) }) {
+		t.Fatalf("no conflist in %s after the NIC appeared", c.ConfDir)
 	}
 	if code, _, err := n.HTTPGet("/readyz"); err != nil || code != 200 {
 		t.Fatalf("conflist installed but /readyz says %d %v", code, err)
@@ -145,10 +141,8 @@ func TestRollingUpgrade(t *testing.T) {
 	if err := n1.StartAgent(c.args()...); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); !exists(c.conf()); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("no conflist installed")
-		}
+	if !eventually(10*time.Second, func() bool { return exists(c.conf()) }) {
+		t.Fatal("no conflist installed")
 	}
 	if err := n2.StartAgent(); err != nil {
 		t.Fatal(err)
@@ -161,42 +155,21 @@ func TestRollingUpgrade(t *testing.T) {
 	if err := os.WriteFile(newPlugin, append(mustReadFile(t, filepath.Join(binDir, "podvnet")), "\x00v2"...), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	const pps = 2000
-	ab, err := vnet.StartUDPFlow(a, b, 9000, pps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ba, err := vnet.StartUDPFlow(b, a, 9001, pps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(300 * time.Millisecond)
-	n1.StopAgent(syscall.SIGTERM)
-	if err := n1.StartAgent(append(c.args(), "--plugin-binary", newPlugin)...); err != nil {
-		t.Fatal(err)
-	}
-	n2.StopAgent(syscall.SIGTERM)
-	if err := n2.StartAgent(); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(300 * time.Millisecond)
-	for name, f := range map[string]*vnet.UDPFlow{"a->b": ab, "b->a": ba} {
-		sent, missing, err := f.Stop()
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
+	floodDuring(t, a, b, "across the upgrade", func() {
+		n1.StopAgent(syscall.SIGTERM)
+		if err := n1.StartAgent(append(c.args(), "--plugin-binary", newPlugin)...); err != nil {
+			t.Fatal(err)
 		}
-		if len(missing) > 0 || sent < pps/2 {
-			t.Errorf("%s: %d of %d datagrams lost across the upgrade", name, len(missing), sent)
+		n2.StopAgent(syscall.SIGTERM)
+		if err := n2.StartAgent(); err != nil {
+			t.Fatal(err)
 		}
-	}
+	})
 
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if bytes.Equal(mustReadFile(t, filepath.Join(c.BinDir, "podvnet")), mustReadFile(t, newPlugin)) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the new agent did not install its plugin")
-		}
+	if !eventually(10*time.Second, func() bool {
+		return bytes.Equal(mustReadFile(t, filepath.Join(c.BinDir, "podvnet")), mustReadFile(t, newPlugin))
+	}) {
+		t.Fatal("the new agent did not install its plugin")
 	}
 	if !os.SameFile(conf, mustStatFile(t, c.conf())) {
 		t.Error("the upgrade rewrote an unchanged conflist")

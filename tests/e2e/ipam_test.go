@@ -42,18 +42,6 @@ func debugIPAM(t *testing.T, n *vnet.Node) map[string]string {
 	return m
 }
 
-// waitFor polls cond until it holds; the deadline only bounds a failure.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // TestPoolFromFabric: the agents learn their pools from a fake NMAgent or
 // IMDS in the simulated VNet (through throttling and a server error, with
 // a decoy NIC in the document), hand out only those IPs, pick up an IP
@@ -105,10 +93,12 @@ func TestPoolFromFabric(t *testing.T) {
 			}
 			next = append(next, added)
 			v.Metadata.SetSecondary(n1, next)
-			waitFor(t, "the refresh to show the change in debug ipam", func() bool {
+			if !eventually(30*time.Second, func() bool {
 				st := debugIPAM(t, n1)
 				return st[added.String()] == "free" && st[a.IP.String()] == "withdrawn"
-			})
+			}) {
+				t.Fatal("timed out waiting for the refresh to show the change in debug ipam")
+			}
 			logb, _ := os.ReadFile(n1.AgentLog())
 			if !bytes.Contains(logb, []byte("pod holds an IP the pool no longer lists")) || !bytes.Contains(logb, []byte(a.IP.String())) {
 				t.Fatalf("the agent log does not report %s as withdrawn", a.IP)
@@ -186,10 +176,7 @@ func TestAgentKilledDuringAddBurst(t *testing.T) {
 	if err := n.StartAgent(); err != nil {
 		t.Fatal(err)
 	}
-	st, err := ipam.FileStore{Path: statePath}.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := loadState(t, n)
 	held := map[string]netip.Addr{}
 	for _, al := range st.Allocations {
 		held[al.ContainerID] = al.IP

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/podvnet/podvnet/internal/nettest"
 	"github.com/podvnet/podvnet/tests/e2e/vnet"
@@ -87,6 +88,18 @@ func newVNet(t *testing.T, opts vnet.Options) *vnet.VNet {
 	return v
 }
 
+// eventually polls cond until it holds or timeout has passed and says
+// whether it held: for what the agent does in the background, where the
+// timeout only bounds a failure.
+func eventually(timeout time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
+}
+
 func tail(b []byte, n int) string {
 	if len(b) > n {
 		b = b[len(b)-n:]
@@ -125,6 +138,49 @@ func echoPods(t *testing.T, v *vnet.VNet) (a, b, c *vnet.Pod) {
 		}
 	}
 	return a, b, c
+}
+
+// echoPairs checks that each pair's first pod gets size bytes back from
+// the second's echo server; when says under which conditions.
+func echoPairs(t *testing.T, when string, size int, pairs ...[2]*vnet.Pod) {
+	t.Helper()
+	for _, pair := range pairs {
+		if _, err := vnet.TCPEcho(pair[0], pair[1].IP, echoPort, size, 10*time.Second); err != nil {
+			t.Fatalf("%s: %v", when, err)
+		}
+	}
+}
+
+// floodDuring floods UDP both ways between a and b while during runs and
+// fails t if a datagram is lost or the flood did not run; across says what
+// during does.
+func floodDuring(t *testing.T, a, b *vnet.Pod, across string, during func()) {
+	t.Helper()
+	const pps = 2000
+	ab, err := vnet.StartUDPFlow(a, b, 9000, pps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ba, err := vnet.StartUDPFlow(b, a, 9001, pps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	during()
+	time.Sleep(300 * time.Millisecond)
+	for name, f := range map[string]*vnet.UDPFlow{a.Name + "->" + b.Name: ab, b.Name + "->" + a.Name: ba} {
+		sent, missing, err := f.Stop()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(missing) > 0 {
+			t.Errorf("%s: %d of %d datagrams lost %s (first: %v)", name, len(missing), sent, across, missing[:min(10, len(missing))])
+		}
+		if sent < pps/2 {
+			t.Errorf("%s: only %d datagrams sent: the flood did not run", name, sent)
+		}
+		t.Logf("%s: %d datagrams, none lost", name, sent)
+	}
 }
 
 // setForwarding sets net.ipv4.ip_forward on every node.

@@ -6,8 +6,6 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,25 +22,11 @@ import (
 // and all label pairs.
 func metric(t *testing.T, n *vnet.Node, name string, labels ...string) float64 {
 	t.Helper()
-	code, body, err := n.HTTPGet("/metrics")
-	if err != nil || code != 200 {
-		t.Fatalf("GET /metrics: %d %v", code, err)
+	v, err := n.Metric(name, labels...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `\{([^}]*)\} (\S+)$`)
-	for _, m := range re.FindAllStringSubmatch(body, -1) {
-		ok := true
-		for _, l := range labels {
-			if !strings.Contains(m[1], l) {
-				ok = false
-			}
-		}
-		if ok {
-			v, _ := strconv.ParseFloat(m[2], 64)
-			return v
-		}
-	}
-	t.Fatalf("no sample %s%v in /metrics", name, labels)
-	return 0
+	return v
 }
 
 // TestHealthAndMetrics: /healthz answers while the agent waits for its NIC,
@@ -61,14 +45,11 @@ func TestHealthAndMetrics(t *testing.T) {
 	}
 	var code int
 	var body string
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	eventually(10*time.Second, func() bool {
 		var err error
-		if code, body, err = n1.HTTPGet("/readyz"); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		code, body, err = n1.HTTPGet("/readyz")
+		return err == nil
+	})
 	if code != 503 || !strings.Contains(body, "waiting for NIC vnic0") {
 		t.Fatalf("/readyz before the NIC exists: %d %q, want 503 naming vnic0", code, body)
 	}
@@ -140,10 +121,12 @@ func TestDebugMonitorReportsSpoofing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lease.Close()
-	waitFor(t, "the monitor to take its lease", func() bool {
+	if !eventually(20*time.Second, func() bool {
 		var m maps.Monitor
 		return lease.Lookup(uint32(0), &m) == nil && time.Duration(m.DeadlineNS) > maps.Monotonic()
-	})
+	}) {
+		t.Fatalf("debug monitor took no lease:\n%s", errOut.String())
+	}
 	if out, err := n1.Debug("monitor", "--timeout", "1s"); err == nil || !strings.Contains(out, "another debug monitor is running on this node") {
 		t.Errorf("a second debug monitor: %v\n%s", err, out)
 	}
@@ -231,12 +214,7 @@ func TestDebugDoctorFindsABrokenEndpoint(t *testing.T) {
 
 	// An address whose endpoint left the map is one a pod holds but cannot
 	// use: debug ipam says so next to the allocation.
-	m, err := ebpf.LoadPinnedMap(filepath.Join(maps.PinDir(n.BPFFS), "endpoints"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	if err := maps.NewEndpoints(m).Delete(b.IP); err != nil {
+	if err := deleteEndpoint(n, b.IP); err != nil {
 		t.Fatal(err)
 	}
 	out, err = n.Debug("ipam")

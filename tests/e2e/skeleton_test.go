@@ -1,18 +1,17 @@
 package e2e
 
 import (
-	"encoding/json"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/podvnet/podvnet/pkg/agent"
-	"github.com/podvnet/podvnet/pkg/ipam"
+	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/loader"
 	"github.com/podvnet/podvnet/tests/e2e/vnet"
 )
@@ -30,18 +29,14 @@ func TestPodLifecycle(t *testing.T) {
 	c := addPod(t, n2, "c")
 
 	for _, p := range []*vnet.Pod{a, b, c} {
-		if !containsAddr(p.Node.Pool.Secondary, p.IP) {
+		if !slices.Contains(p.Node.Pool.Secondary, p.IP) {
 			t.Fatalf("%s got %s, not one of %s's secondary IPs", p.Name, p.IP, p.Node.Name)
 		}
 		if _, err := p.EchoServer(echoPort); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, pair := range [][2]*vnet.Pod{{a, b}, {b, a}, {a, c}, {c, a}, {c, b}} {
-		if _, err := vnet.TCPEcho(pair[0], pair[1].IP, echoPort, 256<<10, 10*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
+	echoPairs(t, "pods on one node and across nodes", 256<<10, [][2]*vnet.Pod{{a, b}, {b, a}, {a, c}, {c, a}, {c, b}}...)
 
 	// A pod that loses its permanent neighbour entry for the gateway finds
 	// it again: from_pod answers its ARP request.
@@ -49,7 +44,7 @@ func TestPodLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw := &netlink.Neigh{LinkIndex: eth0.Attrs().Index, Family: netlink.FAMILY_V4, IP: net.ParseIP("169.254.1.1")}
+	gw := &netlink.Neigh{LinkIndex: eth0.Attrs().Index, Family: netlink.FAMILY_V4, IP: net.ParseIP(agentapi.GatewayIP)}
 	if err := a.NS.NL.NeighDel(gw); err != nil {
 		t.Fatalf("delete the gateway's neighbour entry: %v", err)
 	}
@@ -67,18 +62,7 @@ func TestPodLifecycle(t *testing.T) {
 		t.Fatalf("the gateway was not re-learned by ARP: %+v", neighs)
 	}
 
-	out, err := n1.Debug("endpoints", "-o", "json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rows []struct {
-		IP     string `json:"ip"`
-		IfName string `json:"ifname"`
-	}
-	if err := json.Unmarshal([]byte(out), &rows); err != nil {
-		t.Fatalf("debug endpoints -o json: %v\n%s", err, out)
-	}
-	if len(rows) != 2 || rows[0].IP != a.IP.String() || rows[1].IP != b.IP.String() {
+	if rows := debugEndpoints(t, n1); len(rows) != 2 || rows[0].IP != a.IP.String() || rows[1].IP != b.IP.String() {
 		t.Fatalf("debug endpoints on node1 = %+v, want %s and %s", rows, a.IP, b.IP)
 	}
 	table, err := n1.Debug("endpoints")
@@ -112,11 +96,7 @@ func TestEBPFCarriesTraffic(t *testing.T) {
 	a, b, c := echoPods(t, v)
 	setForwarding(t, v, false)
 	pairs := [][2]*vnet.Pod{{a, b}, {a, c}, {c, b}}
-	for _, pair := range pairs {
-		if _, err := vnet.TCPEcho(pair[0], pair[1].IP, echoPort, 64<<10, 10*time.Second); err != nil {
-			t.Fatalf("with ip_forward=0 the eBPF path must carry it: %v", err)
-		}
-	}
+	echoPairs(t, "with ip_forward=0 the eBPF path must carry it", 64<<10, pairs...)
 
 	for _, n := range v.Nodes {
 		err := n.NS.Do(func() error {
@@ -145,28 +125,7 @@ func TestEBPFCarriesTraffic(t *testing.T) {
 	// traffic once forwarding is back on, so the failure above was the
 	// missing programs and not a broken setup.
 	setForwarding(t, v, true)
-	for _, pair := range pairs {
-		if _, err := vnet.TCPEcho(pair[0], pair[1].IP, echoPort, 64<<10, 10*time.Second); err != nil {
-			t.Fatalf("kernel fallback path: %v", err)
-		}
-	}
-}
-
-// eventually polls cond for up to 10 s: for what the agent finishes in the
-// background just after answering (deleting a deleted pod's veth).
-func eventually(cond func() bool) {
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && !cond(); {
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func containsAddr[T comparable](list []T, x T) bool {
-	for _, v := range list {
-		if v == x {
-			return true
-		}
-	}
-	return false
+	echoPairs(t, "kernel fallback path", 64<<10, pairs...)
 }
 
 // assertNothingLeft checks a node holds no veth, /32 route, map entry,
@@ -181,11 +140,7 @@ func assertNothingLeft(t *testing.T, n *vnet.Node) {
 	if strings.TrimSpace(out) != "[]" {
 		t.Errorf("%s: endpoints map not empty: %s", n.Name, out)
 	}
-	st, err := ipam.FileStore{Path: agent.StateFile(n.StateDir())}.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(st.Allocations) != 0 {
+	if st := loadState(t, n); len(st.Allocations) != 0 {
 		t.Errorf("%s: allocations left: %+v", n.Name, st.Allocations)
 	}
 	pins, _ := os.ReadDir(filepath.Dir(loader.LinkPin(n.BPFFS, loader.HookPod, "x")))
@@ -198,7 +153,7 @@ func assertNothingLeft(t *testing.T, n *vnet.Node) {
 func assertNoVethsOrRoutes(t *testing.T, n *vnet.Node) {
 	t.Helper()
 	// The agent deletes veths of deleted pods in the background.
-	eventually(func() bool {
+	eventually(10*time.Second, func() bool {
 		links, _ := n.NS.NL.LinkList()
 		for _, l := range links {
 			if strings.HasPrefix(l.Attrs().Name, "pv") {

@@ -138,7 +138,7 @@ func run() error {
 	for i, n := range v.Nodes {
 		var parts []string
 		for _, r := range []maps.Reason{maps.ReasonPodToLocal, maps.ReasonPodToNIC, maps.ReasonNICToLocal, maps.ReasonPodToStack} {
-			parts = append(parts, fmt.Sprintf("%s +%d", r, after[i][r]-before[i][r]))
+			parts = append(parts, fmt.Sprintf("%s +%d", r, after[i][r].Packets-before[i][r].Packets))
 		}
 		fmt.Printf("    %s: %s\n", n.Name, strings.Join(parts, ", "))
 	}
@@ -166,19 +166,12 @@ func run() error {
 	return nil
 }
 
-// counters reads each node's pinned counters map directly.
-func counters(v *vnet.VNet) []map[maps.Reason]uint64 {
-	var out []map[maps.Reason]uint64
+// counters reads each node's pinned counters map directly; a node whose
+// maps cannot be read shows zeros.
+func counters(v *vnet.VNet) []map[maps.Reason]maps.Counter {
+	var out []map[maps.Reason]maps.Counter
 	for _, n := range v.Nodes {
-		m := map[maps.Reason]uint64{}
-		if set, err := maps.OpenPinned(n.BPFFS); err == nil {
-			if all, err := set.Counters.All(); err == nil {
-				for _, c := range all {
-					m[c.Reason] = c.Packets
-				}
-			}
-			set.Close()
-		}
+		m, _ := n.Counters()
 		out = append(out, m)
 	}
 	return out

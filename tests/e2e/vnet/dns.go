@@ -4,20 +4,15 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
-	"strconv"
+	"strings"
 	"time"
 )
 
 // DNSServer answers every A query on UDP port with answer, like a tiny
 // cluster DNS.
 func DNSServer(ns Netns, port int, answer netip.Addr, closeWith func(func() error)) error {
-	var pc net.PacketConn
-	err := ns.Do(func() (err error) {
-		pc, err = net.ListenPacket("udp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(port)))
-		return err
-	})
+	pc, err := listenUDP(ns, port)
 	if err != nil {
 		return err
 	}
@@ -64,17 +59,13 @@ func dnsAnswer(q []byte, a netip.Addr) ([]byte, error) {
 // record over a connected UDP socket: an answer from any other source
 // address (a reply that missed its reverse NAT) is never read.
 func LookupA(ns Netns, server, name string, timeout time.Duration) (netip.Addr, error) {
-	var c net.Conn
-	err := ns.Do(func() (err error) {
-		c, err = net.DialTimeout("udp4", server, timeout)
-		return err
-	})
+	c, err := dial(ns, "udp4", server, timeout)
 	if err != nil {
 		return netip.Addr{}, err
 	}
 	defer c.Close()
 	q := []byte{0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0}
-	for _, label := range splitLabels(name) {
+	for _, label := range strings.FieldsFunc(name, func(r rune) bool { return r == '.' }) {
 		q = append(q, byte(len(label)))
 		q = append(q, label...)
 	}
@@ -92,18 +83,4 @@ func LookupA(ns Netns, server, name string, timeout time.Duration) (netip.Addr, 
 		return netip.Addr{}, fmt.Errorf("DNS answer from %s malformed", server)
 	}
 	return netip.AddrFrom4([4]byte(buf[n-4 : n])), nil
-}
-
-func splitLabels(name string) []string {
-	var out []string
-	start := 0
-	for i := 0; i <= len(name); i++ {
-		if i == len(name) || name[i] == '.' {
-			if i > start {
-				out = append(out, name[start:i])
-			}
-			start = i + 1
-		}
-	}
-	return out
 }

@@ -38,46 +38,19 @@ func (v *VNet) AddHost(name string, o HostOptions) (*Host, error) {
 	}
 	v.onClose(ns.Delete)
 	h := &Host{Name: name, NS: ns, IP: o.Addr.Addr()}
-	fabricSide := "to-" + name
-	if len(fabricSide) > 15 {
-		return nil, fmt.Errorf("host name %q too long for an interface name", name)
-	}
-	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: fabricSide, MTU: v.Opts.NICMTU},
-		PeerName:      "eth0",
-		PeerNamespace: netlink.NsFd(int(ns.Handle)),
-		PeerMTU:       uint32(v.Opts.NICMTU),
-	}
-	if err := v.Fabric.NL.LinkAdd(veth); err != nil {
-		return nil, fmt.Errorf("create fabric link %s: %w", fabricSide, err)
-	}
-	fl, err := v.Fabric.NL.LinkByName(fabricSide)
-	if err != nil {
-		return nil, err
-	}
 	inSubnet := Subnet.Contains(h.IP)
-	gw := Gateway
-	if inSubnet {
-		err = v.Fabric.NL.AddrAdd(fl, &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(Gateway, 32))})
-	} else {
+	gw, fabricAddr := Gateway, netip.PrefixFrom(Gateway, 32)
+	if !inSubnet {
 		gw = o.Addr.Masked().Addr().Next()
-		err = v.Fabric.NL.AddrAdd(fl, &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(gw, o.Addr.Bits()))})
+		fabricAddr = netip.PrefixFrom(gw, o.Addr.Bits())
 	}
+	fl, err := v.connect("to-"+name, ns, fabricAddr)
 	if err != nil {
-		return nil, fmt.Errorf("fabric address on %s: %w", fabricSide, err)
-	}
-	if err := v.Fabric.NL.LinkSetUp(fl); err != nil {
 		return nil, err
 	}
 	if inSubnet {
-		for _, kv := range [][2]string{{"conf.%s.proxy_arp", "1"}, {"conf.%s.rp_filter", "0"}, {"neigh.%s.proxy_delay", "0"}} {
-			if err := v.Fabric.Sysctl("net.ipv4."+fmt.Sprintf(kv[0], fabricSide), kv[1]); err != nil {
-				return nil, err
-			}
-		}
-		if err := v.Fabric.NL.RouteAdd(&netlink.Route{LinkIndex: fl.Attrs().Index, Scope: netlink.SCOPE_LINK,
-			Dst: prefixNet(netip.PrefixFrom(h.IP, 32))}); err != nil {
-			return nil, fmt.Errorf("fabric route to %s: %w", h.IP, err)
+		if err := v.inSubnet(fl, h.IP); err != nil {
+			return nil, err
 		}
 	}
 

@@ -13,6 +13,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -21,6 +24,7 @@ import (
 	"github.com/podvnet/podvnet/internal/nettest"
 	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/ipam"
+	"github.com/podvnet/podvnet/pkg/maps"
 )
 
 // Node is one simulated VM: a namespace with eth0 on the fabric.
@@ -157,6 +161,22 @@ func (n *Node) HTTPGet(path string) (int, string, error) {
 	return resp.StatusCode, string(b), err
 }
 
+// Metric returns the value of the first sample of the agent's /metrics
+// named name whose labels hold every one of labels (e.g. `op="add"`).
+func (n *Node) Metric(name string, labels ...string) (float64, error) {
+	code, body, err := n.HTTPGet("/metrics")
+	if err != nil || code != http.StatusOK {
+		return 0, fmt.Errorf("%s: GET /metrics: %d %v", n.Name, code, err)
+	}
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `\{([^}]*)\} (\S+)$`)
+	for _, m := range re.FindAllStringSubmatch(body, -1) {
+		if !slices.ContainsFunc(labels, func(l string) bool { return !strings.Contains(m[1], l) }) {
+			return strconv.ParseFloat(m[2], 64)
+		}
+	}
+	return 0, fmt.Errorf("%s: no sample %s%v in /metrics", n.Name, name, labels)
+}
+
 // WaitAgentExit waits for an agent that is expected to stop on its own and
 // returns how it ended.
 func (n *Node) WaitAgentExit(timeout time.Duration) error {
@@ -195,6 +215,29 @@ func (n *Node) AgentPID() int {
 	return n.agent.Process.Pid
 }
 
+// AgentMemoryKiB reads the running agent's resident memory (VmRSS) and its
+// peak since start (VmHWM) from /proc.
+func (n *Node) AgentMemoryKiB() (rss, peak int, err error) {
+	path := fmt.Sprintf("/proc/%d/status", n.AgentPID())
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%s: agent memory: %w", n.Name, err)
+	}
+	kib := map[string]int{}
+	for _, line := range strings.Split(string(b), "\n") {
+		field, value, _ := strings.Cut(line, ":")
+		if field == "VmRSS" || field == "VmHWM" {
+			if kib[field], err = strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(value), " kB")); err != nil {
+				return 0, 0, fmt.Errorf("%s: parse %q: %w", path, line, err)
+			}
+		}
+	}
+	if kib["VmRSS"] == 0 || kib["VmHWM"] == 0 {
+		return 0, 0, fmt.Errorf("no VmRSS or VmHWM in %s", path)
+	}
+	return kib["VmRSS"], kib["VmHWM"], nil
+}
+
 func (n *Node) tailLog() string {
 	b, _ := os.ReadFile(n.AgentLog())
 	if len(b) > 4000 {
@@ -204,15 +247,10 @@ func (n *Node) tailLog() string {
 }
 
 func (n *Node) writePool() error {
-	doc := map[string]any{
-		"subnet": n.Pool.Subnet.String(), "gateway": n.Pool.Gateway.String(), "primary": n.Pool.Primary.String(),
-	}
-	var sec []string
-	for _, ip := range n.Pool.Secondary {
-		sec = append(sec, ip.String())
-	}
-	doc["secondary"] = sec
-	b, _ := json.Marshal(doc)
+	// netip types marshal as the strings the pool file holds.
+	b, _ := json.Marshal(map[string]any{
+		"subnet": n.Pool.Subnet, "gateway": n.Pool.Gateway, "primary": n.Pool.Primary, "secondary": n.Pool.Secondary,
+	})
 	return os.WriteFile(n.PoolFile(), b, 0o600)
 }
 
@@ -244,6 +282,24 @@ func (n *Node) NFT(script string) error {
 		return fmt.Errorf("%s: nft -f: %w\n%s\nscript:\n%s", n.Name, err, out, script)
 	}
 	return nil
+}
+
+// Counters reads the node's pinned data path counters, summed over CPUs.
+func (n *Node) Counters() (map[maps.Reason]maps.Counter, error) {
+	set, err := maps.OpenPinned(n.BPFFS)
+	if err != nil {
+		return nil, err
+	}
+	defer set.Close()
+	all, err := set.Counters.All()
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[maps.Reason]maps.Counter, len(all))
+	for _, c := range all {
+		m[c.Reason] = c.Counter
+	}
+	return m, nil
 }
 
 // DelQueueDir is where the node's plugin queues releases while the agent

@@ -2,13 +2,12 @@ package vnet
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
@@ -224,9 +223,6 @@ func (p *Pod) DeleteNetns() error {
 	return p.NS.Delete()
 }
 
-// ConfList is the conflist the pod was added with.
-func (p *Pod) ConfList() []byte { return p.conf }
-
 // Del runs CNI DEL for the pod through libcni (the namespace stays).
 func (p *Pod) Del() error { return p.DelWith(DelOptions{}) }
 
@@ -283,32 +279,10 @@ func (n *Node) GC(o ConfOptions, cacheDir string, valid []types.GCAttachment) er
 	})
 }
 
-// Listen opens a TCP listener inside the pod on port.
-func (p *Pod) Listen(port int) (net.Listener, error) {
-	var ln net.Listener
-	err := p.NS.Do(func() (err error) {
-		ln, err = net.Listen("tcp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(port)))
-		return err
-	})
-	return ln, err
-}
-
-// Dial connects from inside the pod.
-func (p *Pod) Dial(network, addr string, timeout time.Duration) (net.Conn, error) {
-	var c net.Conn
-	err := p.NS.Do(func() (err error) {
-		c, err = net.DialTimeout(network, addr, timeout)
-		return err
-	})
-	return c, err
-}
-
 func randomHex(n int) string {
 	b := make([]byte, (n+1)/2)
-	f, _ := os.Open("/dev/urandom")
-	f.Read(b)
-	f.Close()
-	return fmt.Sprintf("%x", b)[:n]
+	rand.Read(b)
+	return hex.EncodeToString(b)[:n]
 }
 
 // Do runs f inside the pod's network namespace.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,7 +17,7 @@ import (
 // EchoServer serves TCP echo inside the pod on port until the listener is
 // closed (Close of the VNet removes the namespace, which closes it too).
 func (p *Pod) EchoServer(port int) (io.Closer, error) {
-	ln, err := p.Listen(port)
+	ln, err := listenTCP(p, port)
 	if err != nil {
 		return nil, fmt.Errorf("listen in %s: %w", p.Name, err)
 	}
@@ -39,9 +40,9 @@ func (p *Pod) EchoServer(port int) (io.Closer, error) {
 
 // TCPEcho sends size random bytes from src to dst's echo server and checks
 // that the same bytes come back; it returns how long the round trip took.
-func TCPEcho(src *Pod, dst netAddr, port, size int, timeout time.Duration) (time.Duration, error) {
+func TCPEcho(src *Pod, dst netip.Addr, port, size int, timeout time.Duration) (time.Duration, error) {
 	start := time.Now()
-	c, err := src.Dial("tcp4", net.JoinHostPort(dst.String(), strconv.Itoa(port)), timeout)
+	c, err := dial(src, "tcp4", net.JoinHostPort(dst.String(), strconv.Itoa(port)), timeout)
 	if err != nil {
 		return 0, fmt.Errorf("%s -> %s: connect: %w", src.Name, dst, err)
 	}
@@ -67,8 +68,6 @@ func TCPEcho(src *Pod, dst netAddr, port, size int, timeout time.Duration) (time
 	return time.Since(start), nil
 }
 
-type netAddr interface{ String() string }
-
 // UDPFlow sends numbered UDP datagrams at a fixed rate from one pod to
 // another and records which arrive.
 type UDPFlow struct {
@@ -84,18 +83,14 @@ type UDPFlow struct {
 
 // StartUDPFlow starts sending pps datagrams per second from src to dst:port.
 func StartUDPFlow(src, dst *Pod, port, pps int) (*UDPFlow, error) {
-	var pc net.PacketConn
-	err := dst.NS.Do(func() (err error) {
-		pc, err = net.ListenPacket("udp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(port)))
-		return err
-	})
+	pc, err := listenUDP(dst, port)
 	if err != nil {
 		return nil, fmt.Errorf("listen udp in %s: %w", dst.Name, err)
 	}
 	// Room for every datagram of a few seconds: a busy test machine must
 	// not turn a slow reader into "loss".
 	pc.(*net.UDPConn).SetReadBuffer(8 << 20)
-	out, err := src.Dial("udp4", net.JoinHostPort(dst.IP.String(), strconv.Itoa(port)), time.Second)
+	out, err := dial(src, "udp4", net.JoinHostPort(dst.IP.String(), strconv.Itoa(port)), time.Second)
 	if err != nil {
 		pc.Close()
 		return nil, err
@@ -177,11 +172,7 @@ type Netns interface {
 // WhoAmIServer answers every TCP connection on port with the address the
 // connection came from, as this namespace sees it: NAT shows.
 func WhoAmIServer(ns Netns, port int, closeWith func(func() error)) error {
-	var ln net.Listener
-	err := ns.Do(func() (err error) {
-		ln, err = net.Listen("tcp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(port)))
-		return err
-	})
+	ln, err := listenTCP(ns, port)
 	if err != nil {
 		return err
 	}
@@ -203,11 +194,7 @@ func WhoAmIServer(ns Netns, port int, closeWith func(func() error)) error {
 // WhoAmI connects from ns to addr's WhoAmIServer and returns the source
 // address the server saw.
 func WhoAmI(ns Netns, addr string, timeout time.Duration) (string, error) {
-	var c net.Conn
-	err := ns.Do(func() (err error) {
-		c, err = net.DialTimeout("tcp4", addr, timeout)
-		return err
-	})
+	c, err := dial(ns, "tcp4", addr, timeout)
 	if err != nil {
 		return "", fmt.Errorf("connect %s: %w", addr, err)
 	}
@@ -218,6 +205,32 @@ func WhoAmI(ns Netns, addr string, timeout time.Duration) (string, error) {
 		return "", fmt.Errorf("read from %s: %w", addr, err)
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// listenTCP and listenUDP open a socket on port inside ns, where it stays
+// whichever namespace its user runs in; dial connects from inside ns.
+func listenTCP(ns Netns, port int) (ln net.Listener, err error) {
+	err = ns.Do(func() (err error) {
+		ln, err = net.Listen("tcp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(port)))
+		return err
+	})
+	return ln, err
+}
+
+func listenUDP(ns Netns, port int) (pc net.PacketConn, err error) {
+	err = ns.Do(func() (err error) {
+		pc, err = net.ListenPacket("udp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(port)))
+		return err
+	})
+	return pc, err
+}
+
+func dial(ns Netns, network, addr string, timeout time.Duration) (c net.Conn, err error) {
+	err = ns.Do(func() (err error) {
+		c, err = net.DialTimeout(network, addr, timeout)
+		return err
+	})
+	return c, err
 }
 
 // OnClose registers f to run when the VNet is closed.

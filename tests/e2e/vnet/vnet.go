@@ -179,39 +179,13 @@ func (v *VNet) addNode(n *Node) error {
 		}
 	})
 
-	// fabric "to-nodeN" <-> node "eth0", made inside the fabric namespace
-	// with the peer created straight in the node's.
-	fabricSide := "to-" + n.Name
-	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: fabricSide, MTU: v.Opts.NICMTU},
-		PeerName:      "eth0",
-		PeerNamespace: netlink.NsFd(int(n.NS.Handle)),
-		PeerMTU:       uint32(v.Opts.NICMTU),
-	}
-	if err := v.Fabric.NL.LinkAdd(veth); err != nil {
-		return fmt.Errorf("create fabric link %s: %w", fabricSide, err)
-	}
-	fl, err := v.Fabric.NL.LinkByName(fabricSide)
+	fl, err := v.connect("to-"+n.Name, n.NS, netip.PrefixFrom(Gateway, 32))
 	if err != nil {
 		return err
 	}
-	if err := v.Fabric.NL.AddrAdd(fl, &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(Gateway, 32))}); err != nil {
-		return fmt.Errorf("gateway address on %s: %w", fabricSide, err)
-	}
-	if err := v.Fabric.NL.LinkSetUp(fl); err != nil {
-		return err
-	}
-	// Azure's fabric answers at once; Linux delays proxy ARP replies to
-	// broadcast requests by up to proxy_delay (0.8 s) unless told not to.
-	for _, kv := range [][2]string{{"conf.%s.proxy_arp", "1"}, {"conf.%s.rp_filter", "0"}, {"neigh.%s.proxy_delay", "0"}} {
-		if err := v.Fabric.Sysctl("net.ipv4."+fmt.Sprintf(kv[0], fabricSide), kv[1]); err != nil {
-			return err
-		}
-	}
 	// The fabric knows where every address of the node lives.
-	if err := v.Fabric.NL.RouteAdd(&netlink.Route{LinkIndex: fl.Attrs().Index, Scope: netlink.SCOPE_LINK,
-		Dst: prefixNet(netip.PrefixFrom(n.Pool.Primary, 32))}); err != nil {
-		return fmt.Errorf("fabric route to %s: %w", n.Pool.Primary, err)
+	if err := v.inSubnet(fl, n.Pool.Primary); err != nil {
+		return err
 	}
 	for _, ip := range n.Pool.Secondary {
 		if err := v.Fabric.NL.RouteAdd(&netlink.Route{LinkIndex: fl.Attrs().Index,
@@ -235,6 +209,49 @@ func (v *VNet) addNode(n *Node) error {
 		return fmt.Errorf("node default route: %w", err)
 	}
 	return n.NS.Sysctl("net.ipv4.ip_forward", "1")
+}
+
+// connect links ns's new eth0 to the fabric's new fabricSide (made inside
+// the fabric namespace with the peer created straight in ns), which gets
+// addr and is brought up.
+func (v *VNet) connect(fabricSide string, ns *nettest.NS, addr netip.Prefix) (netlink.Link, error) {
+	if len(fabricSide) > 15 {
+		return nil, fmt.Errorf("%q too long for an interface name", fabricSide)
+	}
+	veth := &netlink.Veth{
+		LinkAttrs:     netlink.LinkAttrs{Name: fabricSide, MTU: v.Opts.NICMTU},
+		PeerName:      "eth0",
+		PeerNamespace: netlink.NsFd(int(ns.Handle)),
+		PeerMTU:       uint32(v.Opts.NICMTU),
+	}
+	if err := v.Fabric.NL.LinkAdd(veth); err != nil {
+		return nil, fmt.Errorf("create fabric link %s: %w", fabricSide, err)
+	}
+	fl, err := v.Fabric.NL.LinkByName(fabricSide)
+	if err != nil {
+		return nil, err
+	}
+	if err := v.Fabric.NL.AddrAdd(fl, &netlink.Addr{IPNet: prefixNet(addr)}); err != nil {
+		return nil, fmt.Errorf("fabric address %s on %s: %w", addr, fabricSide, err)
+	}
+	return fl, v.Fabric.NL.LinkSetUp(fl)
+}
+
+// inSubnet makes the fabric reach ip, a VM of the subnet, over fl as Azure
+// does: it answers ARP for the subnet there and routes ip on-link.
+func (v *VNet) inSubnet(fl netlink.Link, ip netip.Addr) error {
+	// Azure's fabric answers at once; Linux delays proxy ARP replies to
+	// broadcast requests by up to proxy_delay (0.8 s) unless told not to.
+	for _, kv := range [][2]string{{"conf.%s.proxy_arp", "1"}, {"conf.%s.rp_filter", "0"}, {"neigh.%s.proxy_delay", "0"}} {
+		if err := v.Fabric.Sysctl("net.ipv4."+fmt.Sprintf(kv[0], fl.Attrs().Name), kv[1]); err != nil {
+			return err
+		}
+	}
+	if err := v.Fabric.NL.RouteAdd(&netlink.Route{LinkIndex: fl.Attrs().Index, Scope: netlink.SCOPE_LINK,
+		Dst: prefixNet(netip.PrefixFrom(ip, 32))}); err != nil {
+		return fmt.Errorf("fabric route to %s: %w", ip, err)
+	}
+	return nil
 }
 
 func prefixNet(p netip.Prefix) *net.IPNet {

@@ -105,7 +105,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Agent, err error)
 	if err != nil {
 		return nil, err
 	}
-	dp, err := loader.Load(cfg.BPFFSRoot, loader.Options{})
+	dp, err := loader.Load(cfg.BPFFSRoot)
 	if err != nil {
 		return nil, fmt.Errorf("load data path: %w", err)
 	}

@@ -64,7 +64,7 @@ func newTestbed(t *testing.T) *testbed {
 	t.Helper()
 	nettest.RequireRoot(t)
 	ns := nettest.NewNS(t, nettest.Prefix()+"-dp")
-	dp, err := Load(nettest.BPFFS(t), Options{})
+	dp, err := Load(nettest.BPFFS(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,13 +27,10 @@ type Datapath struct {
 	rawMaps    map[string]*ebpf.Map
 }
 
-// Options tune Load.
-type Options struct{}
-
 // Load makes sure root is on a bpffs, adopts the maps pinned there (or
 // creates and pins them), and loads both programs against those maps.
 // Nothing is attached yet.
-func Load(root string, opts Options) (_ *Datapath, err error) {
+func Load(root string) (_ *Datapath, err error) {
 	if err := EnsureBPFFS(root); err != nil {
 		return nil, err
 	}

@@ -17,7 +17,7 @@ func TestLoadAdoptsPinnedMaps(t *testing.T) {
 	nettest.RequireRoot(t)
 	root := nettest.BPFFS(t)
 
-	d, err := Load(root, Options{})
+	d, err := Load(root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +28,7 @@ func TestLoadAdoptsPinnedMaps(t *testing.T) {
 	}
 	d.Close()
 
-	d2, err := Load(root, Options{})
+	d2, err := Load(root)
 	if err != nil {
 		t.Fatalf("second load must adopt the pinned maps: %v", err)
 	}
@@ -93,7 +93,7 @@ func TestLoadRefusesChangedLayout(t *testing.T) {
 			if err := m.Pin(pin); err != nil {
 				t.Fatal(err)
 			}
-			d, err := Load(root, Options{})
+			d, err := Load(root)
 			if err == nil {
 				d.Close()
 				t.Fatal("a pinned map with another layout was adopted")

@@ -42,7 +42,7 @@ func (b *bench) progCost() (err error) {
 		return fmt.Errorf("mount bpffs: %w", err)
 	}
 	defer unix.Unmount(root, unix.MNT_DETACH)
-	dp, err := loader.Load(root, loader.Options{})
+	dp, err := loader.Load(root)
 	if err != nil {
 		return err
 	}

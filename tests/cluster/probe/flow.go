@@ -1,0 +1,155 @@
+package probe
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+type flowTable struct {
+	mu   sync.Mutex
+	next int
+	m    map[int]*flowRun
+}
+
+type flowRun struct {
+	flow Flow
+	conn net.Conn
+	stop chan struct{}
+	sent chan struct{} // closed when the sender is done
+	recv chan struct{} // closed when the receiver is done
+
+	mu      sync.Mutex
+	nsent   uint64
+	got     map[uint64]bool
+	broken  error
+	stopped bool
+}
+
+func (r *flowRun) fail(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.broken == nil && !r.stopped {
+		r.broken = err
+	}
+}
+
+func (t *flowTable) start(f Flow) (int, error) {
+	if f.PPS <= 0 {
+		f.PPS = 500
+	}
+	if f.Proto != UDP && f.Proto != TCP {
+		return 0, fmt.Errorf("flows run over udp or tcp, not %q", f.Proto)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := dialProto(ctx, f.Proto, f.Addr)
+	if err != nil {
+		return 0, err
+	}
+	r := &flowRun{flow: f, conn: c, stop: make(chan struct{}), sent: make(chan struct{}), recv: make(chan struct{}), got: map[uint64]bool{}}
+	var rd io.Reader = c
+	if f.Proto == TCP {
+		// The stream starts with the server's name line.
+		br := bufio.NewReader(c)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := br.ReadString('\n'); err != nil {
+			c.Close()
+			return 0, fmt.Errorf("tcp flow to %s: read the name line: %w", f.Addr, err)
+		}
+		c.SetReadDeadline(time.Time{})
+		rd = br
+	}
+	go r.receive(rd)
+	go r.send()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.next++
+	t.m[t.next] = r
+	return t.next, nil
+}
+
+func (r *flowRun) receive(rd io.Reader) {
+	defer close(r.recv)
+	buf := make([]byte, 2048)
+	for {
+		var payload []byte
+		if r.flow.Proto == UDP {
+			n, err := rd.Read(buf)
+			if err != nil {
+				r.fail(err)
+				return
+			}
+			if _, payload, err = splitReply(buf[:n]); err != nil {
+				continue
+			}
+		} else {
+			if _, err := io.ReadFull(rd, buf[:8]); err != nil {
+				r.fail(err)
+				return
+			}
+			payload = buf[:8]
+		}
+		if len(payload) == 8 {
+			r.mu.Lock()
+			r.got[binary.BigEndian.Uint64(payload)] = true
+			r.mu.Unlock()
+		}
+	}
+}
+
+func (r *flowRun) send() {
+	defer close(r.sent)
+	tick := time.NewTicker(time.Second / time.Duration(r.flow.PPS))
+	defer tick.Stop()
+	for seq := uint64(0); ; seq++ {
+		select {
+		case <-r.stop:
+			return
+		case <-tick.C:
+		}
+		if _, err := r.conn.Write(seqMsg(seq)); err != nil {
+			r.fail(err)
+			return
+		}
+		r.mu.Lock()
+		r.nsent++
+		r.mu.Unlock()
+	}
+}
+
+// stop ends the sender, gives the echoes in flight a second, and reports.
+func (t *flowTable) stop(id int) (FlowReport, bool) {
+	t.mu.Lock()
+	r, ok := t.m[id]
+	delete(t.m, id)
+	t.mu.Unlock()
+	if !ok {
+		return FlowReport{}, false
+	}
+	close(r.stop)
+	<-r.sent
+	time.Sleep(time.Second)
+	r.mu.Lock()
+	r.stopped = true
+	r.mu.Unlock()
+	r.conn.Close()
+	<-r.recv
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rep := FlowReport{Flow: r.flow, Sent: r.nsent, Received: uint64(len(r.got))}
+	for seq := uint64(0); seq < r.nsent && len(rep.Missing) < 20; seq++ {
+		if !r.got[seq] {
+			rep.Missing = append(rep.Missing, seq)
+		}
+	}
+	if r.broken != nil {
+		rep.Error = r.broken.Error()
+	}
+	return rep, true
+}

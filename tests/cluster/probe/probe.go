@@ -1,0 +1,125 @@
+// Package probe is the test image's program and the test's client of it.
+// In a pod, `probe serve` answers on a few TCP, UDP (and SCTP, where the
+// kernel has it) ports with the pod's name, and serves a control API on a
+// unix socket in an emptyDir volume: the test process, which shares the
+// node's filesystem, asks a pod to connect somewhere and gets the outcome
+// without kubectl exec and without its own traffic crossing the pod
+// network (so a NetworkPolicy under test never filters the control
+// channel). `probe connect` is the same check from a shell or kubectl exec.
+package probe
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+)
+
+// Protocols a probe serves and connects with.
+const (
+	TCP  = "tcp"
+	UDP  = "udp"
+	SCTP = "sctp"
+)
+
+// DefaultPorts are served for each protocol (the upstream network policy
+// e2e suite uses 80 and 81).
+var DefaultPorts = []int{80, 81}
+
+// ControlDir is where the pod mounts the emptyDir holding the control
+// socket; ControlSocket is the socket's name in it.
+const (
+	ControlDir    = "/probe"
+	ControlSocket = "control.sock"
+)
+
+// Target is one connection to try.
+type Target struct {
+	Proto string `json:"proto"`
+	// Addr is host:port.
+	Addr string `json:"addr"`
+	// TimeoutMS bounds the connect and the answer; 0 means 1000.
+	TimeoutMS int `json:"timeout_ms,omitempty"`
+}
+
+// Result says whether a Target answered and who answered.
+type Result struct {
+	Target
+	OK bool `json:"ok"`
+	// Reply is the name the server sent (its pod name), Local the source
+	// address the connection used.
+	Reply string `json:"reply,omitempty"`
+	Local string `json:"local,omitempty"`
+	Error string `json:"error,omitempty"`
+	MS    int64  `json:"ms"`
+}
+
+func (r Result) String() string {
+	if r.OK {
+		return fmt.Sprintf("%s %s: ok (%s answered)", r.Proto, r.Addr, r.Reply)
+	}
+	return fmt.Sprintf("%s %s: failed: %s", r.Proto, r.Addr, r.Error)
+}
+
+// Flow describes a stream of numbered datagrams (UDP) or messages on one
+// connection (TCP) echoed by a probe server: a flow loses nothing when every
+// message comes back.
+type Flow struct {
+	Proto string `json:"proto"`
+	Addr  string `json:"addr"`
+	// PPS is the rate, messages per second; 0 means 500.
+	PPS int `json:"pps,omitempty"`
+}
+
+// FlowReport is what a stopped flow saw.
+type FlowReport struct {
+	Flow
+	Sent     uint64   `json:"sent"`
+	Received uint64   `json:"received"`
+	Missing  []uint64 `json:"missing,omitempty"` // the first few
+	// Error is set when the flow broke (a TCP connection reset, a write
+	// refused); a flow that lost messages but did not break has none.
+	Error string `json:"error,omitempty"`
+}
+
+func (r FlowReport) String() string {
+	s := fmt.Sprintf("%s flow to %s: %d sent, %d echoed", r.Proto, r.Addr, r.Sent, r.Received)
+	if len(r.Missing) > 0 {
+		s += fmt.Sprintf(", missing %v", r.Missing)
+	}
+	if r.Error != "" {
+		s += ", broken: " + r.Error
+	}
+	return s
+}
+
+// Message framing: a server first sends its name and "\n" on a stream;
+// every datagram or message it receives comes back prefixed with the same
+// line, so a client learns who answered from any reply.
+func reply(name string, payload []byte) []byte {
+	return append([]byte(name+"\n"), payload...)
+}
+
+func splitReply(b []byte) (name string, payload []byte, err error) {
+	for i, c := range b {
+		if c == '\n' {
+			return string(b[:i]), b[i+1:], nil
+		}
+	}
+	return "", nil, fmt.Errorf("reply %q has no name line", b)
+}
+
+// seqMsg is a flow's message: 8 bytes of sequence number.
+func seqMsg(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
+
+func defaultTimeout(ms int) time.Duration {
+	if ms <= 0 {
+		return time.Second
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
+// HostPort joins an address and a port.
+func HostPort(ip netip.Addr, port int) string { return net.JoinHostPort(ip.String(), strconv.Itoa(port)) }

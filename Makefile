@@ -17,7 +17,7 @@ export GOFLAGS ?= -buildvcs=false
 CNI_PLUGINS_VERSION = $(shell $(GO) list -m -f '{{.Version}}' github.com/containernetworking/plugins)
 CNI_PLUGINS := main/loopback main/ptp main/bridge meta/portmap meta/bandwidth ipam/host-local
 
-.PHONY: all build cni-plugins deps generate check-generated vet test demo bench bench-smoke clean
+.PHONY: all build cni-plugins kube images deps generate check-generated vet test demo demo-cluster bench bench-smoke clean
 
 all: build
 
@@ -25,8 +25,22 @@ build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/podvnet-agent ./cmd/agent
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/podvnet ./cmd/plugin
 
+# Static (CGO_ENABLED=0), as the CNI project releases them: the agent runs
+# them from its scratch image to ask their versions before it installs.
 cni-plugins:
-	GOBIN=$(BIN)/cni $(GO) install $(foreach p,$(CNI_PLUGINS),github.com/containernetworking/plugins/plugins/$(p)@$(CNI_PLUGINS_VERSION))
+	GOBIN=$(BIN)/cni CGO_ENABLED=0 $(GO) install $(foreach p,$(CNI_PLUGINS),github.com/containernetworking/plugins/plugins/$(p)@$(CNI_PLUGINS_VERSION))
+
+# The pinned Kubernetes release and etcd that the cluster tests and
+# demo-cluster run (tests/kube/build), built into a cache keyed by the pins:
+# ~10-25 min cold on 2 cores, nothing once built. scripts/kube.sh --dir
+# prints where.
+kube:
+	@scripts/kube.sh >/dev/null
+
+# The test cluster's images, as OCI image layout tarballs for ctr import:
+# podvnet (what the Dockerfile builds), the pause image, the probe.
+images:
+	$(GO) run ./tests/cluster/cmd/images --out $(BIN)/images --version $(VERSION) --commit $(COMMIT)
 
 # Tools the tests, demo and benchmarks run (installed with apt if missing).
 deps:
@@ -51,8 +65,10 @@ vet:
 
 # Unit, privileged (datapath) and e2e tests. Privileged tests skip without
 # root, except under CI=true where they fail.
-test: deps vet build cni-plugins
-	PODVNET_BIN_DIR=$(BIN) $(GO) test -count=1 -timeout 20m ./...
+# The cluster tests (tests/cluster) also need `make kube` first; without its
+# binaries they skip, except under CI=true, where .ci/run builds them.
+test: deps vet build cni-plugins images
+	PODVNET_BIN_DIR=$(BIN) $(GO) test -count=1 -timeout 30m ./...
 	@if [ "$$(id -u)" = 0 ] || [ "$${CI:-}" = true ]; then $(MAKE) -s bench-smoke; \
 	else echo "bench-smoke skipped: it needs root"; fi
 
@@ -68,6 +84,13 @@ bench-smoke: deps build cni-plugins
 # the eBPF path, the debug view; everything removed at the end (or Ctrl-C).
 demo: deps build
 	$(GO) run ./tests/e2e/demo --bin-dir $(BIN) $(DEMO_FLAGS)
+
+# A real cluster in the simulated VNet (control plane, two nodes with
+# containerd and kubelet), podvnet installed with kubectl apply -k, a
+# Deployment's pods talking across nodes and to a VM; all removed at the
+# end. Builds what it needs first (cached).
+demo-cluster: deps build cni-plugins kube images
+	$(GO) run ./tests/cluster/demo --repo . --kube-dir "$$(scripts/kube.sh --dir)" --image-dir $(BIN)/images --cni-bin-dir $(BIN)/cni $(DEMO_FLAGS)
 
 clean:
 	rm -rf $(BIN)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs (with apt, as root) the tools a target needs and this machine
 # lacks; does nothing when all are there. Debian 12.
-#   scripts/deps.sh test      network tests, demo, benchmark smoke test
+#   scripts/deps.sh test      network and cluster tests, demos, benchmark smoke test
 #   scripts/deps.sh generate  regenerating the BPF objects (pinned clang-19)
 set -euo pipefail
 
@@ -14,6 +14,9 @@ test)
 	want ss iproute2
 	want nft nftables   # podvnet's masquerade checks; portmap's backend; kube-proxy emulation
 	want ping iputils-ping
+	want containerd containerd  # the cluster tests' nodes (with runc)
+	want runc runc
+	want iptables iptables      # kube-proxy's iptables mode
 	want iperf3 iperf3  # benchmarks
 	want sockperf sockperf
 	;;

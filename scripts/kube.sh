@@ -17,11 +17,18 @@ minor=${version#v1.}; minor=${minor%%.*}
 
 # Everything that changes the binaries is in the key.
 key=$( { cat "$k8s_mod/go.mod" "$k8s_mod/go.sum" "$etcd_mod/go.mod" "$etcd_mod/go.sum"
-	go version; sed -n '/^# key-start/,/^# key-end/p' "$0"; } | sha256sum | cut -c1-12)
+	go version; sed -n '/^# key-start/,/^# key-end/p' scripts/kube.sh; } | sha256sum | cut -c1-12)
 cache=${PODVNET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/podvnet}
 dir=$cache/kube/$version-$key
 
 if [ "${1:-}" = --dir ]; then echo "$dir"; exit 0; fi
+if [ -f "$dir/.complete" ]; then echo "$dir"; exit 0; fi
+
+# One build at a time: a second caller (another checkout, a parallel make)
+# waits for the first and then finds its result.
+mkdir -p "$cache/kube"
+exec 9>"$cache/kube/.lock"
+flock 9
 if [ -f "$dir/.complete" ]; then echo "$dir"; exit 0; fi
 
 # key-start
@@ -33,7 +40,6 @@ done
 export CGO_ENABLED=0 GOFLAGS=-mod=readonly
 # key-end
 
-mkdir -p "$cache/kube"
 tmp=$(mktemp -d "$cache/kube/.build-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 start=$(date +%s)
@@ -41,6 +47,7 @@ echo "kube.sh: building Kubernetes $version and etcd into $dir (cold caches: ~10
 (cd "$k8s_mod" && go build -trimpath -ldflags "$ldflags" -o "$tmp/" "${k8s_cmds[@]/#/k8s.io/kubernetes/cmd/}")
 (cd "$etcd_mod" && go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3)
 echo "kube.sh: built in $(( $(date +%s) - start ))s" >&2
+echo "$(( $(date +%s) - start ))" > "$tmp/.build-seconds"
 touch "$tmp/.complete"
 rm -rf "$dir"
 mv "$tmp" "$dir"

@@ -122,4 +122,6 @@ func defaultTimeout(ms int) time.Duration {
 }
 
 // HostPort joins an address and a port.
-func HostPort(ip netip.Addr, port int) string { return net.JoinHostPort(ip.String(), strconv.Itoa(port)) }
+func HostPort(ip netip.Addr, port int) string {
+	return net.JoinHostPort(ip.String(), strconv.Itoa(port))
+}

@@ -52,6 +52,9 @@ type Options struct {
 	KubeProxy string
 	// MaxPods is kubelet's maxPods (default 110, kubelet's own default).
 	MaxPods int
+	// AgentSettings are ConfigMap values (deploy/config/agent.env keys)
+	// the install sets over Settings.
+	AgentSettings map[string]string
 	// KubeletFlags are added to every kubelet's command line, e.g.
 	// --register-with-taints=podvnet.io/agent-not-ready:NoSchedule.
 	KubeletFlags []string
@@ -132,6 +135,9 @@ func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	if err := CheckPrerequisites(opts.KubeDir); err != nil {
 		return nil, err
+	}
+	if err := CleanupStale(); err != nil {
+		return nil, fmt.Errorf("remove what an earlier, killed run left: %w", err)
 	}
 	c := &Cluster{Opts: opts, dir: opts.WorkDir}
 	defer func() {

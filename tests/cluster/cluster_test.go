@@ -411,45 +411,42 @@ func eventually(timeout time.Duration, cond func() bool) error {
 	return nil
 }
 
-// ipamRow is a row of `podvnet-agent debug ipam -o json`.
+// ipamRow is a row of `podvnet-agent debug ipam -o json` (and the fields
+// `debug endpoints` shares with it).
 type ipamRow struct {
 	IP      string `json:"ip"`
 	State   string `json:"state"`
 	PodName string `json:"pod_name"`
 }
 
-func debugIPAM(t *testing.T, c *cluster.Cluster, node string) map[string]ipamRow {
+// debugJSON runs `podvnet-agent debug VIEW -o json` in node's agent pod
+// and decodes its rows.
+func debugJSON[T any](t *testing.T, c *cluster.Cluster, node, view string) []T {
 	t.Helper()
-	out, err := c.AgentDebug(ctx(t, time.Minute), node, "ipam", "-o", "json")
+	out, err := c.AgentDebug(ctx(t, time.Minute), node, view, "-o", "json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rows []ipamRow
+	var rows []T
 	if err := json.Unmarshal([]byte(out), &rows); err != nil {
-		t.Fatalf("debug ipam -o json: %v\n%s", err, out)
+		t.Fatalf("debug %s -o json: %v\n%s", view, err, out)
 	}
+	return rows
+}
+
+// debugIPAM maps each address of `debug ipam` to its row.
+func debugIPAM(t *testing.T, c *cluster.Cluster, node string) map[string]ipamRow {
 	m := map[string]ipamRow{}
-	for _, r := range rows {
+	for _, r := range debugJSON[ipamRow](t, c, node, "ipam") {
 		m[r.IP] = r
 	}
 	return m
 }
 
+// debugEndpoints maps each IP of the endpoints map to its pod.
 func debugEndpoints(t *testing.T, c *cluster.Cluster, node string) map[string]string {
-	t.Helper()
-	out, err := c.AgentDebug(ctx(t, time.Minute), node, "endpoints", "-o", "json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rows []struct {
-		IP      string `json:"ip"`
-		PodName string `json:"pod_name"`
-	}
-	if err := json.Unmarshal([]byte(out), &rows); err != nil {
-		t.Fatalf("debug endpoints -o json: %v\n%s", err, out)
-	}
 	m := map[string]string{}
-	for _, r := range rows {
+	for _, r := range debugJSON[ipamRow](t, c, node, "endpoints") {
 		m[r.IP] = r.PodName
 	}
 	return m
@@ -471,7 +468,13 @@ func TestDeletePodReleasesAddress(t *testing.T) {
 	if _, err := c.Kubectl(ctx(t, 2*time.Minute), "delete", "pod", victim.Name, "--wait=true"); err != nil {
 		t.Fatal(err)
 	}
-	if row := debugIPAM(t, c, node)[ip]; row.State != "cooling" {
+	// The Pod object goes as soon as its containers are stopped; kubelet
+	// tears the sandbox down (CNI DEL) right after.
+	var row ipamRow
+	if err := eventually(time.Minute, func() bool {
+		row = debugIPAM(t, c, node)[ip]
+		return row.State != "allocated"
+	}); err != nil || row.State != "cooling" {
 		t.Errorf("after delete: %s is %+v; want cooling (released, not yet reusable)", ip, row)
 	}
 	if pod, ok := debugEndpoints(t, c, node)[ip]; ok {
@@ -624,7 +627,7 @@ func TestUninstallLeavesNodesClean(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("web pods still there: %v", err)
 	}
-	install, err := c.Overlay("install", "deploy", cluster.Settings)
+	install, err := c.InstallOverlay()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -682,13 +685,15 @@ func TestUninstallLeavesNodesClean(t *testing.T) {
 				continue
 			}
 			var progs []link.AttachedProgram
-			n.NS.Do(func() error {
+			if err := n.NS.Do(func() error {
 				res, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: ebpf.AttachTCXIngress})
 				if err == nil {
 					progs = res.Programs
 				}
 				return err
-			})
+			}); err != nil {
+				t.Fatalf("%s: query eth0's tcx programs: %v", n.Name, err)
+			}
 			if len(progs) > 0 {
 				t.Errorf("%s: %d tcx programs left on eth0", n.Name, len(progs))
 			}

@@ -3,8 +3,10 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -49,18 +51,27 @@ func (c *Cluster) Overlay(name, base string, settings map[string]string) (string
 	fmt.Fprintf(&b, "images:\n- name: %s\n  newName: %s\n  newTag: %s\n", releasedImage, ref[:colon], ref[colon+1:])
 	if len(settings) > 0 {
 		b.WriteString("configMapGenerator:\n- name: podvnet-config\n  behavior: merge\n  literals:\n")
-		for _, k := range sortedKeys(settings) {
+		for _, k := range slices.Sorted(maps.Keys(settings)) {
 			fmt.Fprintf(&b, "  - %s=%s\n", k, settings[k])
 		}
 	}
 	return dir, os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(b.String()), 0o644)
 }
 
+// InstallOverlay writes the overlay of deploy/ that Install applies:
+// Settings with Options.AgentSettings over them. `kubectl delete -k` of it
+// is the first step of an uninstall.
+func (c *Cluster) InstallOverlay() (string, error) {
+	settings := maps.Clone(Settings)
+	maps.Copy(settings, c.Opts.AgentSettings)
+	return c.Overlay("install", "deploy", settings)
+}
+
 // Install installs podvnet as the README says (kubectl apply -k, here on an
 // overlay of deploy/), waits for the DaemonSet's rollout and for every
 // node to turn Ready.
 func (c *Cluster) Install(ctx context.Context) error {
-	dir, err := c.Overlay("install", "deploy", Settings)
+	dir, err := c.InstallOverlay()
 	if err != nil {
 		return err
 	}

@@ -7,12 +7,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/podvnet/podvnet/internal/nettest"
 	"github.com/podvnet/podvnet/tests/cluster/image"
 	"github.com/podvnet/podvnet/tests/e2e/vnet"
 )
@@ -294,22 +296,57 @@ func (n *Node) stop() error {
 	for _, name := range []string{"kube-proxy", "kubelet"} {
 		n.procs[name].stop(10 * time.Second)
 	}
-	var errs []error
-	if err := poll(30*time.Second, 50*time.Millisecond, n.Name+": kill the cgroup's processes", func() (bool, error) {
-		pids := n.cgroupPIDs()
-		for _, pid := range pids {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-		return len(pids) == 0, nil
-	}); err != nil {
-		errs = append(errs, err)
-	}
+	errs := []error{n.killCgroup()}
 	for _, p := range n.procs {
 		p.stop(time.Second)
 	}
 	n.holder.stop(time.Second)
 	errs = append(errs, n.removeCgroups())
 	return errors.Join(errs...)
+}
+
+// staleTree matches a node's cgroup tree: nettest.Prefix() + "-node" + N.
+var staleTree = regexp.MustCompile(`^pvt[0-9a-f]{6}-node[0-9]+$`)
+
+// CleanupStale removes node cgroup trees that a test process killed with
+// SIGKILL left behind: their holder, containerd and kubelet died with it
+// (parent-death signal), but containers and their shims live on in the
+// tree. A tree is stale when no holder (`sleep infinity`) is left in it
+// and it is older than a minute (a cluster being built has none yet).
+func CleanupStale() error {
+	entries, err := os.ReadDir("/sys/fs/cgroup/pids")
+	if err != nil {
+		return nil
+	}
+	var errs []error
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil || !staleTree.MatchString(e.Name()) || time.Since(info.ModTime()) < time.Minute {
+			continue
+		}
+		n := &Node{cgroup: e.Name()}
+		if slices.ContainsFunc(n.cgroupPIDs(), func(pid int) bool {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			return string(b) == "sleep\x00infinity\x00"
+		}) {
+			continue
+		}
+		errs = append(errs, n.killCgroup(), n.removeCgroups())
+		// The run's VNet namespaces: fabric, nodes, control plane, VMs.
+		nettest.CleanupStale(strings.SplitN(e.Name(), "-", 2)[0]+"-", nil)
+	}
+	return errors.Join(errs...)
+}
+
+// killCgroup kills every process of the node's tree until none is left.
+func (n *Node) killCgroup() error {
+	return poll(30*time.Second, 50*time.Millisecond, "kill the processes of cgroup "+n.cgroup, func() (bool, error) {
+		pids := n.cgroupPIDs()
+		for _, pid := range pids {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		return len(pids) == 0, nil
+	})
 }
 
 // cgroupHierarchies are the mounted cgroup hierarchies (v1 controllers and

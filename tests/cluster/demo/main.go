@@ -88,7 +88,7 @@ func run() error {
 		return err
 	}
 
-	overlay, err := c.Overlay("install", "deploy", cluster.Settings)
+	overlay, err := c.InstallOverlay()
 	if err != nil {
 		return err
 	}

@@ -76,6 +76,7 @@ type Cluster struct {
 	pki         *pki
 	images      []string
 	cpProcs     []*proc
+	cpArgs      map[string][]string // how each control plane process was started
 	adminConfig string
 	sysctls     savedSysctls
 	closeOnce   sync.Once

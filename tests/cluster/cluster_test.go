@@ -109,7 +109,9 @@ func requireCluster(t *testing.T) *cluster.Cluster {
 		if shared.work, shared.err = os.MkdirTemp("", "podvnet-cluster-"); shared.err != nil {
 			return
 		}
-		opts := cluster.Options{Repo: abs, WorkDir: shared.work, KubeDir: dir, Log: testLog{}}
+		// PODVNET_KUBE_PROXY=iptables|none runs the suite with another
+		// kube-proxy mode than nftables, or without kube-proxy.
+		opts := cluster.Options{Repo: abs, WorkDir: shared.work, KubeDir: dir, Log: testLog{}, KubeProxy: os.Getenv("PODVNET_KUBE_PROXY")}
 		if b := os.Getenv("PODVNET_BIN_DIR"); b != "" {
 			opts.CNIBinDir = filepath.Join(b, "cni")
 			if _, err := os.Stat(filepath.Join(b, "images")); err == nil {
@@ -399,6 +401,23 @@ func TestClusterIPReachesPods(t *testing.T) {
 	}); err != nil {
 		t.Errorf("%s -> ClusterIP %s: %s", pods[0].Name, target.Addr, last)
 	}
+}
+
+// TestAPIServerOutage: the harness stops and restarts the API server (for
+// tests of what the agent does meanwhile); the running pods keep talking
+// while it is away.
+func TestAPIServerOutage(t *testing.T) {
+	c := installed(t)
+	pods := webPods(t, c)
+	c.StopAPIServer()
+	if _, err := c.Client.CoreV1().Nodes().List(ctx(t, 10*time.Second), metav1.ListOptions{}); err == nil {
+		t.Error("the API answered while stopped")
+	}
+	reach(t, c, &pods[0], map[probe.Target]string{{Proto: probe.TCP, Addr: probe.HostPort(podIP(t, &pods[len(pods)-1]), 80), TimeoutMS: 3000}: pods[len(pods)-1].Name})
+	if err := c.StartAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	webPods(t, c)
 }
 
 // eventually polls cond until it holds; the timeout only bounds a failure.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -48,6 +49,7 @@ func (c *Cluster) startControlPlane() error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
+	c.cpArgs = map[string][]string{}
 	p := c.pki
 	// The kubernetes Service's ClusterIP is the Service CIDR's first address.
 	svcIP := ServiceCIDR.Addr().Next()
@@ -74,8 +76,8 @@ func (c *Cluster) startControlPlane() error {
 	}
 
 	inCP := func(name string, args ...string) error {
-		pr, err := startProc(name, filepath.Join(dir, name+".log"),
-			append([]string{"nsenter", "--net=" + cp.NS.Path(), filepath.Join(c.Opts.KubeDir, name)}, args...)...)
+		c.cpArgs[name] = append([]string{"nsenter", "--net=" + cp.NS.Path(), filepath.Join(c.Opts.KubeDir, name)}, args...)
+		pr, err := startProc(name, filepath.Join(dir, name+".log"), c.cpArgs[name]...)
 		if err != nil {
 			return err
 		}
@@ -168,4 +170,33 @@ func (c *Cluster) waitAPIServer(timeout time.Duration) error {
 		}
 		return true, nil
 	})
+}
+
+// StopAPIServer stops kube-apiserver (SIGTERM, then SIGKILL), as an outage
+// of the control plane; StartAPIServer brings it back.
+func (c *Cluster) StopAPIServer() {
+	for _, p := range c.cpProcs {
+		if p.name == "kube-apiserver" {
+			p.stop(5 * time.Second)
+		}
+	}
+}
+
+// StartAPIServer starts kube-apiserver again after StopAPIServer and waits
+// until it is ready.
+func (c *Cluster) StartAPIServer() error {
+	for i, p := range c.cpProcs {
+		if p.name != "kube-apiserver" {
+			continue
+		}
+		if p.running() {
+			return errors.New("kube-apiserver is running")
+		}
+		np, err := startProc(p.name, p.log, c.cpArgs[p.name]...)
+		if err != nil {
+			return err
+		}
+		c.cpProcs[i] = np
+	}
+	return c.waitAPIServer(2 * time.Minute)
 }

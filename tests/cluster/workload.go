@@ -76,6 +76,20 @@ func ProbeDeployment(namespace, name string, replicas int32) *appsv1.Deployment 
 	}
 }
 
+// ProbePod is a probe pod labelled labels, placed on node (empty: wherever
+// the scheduler puts it).
+func ProbePod(namespace, name, node string, labels map[string]string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels},
+		Spec: corev1.PodSpec{
+			NodeName:                      node,
+			Containers:                    []corev1.Container{ProbeContainer("probe")},
+			Volumes:                       []corev1.Volume{ProbePodVolume()},
+			TerminationGracePeriodSeconds: new(int64),
+		},
+	}
+}
+
 // AddVM adds a VM to the VNet (addr with the subnet's prefix length for a
 // VM of the subnet) running a probe server that answers with name on
 // probe.DefaultPorts, TCP and UDP; it goes with the cluster.

@@ -42,6 +42,7 @@ func run() error {
 	cniBinDir := flag.String("cni-bin-dir", "bin/cni", "the reference CNI plugins (make cni-plugins)")
 	keep := flag.Bool("keep-logs", false, "keep the work directory (every component's log)")
 	hold := flag.Bool("hold", false, "keep the cluster up until Ctrl-C, to explore it")
+	kubeProxy := flag.String("kube-proxy", "nftables", "kube-proxy's mode on the nodes: nftables, iptables or none")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		return errors.New("run as root: the cluster needs network and mount namespaces, cgroups and a bpffs")
@@ -59,7 +60,7 @@ func run() error {
 
 	step("Bringing up Kubernetes in the simulated VNet %s", "10.240.0.0/16")
 	c, err := cluster.New(ctx, cluster.Options{Repo: abs(*repo), WorkDir: work, KubeDir: *kubeDir,
-		ImageDir: abs(*imageDir), CNIBinDir: abs(*cniBinDir), Log: indentWriter{}})
+		ImageDir: abs(*imageDir), CNIBinDir: abs(*cniBinDir), KubeProxy: *kubeProxy, Log: indentWriter{}})
 	// Teardown runs on success, error and Ctrl-C alike.
 	defer func() {
 		if c == nil {

@@ -56,7 +56,7 @@ func Serve(o ServeOptions) (*Server, error) {
 			s.Close()
 			return nil, fmt.Errorf("listen tcp/%d: %w", p, err)
 		}
-		s.add(ln, "tcp/"+strconv.Itoa(p))
+		s.add(ln, "tcp/"+port(ln.Addr()))
 		go s.acceptLoop(ln)
 	}
 	for _, p := range o.UDP {
@@ -65,7 +65,7 @@ func Serve(o ServeOptions) (*Server, error) {
 			s.Close()
 			return nil, fmt.Errorf("listen udp/%d: %w", p, err)
 		}
-		s.add(pc, "udp/"+strconv.Itoa(p))
+		s.add(pc, "udp/"+port(pc.LocalAddr()))
 		go s.udpLoop(pc)
 	}
 	for _, p := range o.SCTP {
@@ -98,6 +98,13 @@ func Serve(o ServeOptions) (*Server, error) {
 		go srv.Serve(ln)
 	}
 	return s, nil
+}
+
+// port is the port a listener got (the one asked for, or the kernel's pick
+// for 0).
+func port(a net.Addr) string {
+	_, p, _ := net.SplitHostPort(a.String())
+	return p
 }
 
 func (s *Server) add(c io.Closer, what string) {

@@ -44,8 +44,12 @@ func run(args []string) error {
 
 func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var defaults []string
+	for _, p := range probe.DefaultPorts {
+		defaults = append(defaults, strconv.Itoa(p))
+	}
 	ports := func(name string) *string {
-		return fs.String(name, strings.Trim(strings.Join(strings.Fields(fmt.Sprint(probe.DefaultPorts)), ","), "[]"), name+" ports, comma-separated (empty: none)")
+		return fs.String(name, strings.Join(defaults, ","), name+" ports, comma-separated (empty: none)")
 	}
 	tcp, udp, sctp := ports("tcp"), ports("udp"), ports("sctp")
 	control := fs.String("control", filepath.Join(probe.ControlDir, probe.ControlSocket), "control API unix socket (empty: none)")

@@ -1,0 +1,125 @@
+package probe
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// serve starts a probe on loopback ports the kernel picks and returns it
+// with its TCP and UDP addresses.
+func serve(t *testing.T, o ServeOptions) (s *Server, tcp, udp string) {
+	t.Helper()
+	o.TCP, o.UDP = []int{0}, []int{0}
+	s, err := Serve(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	for _, what := range s.Served {
+		proto, p, _ := strings.Cut(what, "/")
+		switch proto {
+		case TCP:
+			tcp = "127.0.0.1:" + p
+		case UDP:
+			udp = "127.0.0.1:" + p
+		}
+	}
+	return s, tcp, udp
+}
+
+// deepSocket returns a socket path the server can bind and, for the same
+// socket, a path longer than a unix socket address allows (through a
+// symlinked directory), as the test process sees a pod's socket under
+// kubelet's pod directory.
+func deepSocket(t *testing.T) (short, deep string) {
+	dir := t.TempDir()
+	parent := filepath.Join(t.TempDir(), strings.Repeat("d", 60))
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(parent, strings.Repeat("e", 60))
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, ControlSocket), filepath.Join(link, ControlSocket)
+}
+
+// TestConnectThroughControlSocket: through the control API, a probe
+// reaches servers over TCP and UDP and learns their names, and reports a
+// refused port as a failure, not an answer.
+func TestConnectThroughControlSocket(t *testing.T) {
+	sock, deep := deepSocket(t)
+	_, tcp, udp := serve(t, ServeOptions{Name: "server-pod", ControlSocket: sock})
+	c := NewClient(deep)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if !c.Ready(ctx) {
+		t.Fatalf("control socket %s (%d bytes) not answering", deep, len(deep))
+	}
+	closed, _ := net.Listen("tcp", "127.0.0.1:0")
+	refused := closed.Addr().String()
+	closed.Close()
+	res, err := c.Connect(ctx, Target{Proto: TCP, Addr: tcp}, Target{Proto: UDP, Addr: udp}, Target{Proto: TCP, Addr: refused, TimeoutMS: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res[:2] {
+		if !r.OK || r.Reply != "server-pod" {
+			t.Errorf("target %d: %s; want an answer from server-pod", i, r)
+		}
+	}
+	if res[2].OK || res[2].Error == "" {
+		t.Errorf("a closed port: %s; want a failure", res[2])
+	}
+}
+
+// TestFlowsCountEchoes: UDP and TCP flows to a probe report every message
+// echoed; a flow to a UDP port nobody serves reports them all missing.
+func TestFlowsCountEchoes(t *testing.T) {
+	_, tcp, udp := serve(t, ServeOptions{Name: "peer"})
+	var tbl = flowTable{m: map[int]*flowRun{}}
+	dead, _ := net.ListenPacket("udp", "127.0.0.1:0")
+	deadAddr := dead.LocalAddr().String()
+	dead.Close()
+	for _, tc := range []struct {
+		f        Flow
+		lossless bool
+	}{{Flow{Proto: UDP, Addr: udp, PPS: 200}, true}, {Flow{Proto: TCP, Addr: tcp, PPS: 200}, true}, {Flow{Proto: UDP, Addr: deadAddr, PPS: 200}, false}} {
+		id, err := tbl.start(tc.f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		rep, _ := tbl.stop(id)
+		if rep.Sent == 0 {
+			t.Fatalf("%s: nothing sent", rep)
+		}
+		if lossless := rep.Received == rep.Sent && len(rep.Missing) == 0; lossless != tc.lossless {
+			t.Errorf("%s: lossless %v, want %v", rep, lossless, tc.lossless)
+		}
+	}
+}
+
+// TestExitThroughControlSocket: the control API ends the process with the
+// code asked for (a crashing container).
+func TestExitThroughControlSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), ControlSocket)
+	code := make(chan int, 1)
+	serve(t, ServeOptions{Name: "x", ControlSocket: sock, Exit: func(c int) { code <- c }})
+	if err := NewClient(sock).Exit(context.Background(), 3); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case c := <-code:
+		if c != 3 {
+			t.Errorf("exit code %d, want 3", c)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the probe did not exit")
+	}
+}

@@ -531,7 +531,7 @@ func TestRestartedContainerKeepsWorking(t *testing.T) {
 	if err := eventually(2*time.Minute, func() bool {
 		var err error
 		now, err = c.Client.CoreV1().Pods("default").Get(cx, p.Name, metav1.GetOptions{})
-		return err == nil && now.Status.ContainerStatuses[0].RestartCount > restarts && cluster.PodReady(now)
+		return err == nil && len(now.Status.ContainerStatuses) == 1 && now.Status.ContainerStatuses[0].RestartCount > restarts && cluster.PodReady(now)
 	}); err != nil {
 		t.Fatalf("pod %s not restarted and ready: %v", p.Name, err)
 	}

@@ -32,6 +32,9 @@ import (
 // and nothing reaches the host's own directories. The namespace's mounts
 // are shared among themselves (kubelet's volume mounts and the agent's
 // Bidirectional bpffs propagate) but private towards the host.
+//
+// The embedded vnet.Node gives the namespace, pool and addresses; its agent
+// methods do not apply here, where the agent runs as the DaemonSet's pod.
 type Node struct {
 	*vnet.Node
 	// Root holds the node's directories on the host; what the node sees at

@@ -87,11 +87,7 @@ func tailFile(path string, n int) string {
 func run(argv ...string) (string, error) {
 	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
 	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return string(out), fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, strings.TrimSpace(string(out)))
-		}
-		return string(out), fmt.Errorf("%s: %w", strings.Join(argv, " "), err)
+		return string(out), fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, strings.TrimSpace(string(out)))
 	}
 	return string(out), nil
 }

@@ -78,7 +78,6 @@ type Cluster struct {
 	cpProcs     []*proc
 	cpArgs      map[string][]string // how each control plane process was started
 	adminConfig string
-	sysctls     savedSysctls
 	closeOnce   sync.Once
 	closeErr    error
 }
@@ -171,7 +170,7 @@ func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	// kubelet changes kernel settings of the whole machine.
-	if c.sysctls, err = saveSysctls(kubeletSysctls); err != nil {
+	if err := recordSysctls(); err != nil {
 		return nil, err
 	}
 	for _, vn := range c.VNet.Nodes {
@@ -236,7 +235,7 @@ func (c *Cluster) Close() error {
 		for i := len(c.cpProcs) - 1; i >= 0; i-- {
 			c.cpProcs[i].stop(5 * time.Second)
 		}
-		errs = append(errs, c.sysctls.restore())
+		errs = append(errs, restoreSysctls())
 		if c.VNet != nil {
 			errs = append(errs, c.VNet.Close())
 		}

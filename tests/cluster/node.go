@@ -328,17 +328,24 @@ func CleanupStale() error {
 			continue
 		}
 		n := &Node{cgroup: e.Name()}
-		if slices.ContainsFunc(n.cgroupPIDs(), func(pid int) bool {
-			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-			return string(b) == "sleep\x00infinity\x00"
-		}) {
+		if n.hasHolder() {
 			continue
 		}
 		errs = append(errs, n.killCgroup(), n.removeCgroups())
 		// The run's VNet namespaces: fabric, nodes, control plane, VMs.
 		nettest.CleanupStale(strings.SplitN(e.Name(), "-", 2)[0]+"-", nil)
 	}
-	return errors.Join(errs...)
+	// The host's sysctls, if the killed run's kubelets changed them and no
+	// other cluster runs.
+	return errors.Join(append(errs, restoreSysctls())...)
+}
+
+// hasHolder says whether the tree's mount namespace holder still runs.
+func (n *Node) hasHolder() bool {
+	return slices.ContainsFunc(n.cgroupPIDs(), func(pid int) bool {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		return string(b) == "sleep\x00infinity\x00"
+	})
 }
 
 // killCgroup kills every process of the node's tree until none is left.

@@ -18,34 +18,6 @@ func TestHostVethName(t *testing.T) {
 	}
 }
 
-func TestDecodeStrict(t *testing.T) {
-	tests := []struct {
-		name, body, wantErr string
-	}{
-		{"object", `{"container_id":"a","ifname":"eth0"}`, ""},
-		{"trailing whitespace", "{\"container_id\":\"a\"}\n\t ", ""},
-		{"unknown field", `{"container_id":"a","ifnmae":"eth0"}`, `unknown field "ifnmae"`},
-		{"second object", `{"container_id":"a"}{}`, "trailing data"},
-		{"trailing garbage", `{"container_id":"a"} x`, "after the JSON object"},
-		{"empty", ``, "EOF"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var req DelRequest
-			err := DecodeStrict(strings.NewReader(tt.body), &req)
-			if tt.wantErr == "" {
-				if err != nil || req.ContainerID != "a" {
-					t.Fatalf("got %+v, %v", req, err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("got %v, want an error containing %q", err, tt.wantErr)
-			}
-		})
-	}
-}
-
 func TestDelQueue(t *testing.T) {
 	q := DelQueue{Dir: filepath.Join(t.TempDir(), "del-queue")}
 	if entries, err := q.List(); err != nil || len(entries) != 0 {

@@ -7,10 +7,6 @@ package agentapi
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
 	"path/filepath"
 )
 
@@ -156,22 +152,4 @@ const (
 type ErrorResponse struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
-}
-
-// DecodeStrict reads exactly one JSON object into v and refuses unknown
-// fields and trailing data: a typo in a field name is an error, never a
-// silently ignored value.
-func DecodeStrict(r io.Reader, v any) error {
-	dec := json.NewDecoder(r)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		if err != nil {
-			return fmt.Errorf("after the JSON object: %w", err)
-		}
-		return errors.New("trailing data after the JSON object")
-	}
-	return nil
 }

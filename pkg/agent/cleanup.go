@@ -9,10 +9,10 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
 
+	"github.com/podvnet/podvnet/internal/netlinkdump"
 	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/install"
 	"github.com/podvnet/podvnet/pkg/loader"
@@ -76,9 +76,9 @@ func Cleanup(ctx context.Context, cfg CleanupConfig, log *zap.Logger) error {
 		log.Info("removed nftables table", zap.String("table", snat.TableName))
 	}
 
-	links, err := netlinksafe.LinkList()
+	links, err := netlinkdump.Links()
 	if err != nil {
-		errs = append(errs, fmt.Errorf("list links: %w", err))
+		errs = append(errs, err)
 	}
 	for _, l := range links {
 		if hostVethName.MatchString(l.Attrs().Name) && l.Type() == "veth" {

@@ -8,10 +8,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/podvnet/podvnet/internal/netlinkdump"
 	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/ipam"
 	"github.com/podvnet/podvnet/pkg/loader"
@@ -117,7 +117,7 @@ func Doctor(ctx context.Context, cfg DoctorConfig) []Finding {
 		bad("endpoints", err.Error(), "")
 		return out
 	}
-	links, err := netlinksafe.LinkList()
+	links, err := netlinkdump.Links()
 	if err != nil {
 		bad("interfaces", err.Error(), "")
 		return out

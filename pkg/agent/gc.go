@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/podvnet/podvnet/internal/netlinkdump"
 	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/ipam"
 	"github.com/podvnet/podvnet/pkg/loader"
@@ -79,7 +80,7 @@ type strays struct{ veths, entries, pins int }
 func (a *Agent) removeStrays(owned map[string]bool, ownedIPs map[netip.Addr]bool) (strays, error) {
 	var st strays
 	var errs []error
-	links, err := ListLinks()
+	links, err := netlinkdump.Links()
 	if err != nil {
 		errs = append(errs, err)
 	}

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -10,6 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
 
+	"github.com/podvnet/podvnet/internal/netlinkdump"
 	"github.com/podvnet/podvnet/pkg/agentapi"
 )
 
@@ -24,7 +24,7 @@ func (a *Agent) reconcile() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 
-	links, err := ListLinks()
+	links, err := netlinkdump.Links()
 	if err != nil {
 		return err
 	}
@@ -71,22 +71,4 @@ func (a *Agent) reconcile() error {
 	a.log.Info("reconciled", zap.Int("kept", kept), zap.Int("released", released),
 		zap.Int("stray_veths", st.veths), zap.Int("stray_map_entries", st.entries), zap.Int("stray_link_pins", st.pins))
 	return nil
-}
-
-// ListLinks dumps links, retrying when churn interrupts the dump. Unlike
-// netlinksafe.LinkList it never returns a partial dump: reconcile would
-// take a veth missing from one for gone and release its pod's IP.
-func ListLinks() ([]netlink.Link, error) {
-	var err error
-	for range 5 {
-		var links []netlink.Link
-		links, err = netlink.LinkList()
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			if err != nil {
-				return nil, fmt.Errorf("list links: %w", err)
-			}
-			return links, nil
-		}
-	}
-	return nil, fmt.Errorf("list links: %w", err)
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/podvnet/podvnet/internal/netlinkdump"
 )
 
 // hostNetwork is the plugin's netlink work, one method per step of ADD, DEL
@@ -312,7 +314,7 @@ func (linuxNetwork) InspectPod(netnsPath, ifname string) (podState, error) {
 			rs.GW, _ = netip.AddrFromSlice(r.Gw.To4())
 			st.Routes = append(st.Routes, rs)
 		}
-		neighs, err := neighList(a.Index)
+		neighs, err := netlinkdump.Retry(func() ([]netlink.Neigh, error) { return netlink.NeighList(a.Index, netlink.FAMILY_V4) })
 		if err != nil {
 			return fmt.Errorf("list neighbours of %s: %w", ifname, err)
 		}
@@ -341,19 +343,6 @@ func (linuxNetwork) InspectHost(hostName string) (hostState, error) {
 		}
 	}
 	return st, nil
-}
-
-// neighList dumps the IPv4 neighbours of an interface, retrying when churn
-// interrupts the dump.
-func neighList(ifindex int) ([]netlink.Neigh, error) {
-	var err error
-	for range 5 {
-		var n []netlink.Neigh
-		if n, err = netlink.NeighList(ifindex, netlink.FAMILY_V4); !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return n, err
-		}
-	}
-	return nil, err
 }
 
 func isNotFound(err error) bool {

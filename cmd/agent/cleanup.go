@@ -5,6 +5,7 @@ import (
 
 	"github.com/podvnet/podvnet/pkg/agent"
 	"github.com/podvnet/podvnet/pkg/install"
+	"github.com/podvnet/podvnet/pkg/paths"
 )
 
 func newCleanupCommand() *cobra.Command {
@@ -33,9 +34,9 @@ data path.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&cfg.BPFFSRoot, "bpffs-root", defaultBPFFSRoot, "bpffs directory the agent pins under")
-	fl.StringVar(&cfg.StateDir, "state-dir", defaultStateDir, "the agent's state directory")
-	fl.StringVar(&cfg.Socket, "socket", defaultSocket, "the agent's API socket")
+	fl.StringVar(&cfg.Paths.BPFFSRoot, "bpffs-root", paths.DefaultBPFFSRoot, "bpffs directory the agent pins under")
+	fl.StringVar(&cfg.Paths.StateDir, "state-dir", paths.DefaultStateDir, "the agent's state directory")
+	fl.StringVar(&cfg.Paths.Socket, "socket", paths.DefaultSocket, "the agent's API socket")
 	fl.StringVar(&cfg.CNIConfDir, "cni-conf-dir", "", "the runtime's CNI config dir the agent installed into; empty leaves CNI config alone")
 	fl.StringVar(&cfg.CNIConfName, "cni-conf-name", install.DefaultConfName, "file name of the installed conflist")
 	fl.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

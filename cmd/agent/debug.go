@@ -15,6 +15,7 @@ import (
 	"github.com/podvnet/podvnet/pkg/agent"
 	"github.com/podvnet/podvnet/pkg/ipam"
 	"github.com/podvnet/podvnet/pkg/maps"
+	"github.com/podvnet/podvnet/pkg/paths"
 )
 
 func newDebugCommand() *cobra.Command {
@@ -29,8 +30,8 @@ func newDebugCommand() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.PersistentFlags().StringVar(&root, "bpffs-root", defaultBPFFSRoot, "bpffs directory the agent pins under")
-	cmd.PersistentFlags().StringVar(&stateDir, "state-dir", defaultStateDir, "the agent's state directory")
+	cmd.PersistentFlags().StringVar(&root, "bpffs-root", paths.DefaultBPFFSRoot, "bpffs directory the agent pins under")
+	cmd.PersistentFlags().StringVar(&stateDir, "state-dir", paths.DefaultStateDir, "the agent's state directory")
 	cmd.AddCommand(newDebugEndpointsCommand(&root, &stateDir), newDebugCountersCommand(&root), newDebugLinksCommand(&root),
 		newDebugMonitorCommand(&root), newDebugConfigCommand(&root, &stateDir), newDebugDoctorCommand(&root, &stateDir), newDebugIPAMCommand(&root, &stateDir))
 	return cmd

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/podvnet/podvnet/pkg/agent"
+	"github.com/podvnet/podvnet/pkg/paths"
 )
 
 // errProblemsFound makes `debug doctor` exit 1 when it found problems,
@@ -38,7 +39,7 @@ func newDebugDoctorCommand(root, stateDir *string) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
-	cmd.Flags().StringVar(&socket, "socket", defaultSocket, "the agent's API socket")
+	cmd.Flags().StringVar(&socket, "socket", paths.DefaultSocket, "the agent's API socket")
 	return cmd
 }
 

@@ -14,18 +14,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/podvnet/podvnet/pkg/agent"
-	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/config"
 	"github.com/podvnet/podvnet/pkg/ipam"
 	"github.com/podvnet/podvnet/pkg/loader"
-)
-
-// Defaults shared by run, debug and cleanup. The state dir (its DEL queue)
-// and the socket are the plugin's defaults, so the two meet unconfigured.
-const (
-	defaultBPFFSRoot = "/sys/fs/bpf/podvnet"
-	defaultStateDir  = agentapi.DefaultStateDir
-	defaultSocket    = agentapi.DefaultSocket
+	"github.com/podvnet/podvnet/pkg/paths"
 )
 
 type runFlags struct {
@@ -36,9 +28,7 @@ type runFlags struct {
 	imdsURL     string
 	refresh     time.Duration
 	cluster     clusterFlags
-	bpffsRoot   string
-	stateDir    string
-	socket      string
+	paths       paths.Node
 	maxPods     int
 	cooldown    time.Duration
 	noSNAT      []string
@@ -68,9 +58,9 @@ func newRunCommand() *cobra.Command {
 	fl.StringVar(&f.imdsURL, "imds-url", ipam.DefaultIMDSURL, "the Instance Metadata Service (with --ipam-source imds)")
 	fl.StringVar(&f.poolFile, "pool-file", "/etc/podvnet/pool.json", "static pool file (with --ipam-source static)")
 	fl.DurationVar(&f.refresh, "pool-refresh", time.Minute, "how often the pool is fetched again to learn added and removed IPs; 0 never")
-	fl.StringVar(&f.bpffsRoot, "bpffs-root", defaultBPFFSRoot, "bpffs directory for pinned maps and links (a bpffs is mounted if none is)")
-	fl.StringVar(&f.stateDir, "state-dir", defaultStateDir, "directory for the durable allocation state")
-	fl.StringVar(&f.socket, "socket", defaultSocket, "unix socket the CNI plugin talks to (root only)")
+	fl.StringVar(&f.paths.BPFFSRoot, "bpffs-root", paths.DefaultBPFFSRoot, "bpffs directory for pinned maps and links (a bpffs is mounted if none is)")
+	fl.StringVar(&f.paths.StateDir, "state-dir", paths.DefaultStateDir, "directory for the durable allocation state")
+	fl.StringVar(&f.paths.Socket, "socket", paths.DefaultSocket, "unix socket the CNI plugin talks to (root only)")
 	fl.IntVar(&f.mtu, "mtu", 0, "MTU of pod interfaces; 0 follows the NIC's MTU")
 	fl.BoolVar(&f.noCTLookup, "no-conntrack-lookup", false, "skip the programs' conntrack check before fast-path redirects (breaks Service replies; for measuring its cost)")
 	fl.StringVar(&f.attachMode, "attach-mode", "auto", "how programs attach to tc: auto (tcx, else legacy), tcx, or legacy (clsact + cls_bpf)")
@@ -93,8 +83,7 @@ func runAgent(ctx context.Context, f *runFlags) error {
 	defer log.Sync()
 
 	cfg := agent.Config{
-		BPFFSRoot: f.bpffsRoot, StateDir: f.stateDir, Socket: f.socket,
-		MaxPods: f.maxPods, Cooldown: f.cooldown, MTU: f.mtu, NoConntrackLookup: f.noCTLookup,
+		Paths: f.paths, MaxPods: f.maxPods, Cooldown: f.cooldown, MTU: f.mtu, NoConntrackLookup: f.noCTLookup,
 		Version: version,
 	}
 	if f.mtu != 0 && f.mtu < 576 {
@@ -119,7 +108,7 @@ func runAgent(ctx context.Context, f *runFlags) error {
 	if err != nil {
 		return err
 	}
-	inst, err := f.cni.installer(f.socket)
+	inst, err := f.cni.installer(f.paths.Socket)
 	if err != nil {
 		return err
 	}

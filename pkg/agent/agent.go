@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -20,19 +19,18 @@ import (
 	"github.com/podvnet/podvnet/pkg/ipam"
 	"github.com/podvnet/podvnet/pkg/loader"
 	"github.com/podvnet/podvnet/pkg/maps"
+	"github.com/podvnet/podvnet/pkg/paths"
 	"github.com/podvnet/podvnet/pkg/snat"
 )
 
 // Config is what `podvnet-agent run` is told.
 type Config struct {
-	NIC       string        // the VNet NIC, e.g. eth0
-	BPFFSRoot string        // where maps and links are pinned
-	StateDir  string        // where allocations persist
-	Socket    string        // the plugin API's unix socket
-	Pool      ipam.Pool     // the node's addresses
-	MaxPods   int           // upper bound on pods, <= pool size
-	Cooldown  time.Duration // rest of a released address
-	NoSNAT    []netip.Prefix
+	NIC      string        // the VNet NIC, e.g. eth0
+	Paths    paths.Node    // state dir, API socket, bpffs root
+	Pool     ipam.Pool     // the node's addresses
+	MaxPods  int           // upper bound on pods, <= pool size
+	Cooldown time.Duration // rest of a released address
+	NoSNAT   []netip.Prefix
 	// AttachMode: tcx, legacy, or auto: tcx for the NIC (legacy where the
 	// kernel has no tcx), legacy tc for pod veths except shaped pods (see
 	// podMode).
@@ -53,16 +51,13 @@ type Config struct {
 	Ready   *Readiness
 }
 
-// StateFile is the allocation state under the state dir.
-func StateFile(stateDir string) string { return filepath.Join(stateDir, "ipam.json") }
-
 // ReadState reads the allocations for a reader other than the agent (debug,
 // doctor). The agent loads a missing file as empty; here it is an error:
 // every agent writes the file at start, so a missing one means a wrong
 // --state-dir, and reading it as empty would call every endpoint
 // unallocated.
 func ReadState(stateDir string) (*ipam.State, error) {
-	path := StateFile(stateDir)
+	path := paths.Node{StateDir: stateDir}.StateFile()
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("state file: %w (is --state-dir right?)", err)
 	}
@@ -100,12 +95,12 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Agent, err error)
 		return nil, err
 	}
 	cfg.Ready.Set(false, "loading the data path")
-	alloc, err := ipam.NewAllocator(cfg.Pool, ipam.FileStore{Path: StateFile(cfg.StateDir)},
+	alloc, err := ipam.NewAllocator(cfg.Pool, ipam.FileStore{Path: cfg.Paths.StateFile()},
 		ipam.Options{MaxPods: cfg.MaxPods, Cooldown: cfg.Cooldown})
 	if err != nil {
 		return nil, err
 	}
-	dp, err := loader.Load(cfg.BPFFSRoot)
+	dp, err := loader.Load(cfg.Paths.BPFFSRoot)
 	if err != nil {
 		return nil, fmt.Errorf("load data path: %w", err)
 	}
@@ -247,7 +242,7 @@ func (a *Agent) writeConfig() error {
 // detachOtherNICs removes from_nic from interfaces that are no longer the
 // NIC (--nic changed since the last agent).
 func (a *Agent) detachOtherNICs() error {
-	atts, err := loader.ListAttachments(a.cfg.BPFFSRoot)
+	atts, err := loader.ListAttachments(a.cfg.Paths.BPFFSRoot)
 	if err != nil {
 		return err
 	}
@@ -264,13 +259,13 @@ func (a *Agent) detachOtherNICs() error {
 
 // Serve answers the plugin on the unix socket until ctx ends.
 func (a *Agent) Serve(ctx context.Context) error {
-	ln, err := listenUnix(a.cfg.Socket)
+	ln, err := listenUnix(a.cfg.Paths.Socket)
 	if err != nil {
 		return err
 	}
 	srv := newServer(a)
 	a.ready.Set(true, "")
-	a.log.Info("serving", zap.String("socket", a.cfg.Socket), zap.Int("limit", a.alloc.Limit()),
+	a.log.Info("serving", zap.String("socket", a.cfg.Paths.Socket), zap.Int("limit", a.alloc.Limit()),
 		zap.Int("allocated", a.alloc.Allocated()))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -278,7 +273,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
-		return fmt.Errorf("serve %s: %w", a.cfg.Socket, err)
+		return fmt.Errorf("serve %s: %w", a.cfg.Paths.Socket, err)
 	}
 	a.ready.Set(false, "stopping")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

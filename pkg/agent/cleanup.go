@@ -17,14 +17,13 @@ import (
 	"github.com/podvnet/podvnet/pkg/install"
 	"github.com/podvnet/podvnet/pkg/loader"
 	"github.com/podvnet/podvnet/pkg/maps"
+	"github.com/podvnet/podvnet/pkg/paths"
 	"github.com/podvnet/podvnet/pkg/snat"
 )
 
 // CleanupConfig names what `podvnet-agent cleanup` removes.
 type CleanupConfig struct {
-	BPFFSRoot string
-	StateDir  string
-	Socket    string
+	Paths paths.Node
 	// CNIConfDir and CNIConfName locate the installed conflist; an empty
 	// dir leaves CNI config alone.
 	CNIConfDir  string
@@ -44,8 +43,8 @@ var ErrAgentRunning = errors.New("a podvnet agent is still running")
 func Cleanup(ctx context.Context, cfg CleanupConfig, log *zap.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if st, err := agentapi.NewClient(cfg.Socket).Status(ctx); err == nil {
-		return fmt.Errorf("%w at %s (ready=%v): stop it first, or it re-creates what cleanup removes", ErrAgentRunning, cfg.Socket, st.Ready)
+	if st, err := agentapi.NewClient(cfg.Paths.Socket).Status(ctx); err == nil {
+		return fmt.Errorf("%w at %s (ready=%v): stop it first, or it re-creates what cleanup removes", ErrAgentRunning, cfg.Paths.Socket, st.Ready)
 	}
 
 	var errs []error
@@ -58,7 +57,7 @@ func Cleanup(ctx context.Context, cfg CleanupConfig, log *zap.Logger) error {
 			log.Info("removed CNI config", zap.String("conflist", filepath.Join(cfg.CNIConfDir, cfg.CNIConfName)))
 		}
 	}
-	atts, err := loader.ListAttachments(cfg.BPFFSRoot)
+	atts, err := loader.ListAttachments(cfg.Paths.BPFFSRoot)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -91,25 +90,25 @@ func Cleanup(ctx context.Context, cfg CleanupConfig, log *zap.Logger) error {
 	}
 
 	for _, name := range maps.Names {
-		if err := removeIfExists(filepath.Join(maps.PinDir(cfg.BPFFSRoot), name)); err != nil {
+		if err := removeIfExists(filepath.Join(maps.PinDir(cfg.Paths.BPFFSRoot), name)); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	for _, dir := range []string{
-		loader.LinkPinDir(cfg.BPFFSRoot, loader.HookPod),
-		loader.LinkPinDir(cfg.BPFFSRoot, loader.HookNIC),
-		loader.LinksDir(cfg.BPFFSRoot),
-		maps.PinDir(cfg.BPFFSRoot),
+		loader.LinkPinDir(cfg.Paths.BPFFSRoot, loader.HookPod),
+		loader.LinkPinDir(cfg.Paths.BPFFSRoot, loader.HookNIC),
+		loader.LinksDir(cfg.Paths.BPFFSRoot),
+		maps.PinDir(cfg.Paths.BPFFSRoot),
 	} {
 		if err := removeIfExists(dir); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	// The root itself may be a bpffs mount point (then it stays, empty).
-	if err := os.Remove(cfg.BPFFSRoot); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, os.ErrPermission) {
-		log.Debug("bpffs root kept", zap.String("path", cfg.BPFFSRoot), zap.Error(err))
+	if err := os.Remove(cfg.Paths.BPFFSRoot); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, os.ErrPermission) {
+		log.Debug("bpffs root kept", zap.String("path", cfg.Paths.BPFFSRoot), zap.Error(err))
 	}
-	for _, f := range []string{cfg.Socket, StateFile(cfg.StateDir)} {
+	for _, f := range []string{cfg.Paths.Socket, cfg.Paths.StateFile()} {
 		if err := removeIfExists(f); err != nil {
 			errs = append(errs, err)
 		}

@@ -4,11 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/podvnet/podvnet/internal/atomicfile"
 	"github.com/podvnet/podvnet/pkg/loader"
+	"github.com/podvnet/podvnet/pkg/paths"
 )
 
 // Settings are the settings a running agent put in force, written to the
@@ -34,18 +34,16 @@ type Settings struct {
 	StateDir        string    `json:"state_dir"`
 }
 
-// SettingsFile is where the settings are kept under the state dir.
-func SettingsFile(stateDir string) string { return filepath.Join(stateDir, "settings.json") }
-
 // ReadSettings reads what the last agent put in force.
 func ReadSettings(stateDir string) (*Settings, error) {
-	b, err := os.ReadFile(SettingsFile(stateDir))
+	path := paths.Node{StateDir: stateDir}.SettingsFile()
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read agent settings: %w", err)
 	}
 	var s Settings
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("parse %s: %w", SettingsFile(stateDir), err)
+		return nil, fmt.Errorf("parse %s: %w", path, err)
 	}
 	return &s, nil
 }
@@ -69,9 +67,9 @@ func (a *Agent) writeSettings(nicMode loader.Mode) error {
 		IPCooldown:      a.cfg.Cooldown.String(),
 		AttachMode:      a.describeAttachModes(nicMode),
 		ConntrackLookup: a.dp.ConntrackLookup() && !a.cfg.NoConntrackLookup,
-		BPFFSRoot:       a.cfg.BPFFSRoot,
-		Socket:          a.cfg.Socket,
-		StateDir:        a.cfg.StateDir,
+		BPFFSRoot:       a.cfg.Paths.BPFFSRoot,
+		Socket:          a.cfg.Paths.Socket,
+		StateDir:        a.cfg.Paths.StateDir,
 	}
 	for _, p := range a.noSNAT() {
 		s.NoSNATCIDRs = append(s.NoSNATCIDRs, p.String())
@@ -80,7 +78,7 @@ func (a *Agent) writeSettings(nicMode loader.Mode) error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(SettingsFile(a.cfg.StateDir), append(b, '\n'), 0o600)
+	return atomicfile.WriteFile(a.cfg.Paths.SettingsFile(), append(b, '\n'), 0o600)
 }
 
 // describeAttachModes says how programs attach, per kind of interface.

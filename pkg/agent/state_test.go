@@ -4,6 +4,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/podvnet/podvnet/pkg/paths"
 )
 
 // TestReadStateRefusesAMissingFile: debug and doctor must not read a wrong
@@ -13,7 +15,7 @@ func TestReadStateRefusesAMissingFile(t *testing.T) {
 	if _, err := ReadState(dir); err == nil || !strings.Contains(err.Error(), "is --state-dir right?") {
 		t.Fatalf("missing state file: %v", err)
 	}
-	if err := os.WriteFile(StateFile(dir), []byte(`{"version":2,"allocations":[{"ip":"10.240.0.5","network":"podvnet","container_id":"c1","ifname":"eth0","since":"2026-01-01T00:00:00Z"}]}`), 0o600); err != nil {
+	if err := os.WriteFile(paths.Node{StateDir: dir}.StateFile(), []byte(`{"version":2,"allocations":[{"ip":"10.240.0.5","network":"podvnet","container_id":"c1","ifname":"eth0","since":"2026-01-01T00:00:00Z"}]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	st, err := ReadState(dir)

@@ -7,7 +7,6 @@ package agentapi
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"path/filepath"
 )
 
 // API paths. The version is in the path so a newer agent can serve old
@@ -23,17 +22,6 @@ const (
 // MaxBodyBytes bounds every request body the agent reads. A GC listing 250
 // pods (Azure's per-node maximum) takes about 25 KiB.
 const MaxBodyBytes = 64 << 10
-
-// DefaultStateDir is the agent's default --state-dir.
-const DefaultStateDir = "/var/lib/podvnet"
-
-// DefaultSocket is where the agent listens, and the plugin dials, unless
-// told otherwise: the two meet unconfigured.
-const DefaultSocket = "/run/podvnet/agent.sock"
-
-// DelQueueDir is where, under the agent's state dir, the plugin queues the
-// releases it could not hand to the agent.
-func DelQueueDir(stateDir string) string { return filepath.Join(stateDir, "del-queue") }
 
 // HostVethPrefix starts every host-side veth name podvnet creates.
 const HostVethPrefix = "pv"

@@ -318,12 +318,12 @@ func TestCleanupLeavesNothing(t *testing.T) {
 	addPod(t, n, "b")
 
 	if out, err := n.Exec(filepath.Join(binDir, "podvnet-agent"), "cleanup", "--bpffs-root", n.BPFFS,
-		"--state-dir", n.StateDir(), "--socket", n.Socket()); err == nil || !strings.Contains(out, "still running") {
+		"--state-dir", n.Paths().StateDir, "--socket", n.Paths().Socket); err == nil || !strings.Contains(out, "still running") {
 		t.Fatalf("cleanup with the agent running must refuse: %v\n%s", err, out)
 	}
 	n.StopAgent(syscall.SIGTERM)
 	if out, err := n.Exec(filepath.Join(binDir, "podvnet-agent"), "cleanup", "--bpffs-root", n.BPFFS,
-		"--state-dir", n.StateDir(), "--socket", n.Socket()); err != nil {
+		"--state-dir", n.Paths().StateDir, "--socket", n.Paths().Socket); err != nil {
 		t.Fatalf("cleanup: %v\n%s", err, out)
 	}
 	if atts := attachments(t, n); len(atts) != 0 {
@@ -346,7 +346,7 @@ func TestCleanupLeavesNothing(t *testing.T) {
 	if out, _ := n.Exec("nft", "list", "tables"); strings.Contains(out, "podvnet") {
 		t.Errorf("nftables table left:\n%s", out)
 	}
-	if _, err := os.Stat(filepath.Join(n.StateDir(), "ipam.json")); !os.IsNotExist(err) {
+	if _, err := os.Stat(n.Paths().StateFile()); !os.IsNotExist(err) {
 		t.Errorf("state file left: %v", err)
 	}
 	assertNoVethsOrRoutes(t, n)

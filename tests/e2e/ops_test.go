@@ -116,7 +116,7 @@ func TestDebugMonitorReportsSpoofing(t *testing.T) {
 
 	// One monitor at a time: a second would change the first one's filter
 	// and take its events.
-	lease, err := ebpf.LoadPinnedMap(filepath.Join(maps.PinDir(n1.BPFFS), maps.MonitorMap), nil)
+	lease, err := ebpf.LoadPinnedMap(n1.Paths().MapPin(maps.MonitorMap), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +180,7 @@ func TestDebugDoctorFindsABrokenEndpoint(t *testing.T) {
 	n := v.Nodes[0]
 	a := addPod(t, n, "a")
 	b := addPod(t, n, "b")
-	doctor := func() (string, error) { return n.Debug("doctor", "--socket", n.Socket()) }
+	doctor := func() (string, error) { return n.Debug("doctor", "--socket", n.Paths().Socket) }
 	if out, err := doctor(); err != nil {
 		t.Fatalf("doctor on a healthy node: %v\n%s", err, out)
 	}

@@ -143,7 +143,7 @@ func assertNothingLeft(t *testing.T, n *vnet.Node) {
 	if st := loadState(t, n); len(st.Allocations) != 0 {
 		t.Errorf("%s: allocations left: %+v", n.Name, st.Allocations)
 	}
-	pins, _ := os.ReadDir(filepath.Dir(loader.LinkPin(n.BPFFS, loader.HookPod, "x")))
+	pins, _ := os.ReadDir(filepath.Dir(n.Paths().LinkPin(string(loader.HookPod), "x")))
 	for _, p := range pins {
 		t.Errorf("%s: pod link pin %s left behind", n.Name, p.Name())
 	}
@@ -160,7 +160,7 @@ func assertNoVethsOrRoutes(t *testing.T, n *vnet.Node) {
 				return false
 			}
 		}
-		pins, _ := os.ReadDir(filepath.Dir(loader.LinkPin(n.BPFFS, loader.HookPod, "x")))
+		pins, _ := os.ReadDir(filepath.Dir(n.Paths().LinkPin(string(loader.HookPod), "x")))
 		return len(pins) == 0
 	})
 	links, err := n.NS.NL.LinkList()

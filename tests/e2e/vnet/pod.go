@@ -58,14 +58,14 @@ func (n *Node) ConfListWith(o ConfOptions) []byte {
 		o.CNIVersion = n.vnet.Opts.CNIVersion
 	}
 	if o.Socket == "" {
-		o.Socket = n.Socket()
+		o.Socket = n.Paths().Socket
 	}
 	podvnet := map[string]any{
 		"type":        "podvnet",
 		"socket":      o.Socket,
 		"logFile":     filepath.Join(n.Dir, "cni.log"),
 		"logLevel":    "debug",
-		"delQueueDir": n.DelQueueDir(),
+		"delQueueDir": n.Paths().DelQueueDir(),
 	}
 	if o.DNS != nil {
 		podvnet["dns"] = o.DNS

@@ -7,8 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/podvnet/podvnet/pkg/agent"
 	"github.com/podvnet/podvnet/pkg/loader"
+	"github.com/podvnet/podvnet/pkg/node"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -48,7 +48,7 @@ func TestDebugOutputs(t *testing.T) {
 		{"no_snat_cidrs", "10.240.0.0/16, 172.16.0.0/12", "map"},
 		{"pod_mtu", "1500 (NIC 1500)", "agent"},
 	}
-	findings := []agent.Finding{
+	findings := []node.Finding{
 		{Check: "agent", OK: true, Detail: "ready, 2 of 30 pod addresses in use, 28 free"},
 		{Check: "endpoint 10.240.0.5", Detail: "no route 10.240.0.5/32 dev pv11b6102fc642", Fix: "ip route replace 10.240.0.5/32 dev pv11b6102fc642"},
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"time"
 
@@ -49,19 +48,6 @@ type Config struct {
 	// readiness (they outlive New, which may wait for the NIC).
 	Metrics *Metrics
 	Ready   *Readiness
-}
-
-// ReadState reads the allocations for a reader other than the agent (debug,
-// doctor). The agent loads a missing file as empty; here it is an error:
-// every agent writes the file at start, so a missing one means a wrong
-// --state-dir, and reading it as empty would call every endpoint
-// unallocated.
-func ReadState(stateDir string) (*ipam.State, error) {
-	path := paths.Node{StateDir: stateDir}.StateFile()
-	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("state file: %w (is --state-dir right?)", err)
-	}
-	return ipam.FileStore{Path: path}.Load()
 }
 
 // Agent is a running node daemon.

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/podvnet/podvnet/internal/podroute"
 	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/ipam"
 	"github.com/podvnet/podvnet/pkg/loader"
@@ -129,13 +130,8 @@ func (a *Agent) plumbRoute(ip netip.Addr, host netlink.Link, podMAC net.Hardware
 	}
 	// The kernel path to the pod: replies the stack delivers (masqueraded
 	// flows, Services, node-to-pod) still arrive when they skip from_nic.
-	route := &netlink.Route{
-		LinkIndex: attrs.Index,
-		Dst:       &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)},
-		Scope:     netlink.SCOPE_LINK,
-	}
-	if err := netlink.RouteReplace(route); err != nil {
-		return fmt.Errorf("add route %s/32 dev %s: %w", ip, attrs.Name, err)
+	if err := podroute.Replace(ip, host); err != nil {
+		return err
 	}
 	// Strict reverse-path filtering: on the kernel path the only source
 	// the veth accepts is the pod's own /32 (its route points back here),
@@ -163,12 +159,7 @@ func (a *Agent) unroute(ip netip.Addr) error {
 	if !ip.IsValid() {
 		return nil
 	}
-	errs := []error{a.dp.Maps.Endpoints.Delete(ip)}
-	route := &netlink.Route{Dst: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK}
-	if err := netlink.RouteDel(route); err != nil && !errors.Is(err, unix.ESRCH) {
-		errs = append(errs, fmt.Errorf("delete route %s/32: %w", ip, err))
-	}
-	return errors.Join(errs...)
+	return errors.Join(a.dp.Maps.Endpoints.Delete(ip), podroute.Delete(ip))
 }
 
 // removeVeth deletes a host veth (link, when known, pins the very device:

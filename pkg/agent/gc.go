@@ -86,7 +86,7 @@ func (a *Agent) removeStrays(owned map[string]bool, ownedIPs map[netip.Addr]bool
 	}
 	for _, l := range links {
 		name := l.Attrs().Name
-		if hostVethName.MatchString(name) && l.Type() == "veth" && !owned[name] {
+		if agentapi.IsHostVethName(name) && l.Type() == "veth" && !owned[name] {
 			// It may be on its way out in the background already.
 			a.jobs.wait(name)
 			if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"regexp"
 
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
@@ -12,10 +11,6 @@ import (
 	"github.com/podvnet/podvnet/internal/netlinkdump"
 	"github.com/podvnet/podvnet/pkg/agentapi"
 )
-
-// hostVethName matches the names HostVethName produces, and nothing else:
-// reconcile must never touch an interface podvnet did not create.
-var hostVethName = regexp.MustCompile(`^` + agentapi.HostVethPrefix + `[0-9a-f]{12}$`)
 
 // reconcile makes the node match the persisted allocations: endpoints whose
 // veth exists are (re)plumbed; allocations whose veth is gone are released;

@@ -16,6 +16,15 @@ func TestHostVethName(t *testing.T) {
 	if len(a) > 15 || !strings.HasPrefix(a, HostVethPrefix) {
 		t.Fatalf("%q: want %s and at most 15 characters (IFNAMSIZ)", a, HostVethPrefix)
 	}
+	if !IsHostVethName(a) {
+		t.Errorf("IsHostVethName(%q) = false for a name HostVethName made", a)
+	}
+	// Names podvnet never makes: a retired pod end, other interfaces.
+	for _, name := range []string{"pvdel0123456789", "pv0123456789AB", "pv0123456789a", "pv0123456789abc", "eth0", "xpv0123456789ab"} {
+		if IsHostVethName(name) {
+			t.Errorf("IsHostVethName(%q) = true", name)
+		}
+	}
 }
 
 func TestDelQueue(t *testing.T) {

@@ -7,6 +7,7 @@ package agentapi
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"regexp"
 )
 
 // API paths. The version is in the path so a newer agent can serve old
@@ -25,6 +26,13 @@ const MaxBodyBytes = 64 << 10
 
 // HostVethPrefix starts every host-side veth name podvnet creates.
 const HostVethPrefix = "pv"
+
+// hostVethName matches the names HostVethName makes, and nothing else.
+var hostVethName = regexp.MustCompile(`^` + HostVethPrefix + `[0-9a-f]{12}$`)
+
+// IsHostVethName reports whether name is one HostVethName makes: reconcile,
+// GC and cleanup must never touch an interface podvnet did not create.
+func IsHostVethName(name string) bool { return hostVethName.MatchString(name) }
 
 // HostVethName is the host-side veth name of a pod attachment: "pv" and 12
 // hex digits of a hash of the container ID and ifname, 14 characters (Linux

@@ -9,9 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"strings"
 	"testing"
 
+	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -151,24 +151,9 @@ func (n *NS) Do(f func() error) error {
 // /proc/sys/net follows the writing thread's network namespace.
 func (n *NS) Sysctl(key, value string) error {
 	return n.Do(func() error {
-		path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
-		if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
+		if _, err := sysctl.Sysctl(key, value); err != nil {
 			return fmt.Errorf("sysctl %s=%s in %s: %w", key, value, n.Name, err)
 		}
 		return nil
 	})
-}
-
-// CleanupStale removes namespaces named prefix* left by an earlier run that
-// died before its cleanup (a SIGKILLed test binary cannot clean up).
-func CleanupStale(prefix string, keep func(name string) bool) {
-	entries, err := os.ReadDir("/run/netns")
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), prefix) && (keep == nil || !keep(e.Name())) {
-			netns.DeleteNamed(e.Name())
-		}
-	}
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
 
@@ -192,11 +193,14 @@ func (a *Agent) noSNAT() []netip.Prefix {
 //   - the masquerade table: pod traffic to anything outside the no-SNAT
 //     ranges leaves with the node's IP.
 func (a *Agent) prepareNode() error {
-	changed, err := setSysctl("net.ipv4.ip_forward", "1")
+	forward, err := sysctl.Sysctl("net/ipv4/ip_forward")
 	if err != nil {
-		return err
+		return fmt.Errorf("read net.ipv4.ip_forward: %w", err)
 	}
-	if changed {
+	if forward != "1" {
+		if _, err := sysctl.Sysctl("net/ipv4/ip_forward", "1"); err != nil {
+			return fmt.Errorf("set net.ipv4.ip_forward=1: %w", err)
+		}
 		a.log.Info("enabled IPv4 forwarding (net.ipv4.ip_forward=1)")
 	}
 	if err := snat.Apply(snat.Rules{PodIfPrefix: agentapi.HostVethPrefix, NoSNAT: a.noSNAT()}); err != nil {

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -138,7 +139,11 @@ func (a *Agent) plumbRoute(ip netip.Addr, host netlink.Link, podMAC net.Hardware
 	// anti-spoofing that holds before from_pod is attached and whenever the
 	// programs are gone. A pod reaching itself through its Service still
 	// passes: its source routes back to this very veth.
-	return setPathValue(vethSysctl(attrs.Name, "rp_filter"), "1")
+	// The slash form: interface names may hold dots.
+	if _, err := sysctl.Sysctl("net/ipv4/conf/"+attrs.Name+"/rp_filter", "1"); err != nil {
+		return fmt.Errorf("set rp_filter=1 on %s: %w", attrs.Name, err)
+	}
+	return nil
 }
 
 // teardown removes the data path of an endpoint: map entry, route, host

@@ -123,16 +123,15 @@ func newLogger(conf *NetConf) (*zap.Logger, func()) {
 // agentError turns an agent failure into the CNI error a runtime acts on.
 func agentError(op string, err error) error {
 	var unreachable *agentapi.UnreachableError
-	var apiErr *agentapi.APIError
 	switch {
 	case errors.As(err, &unreachable):
 		return types.NewError(types.ErrTryAgainLater,
 			fmt.Sprintf("%s: podvnet agent not reachable at %s (is the podvnet agent running on this node?)", op, unreachable.Socket),
 			err.Error())
-	case errors.As(err, &apiErr) && apiErr.Code == agentapi.CodePoolExhausted:
-		return types.NewError(types.ErrTryAgainLater, op+": no pod IP left on this node: "+apiErr.Message, "")
-	case errors.As(err, &apiErr) && apiErr.Code == agentapi.CodeBadRequest:
-		return types.NewError(types.ErrInvalidEnvironmentVariables, op+": agent refused the request: "+apiErr.Message, "")
+	case agentapi.IsCode(err, agentapi.CodePoolExhausted):
+		return types.NewError(types.ErrTryAgainLater, op+": no pod IP left on this node: "+err.Error(), "")
+	case agentapi.IsCode(err, agentapi.CodeBadRequest):
+		return types.NewError(types.ErrInvalidEnvironmentVariables, op+": agent refused the request: "+err.Error(), "")
 	default:
 		return types.NewError(types.ErrInternal, op+": "+err.Error(), "")
 	}

@@ -14,8 +14,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/podvnet/podvnet/pkg/agent"
-	"github.com/podvnet/podvnet/pkg/config"
 	"github.com/podvnet/podvnet/pkg/ipam"
+	"github.com/podvnet/podvnet/pkg/ipplan"
 	"github.com/podvnet/podvnet/pkg/loader"
 	"github.com/podvnet/podvnet/pkg/paths"
 )
@@ -64,9 +64,9 @@ func newRunCommand() *cobra.Command {
 	fl.IntVar(&f.mtu, "mtu", 0, "MTU of pod interfaces; 0 follows the NIC's MTU")
 	fl.BoolVar(&f.noCTLookup, "no-conntrack-lookup", false, "skip the programs' conntrack check before fast-path redirects (breaks Service replies; for measuring its cost)")
 	fl.StringVar(&f.attachMode, "attach-mode", "auto", "how programs attach to tc: auto (tcx, else legacy), tcx, or legacy (clsact + cls_bpf)")
-	fl.IntVar(&f.maxPods, "max-pods", 30, "most pods on this node; the limit is min(max-pods, secondary IPs)")
+	fl.IntVar(&f.maxPods, flagMaxPods, 30, "most pods on this node; the limit is min(max-pods, secondary IPs)")
 	fl.DurationVar(&f.cooldown, "ip-cooldown", 30*time.Second, "how long a released IP rests before it is handed out again")
-	fl.StringSliceVar(&f.noSNAT, "no-snat-cidrs", nil, "extra destination CIDRs pods reach without SNAT (peered VNets, on-premises); the pool subnet is always included")
+	fl.StringSliceVar(&f.noSNAT, flagNoSNAT, nil, "extra destination CIDRs pods reach without SNAT (peered VNets, on-premises); the pool subnet is always included")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", agent.DefaultMetricsAddr, "address for /metrics, /healthz and /readyz; empty turns it off")
 	f.cluster.register(fl)
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -93,7 +93,7 @@ func runAgent(ctx context.Context, f *runFlags) error {
 		return fmt.Errorf("--attach-mode: %w", err)
 	}
 	if f.maxPods <= 0 {
-		return fmt.Errorf("--max-pods %d: must be at least 1", f.maxPods)
+		return fmt.Errorf("%s %d: must be at least 1", ipplanNames.MaxPods, f.maxPods)
 	}
 	if cfg.NoSNAT, err = parseNoSNAT(f.noSNAT); err != nil {
 		return err
@@ -173,7 +173,7 @@ func runAgent(ctx context.Context, f *runFlags) error {
 func parseNoSNAT(ss []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, s := range ss {
-		p, err := config.ParseCIDR(config.FlagNoSNATCIDRs, s)
+		p, err := ipplan.ParseCIDR(ipplanNames.NoSNAT, s)
 		if err != nil {
 			return nil, err
 		}
@@ -182,17 +182,37 @@ func parseNoSNAT(ss []string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
+// The flags ipplan's errors are about, named once: each is registered under
+// its name here, and ipplanNames makes the errors name it.
+const (
+	flagSubnet           = "subnet"
+	flagNodes            = "nodes"
+	flagMaxPods          = "max-pods"
+	flagExtraIPs         = "extra-ips"
+	flagNoSNAT           = "no-snat-cidrs"
+	flagServiceCIDR      = "service-cidr"
+	flagDNSServiceIP     = "dns-service-ip"
+	flagDockerBridgeCIDR = "docker-bridge-cidr"
+)
+
+// ipplanNames makes ipplan's errors name the flag to change.
+var ipplanNames = ipplan.Names{
+	Subnet: "--" + flagSubnet, Nodes: "--" + flagNodes, MaxPods: "--" + flagMaxPods, ExtraIPs: "--" + flagExtraIPs,
+	NoSNAT: "--" + flagNoSNAT, ServiceCIDR: "--" + flagServiceCIDR, DNSServiceIP: "--" + flagDNSServiceIP,
+	DockerBridgeCIDR: "--" + flagDockerBridgeCIDR,
+}
+
 // clusterFlags are the cluster settings `run` and `plan` both check.
 type clusterFlags struct {
 	serviceCIDR, dnsServiceIP, dockerBridgeCIDR string
 }
 
 func (c *clusterFlags) register(fl *pflag.FlagSet) {
-	fl.StringVar(&c.serviceCIDR, "service-cidr", config.DefaultServiceCIDR, "the cluster's Service CIDR; must not overlap the subnet or --no-snat-cidrs (empty: not checked)")
-	fl.StringVar(&c.dnsServiceIP, "dns-service-ip", config.DefaultDNSServiceIP, "the cluster DNS Service IP; inside --service-cidr, not its network or first address (empty: not checked)")
-	fl.StringVar(&c.dockerBridgeCIDR, "docker-bridge-cidr", config.DefaultDockerBridgeCIDR, "the Docker bridge on nodes; must overlap neither the subnet, --no-snat-cidrs nor --service-cidr (empty: not checked)")
+	fl.StringVar(&c.serviceCIDR, flagServiceCIDR, ipplan.DefaultServiceCIDR, "the cluster's Service CIDR; must not overlap the subnet or --no-snat-cidrs (empty: not checked)")
+	fl.StringVar(&c.dnsServiceIP, flagDNSServiceIP, ipplan.DefaultDNSServiceIP, "the cluster DNS Service IP; inside --service-cidr, not its network or first address (empty: not checked)")
+	fl.StringVar(&c.dockerBridgeCIDR, flagDockerBridgeCIDR, ipplan.DefaultDockerBridgeCIDR, "the Docker bridge on nodes; must overlap neither the subnet, --no-snat-cidrs nor --service-cidr (empty: not checked)")
 }
 
-func (c *clusterFlags) parse(subnet netip.Prefix, noSNAT []netip.Prefix) (config.Cluster, error) {
-	return config.ParseCluster(subnet, noSNAT, c.serviceCIDR, c.dnsServiceIP, c.dockerBridgeCIDR)
+func (c *clusterFlags) parse(subnet netip.Prefix, noSNAT []netip.Prefix) (ipplan.Cluster, error) {
+	return ipplan.ParseCluster(ipplanNames, subnet, noSNAT, c.serviceCIDR, c.dnsServiceIP, c.dockerBridgeCIDR)
 }

@@ -104,7 +104,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Agent, err error)
 	if err := a.prepareNode(); err != nil {
 		return nil, err
 	}
-	if err := a.writeConfig(); err != nil {
+	if err := a.writeConfigMaps(); err != nil {
 		return nil, err
 	}
 	// Releases queued by plugins while no agent ran, before anything else
@@ -210,7 +210,10 @@ func (a *Agent) prepareNode() error {
 	return nil
 }
 
-func (a *Agent) writeConfig() error {
+// writeConfigMaps writes what the programs read about the node: the config
+// map (NIC, node IP, gateway, subnet, flags), updated in place, and the
+// no-SNAT ranges.
+func (a *Agent) writeConfigMaps() error {
 	attrs := a.nic.Attrs()
 	cfg := maps.Config{
 		NICIfindex: uint32(attrs.Index),

@@ -76,7 +76,7 @@ func (a *Agent) Add(ctx context.Context, req agentapi.AddRequest) (_ agentapi.Ad
 		}
 	}()
 
-	if err := a.plumbRoute(al.IP, host, podMAC, al.Shaped); err != nil {
+	if err := a.wireEndpoint(al.IP, host, podMAC, al.Shaped); err != nil {
 		return agentapi.AddResponse{}, err
 	}
 	a.attachLater(host, al.Shaped)
@@ -91,10 +91,10 @@ func (a *Agent) Add(ctx context.Context, req agentapi.AddRequest) (_ agentapi.Ad
 	}, nil
 }
 
-// plumb writes the map entry, the /32 route and attaches from_pod. Each step
-// replaces what may be there, so it also repairs an endpoint on reconcile.
-func (a *Agent) plumb(ip netip.Addr, host netlink.Link, podMAC net.HardwareAddr, shaped bool) error {
-	if err := a.plumbRoute(ip, host, podMAC, shaped); err != nil {
+// restoreEndpoint wires the endpoint and attaches from_pod at once. Each
+// step replaces what may be there, so reconcile repairs an endpoint with it.
+func (a *Agent) restoreEndpoint(ip netip.Addr, host netlink.Link, podMAC net.HardwareAddr, shaped bool) error {
+	if err := a.wireEndpoint(ip, host, podMAC, shaped); err != nil {
 		return err
 	}
 	_, err := a.dp.Attach(loader.HookPod, host.Attrs().Index, host.Attrs().Name, a.podMode(shaped))
@@ -116,9 +116,10 @@ func (a *Agent) attachLater(host netlink.Link, shaped bool) {
 	})
 }
 
-// plumbRoute writes the map entry, the /32 route and the veth's settings:
-// everything of an endpoint but the program.
-func (a *Agent) plumbRoute(ip netip.Addr, host netlink.Link, podMAC net.HardwareAddr, shaped bool) error {
+// wireEndpoint makes the pod reachable and keeps it honest, everything of
+// an endpoint but its program: the endpoints map entry (the fast path), the
+// /32 route (the kernel path) and strict rp_filter on the host veth.
+func (a *Agent) wireEndpoint(ip netip.Addr, host netlink.Link, podMAC net.HardwareAddr, shaped bool) error {
 	attrs := host.Attrs()
 	ep := maps.Endpoint{Ifindex: uint32(attrs.Index)}
 	if shaped {

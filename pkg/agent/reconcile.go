@@ -13,7 +13,7 @@ import (
 )
 
 // reconcile makes the node match the persisted allocations: endpoints whose
-// veth exists are (re)plumbed; allocations whose veth is gone are released;
+// veth exists are wired again and get their program; allocations whose veth is gone are released;
 // veths, map entries and link pins that belong to no allocation are removed.
 func (a *Agent) reconcile() error {
 	a.mu.Lock()
@@ -36,7 +36,7 @@ func (a *Agent) reconcile() error {
 		host, ok := byName[name]
 		podMAC, macErr := net.ParseMAC(al.PodMAC)
 		if ok && macErr == nil {
-			if err := a.plumb(al.IP, host, podMAC, al.Shaped); err != nil {
+			if err := a.restoreEndpoint(al.IP, host, podMAC, al.Shaped); err != nil {
 				return fmt.Errorf("restore endpoint %s on %s: %w", al.IP, name, err)
 			}
 			owned[name] = true

@@ -27,10 +27,11 @@ func errBadRequest(format string, args ...any) error {
 	return badRequest{fmt.Errorf(format, args...)}
 }
 
-// Add allocates the endpoint's IP and routes it (map entry, /32 route), and
-// attaches from_pod to the host veth right after answering. Asking twice
+// Add takes over the host veth the plugin made, gives it the pods' MTU,
+// allocates the endpoint's IP and wires it (map entry, /32 route,
+// rp_filter), and attaches from_pod right after answering. Asking twice
 // for the same key answers the same. On failure nothing of this call is
-// left behind.
+// left behind, the veth included: the agent owns it from the request on.
 func (a *Agent) Add(ctx context.Context, req agentapi.AddRequest) (_ agentapi.AddResponse, err error) {
 	defer a.metrics.observeCNI("add", time.Now(), &err)
 	if req.ContainerID == "" || req.IfName == "" {
@@ -60,6 +61,23 @@ func (a *Agent) Add(ctx context.Context, req agentapi.AddRequest) (_ agentapi.Ad
 
 	key := ipam.Key{Network: req.Network, ContainerID: req.ContainerID, IfName: req.IfName}
 	_, existed := a.alloc.Get(key)
+	var ip netip.Addr // allocated by this call
+	defer func() {
+		if err == nil || existed {
+			return
+		}
+		// Before answering: a failed ADD is not the fast path, and its
+		// caller expects nothing left.
+		if terr := a.teardown(ip, req.HostIfName); terr != nil {
+			a.log.Error("remove endpoint after failed ADD", zap.String("host_ifname", req.HostIfName), zap.Error(terr))
+		}
+		if !ip.IsValid() {
+			return
+		}
+		if _, _, rerr := a.alloc.Release(key); rerr != nil {
+			a.log.Error("release after failed ADD", zap.String("ip", ip.String()), zap.Error(rerr))
+		}
+	}()
 	al, err := a.alloc.Allocate(key, ipam.Owner{
 		PodNamespace: req.PodNamespace, PodName: req.PodName, PodUID: req.PodUID,
 		Netns: req.Netns, HostIfName: req.HostIfName, PodMAC: podMAC.String(), Shaped: req.Shaped,
@@ -67,15 +85,17 @@ func (a *Agent) Add(ctx context.Context, req agentapi.AddRequest) (_ agentapi.Ad
 	if err != nil {
 		return agentapi.AddResponse{}, err
 	}
-	defer func() {
-		if err != nil && !existed {
-			a.teardown(al.IP, req.HostIfName)
-			if _, _, rerr := a.alloc.Release(key); rerr != nil {
-				a.log.Error("release after failed ADD", zap.String("ip", al.IP.String()), zap.Error(rerr))
-			}
-		}
-	}()
+	if !existed {
+		ip = al.IP
+	}
 
+	// The pod end gets the same MTU from the answer. Set at ADD only: a
+	// later --mtu must not split the two ends of a running pod's veth.
+	if host.Attrs().MTU != a.mtu() {
+		if err := netlink.LinkSetMTU(host, a.mtu()); err != nil {
+			return agentapi.AddResponse{}, fmt.Errorf("set MTU %d on %s: %w", a.mtu(), req.HostIfName, err)
+		}
+	}
 	if err := a.wireEndpoint(al.IP, host, podMAC, al.Shaped); err != nil {
 		return agentapi.AddResponse{}, err
 	}

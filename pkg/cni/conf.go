@@ -1,6 +1,7 @@
-// Package cni is the podvnet CNI plugin: it creates the pod's veth, asks the
-// agent for an endpoint over the unix socket, and configures the pod side.
-// It links neither cilium/ebpf nor the map views: the agent owns the data path.
+// Package cni is the podvnet CNI plugin: it creates the pod's veth pair for
+// the agent, asks the agent for an endpoint over the unix socket, and
+// configures the pod side. It links neither cilium/ebpf nor the map views:
+// the agent owns the data path and the host veth.
 package cni
 
 import (

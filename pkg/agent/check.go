@@ -111,7 +111,7 @@ func checkRoute(ip netip.Addr, host netlink.Link) error {
 // pinned tcx link or a legacy filter, once its attach job is done.
 func (a *Agent) checkAttached(name string, ifindex int) error {
 	a.jobs.wait(name)
-	_, err := loader.Attached(a.dp.Root(), loader.HookPod, name, ifindex)
+	_, err := loader.Attached(a.dp.Root(), maps.HookPod, name, ifindex)
 	return err
 }
 

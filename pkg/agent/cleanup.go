@@ -96,8 +96,8 @@ func Cleanup(ctx context.Context, cfg CleanupConfig, log *zap.Logger) error {
 		}
 	}
 	for _, dir := range []string{
-		loader.LinkPinDir(cfg.BPFFSRoot, loader.HookPod),
-		loader.LinkPinDir(cfg.BPFFSRoot, loader.HookNIC),
+		loader.LinkPinDir(cfg.BPFFSRoot, maps.HookPod),
+		loader.LinkPinDir(cfg.BPFFSRoot, maps.HookNIC),
 		loader.LinksDir(cfg.BPFFSRoot),
 		maps.PinDir(cfg.BPFFSRoot),
 	} {

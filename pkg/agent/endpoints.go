@@ -14,7 +14,6 @@ import (
 
 	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/ipam"
-	"github.com/podvnet/podvnet/pkg/loader"
 	"github.com/podvnet/podvnet/pkg/maps"
 )
 
@@ -95,7 +94,7 @@ func (a *Agent) plumb(ip netip.Addr, host netlink.Link, podMAC net.HardwareAddr,
 	if err := a.plumbRoute(ip, host, podMAC, shaped); err != nil {
 		return err
 	}
-	_, err := a.dp.Attach(loader.HookPod, host.Attrs().Index, host.Attrs().Name, a.podMode(shaped))
+	_, err := a.dp.Attach(maps.HookPod, host.Attrs().Index, host.Attrs().Name, a.podMode(shaped))
 	return err
 }
 
@@ -107,7 +106,7 @@ func (a *Agent) plumb(ip netip.Addr, host netlink.Link, podMAC net.HardwareAddr,
 func (a *Agent) attachLater(host netlink.Link, shaped bool) {
 	name, index := host.Attrs().Name, host.Attrs().Index
 	a.jobs.start(name, func() {
-		if _, err := a.dp.Attach(loader.HookPod, index, name, a.podMode(shaped)); err != nil {
+		if _, err := a.dp.Attach(maps.HookPod, index, name, a.podMode(shaped)); err != nil {
 			a.log.Error("attach from_pod; the pod stays on the kernel path", zap.String("ifname", name),
 				zap.Int("ifindex", index), zap.Error(err))
 		}
@@ -187,7 +186,7 @@ func (a *Agent) removeVeth(name string, link netlink.Link) error {
 			errs = append(errs, fmt.Errorf("delete host veth %s: %w", name, err))
 		}
 	}
-	errs = append(errs, a.dp.Detach(loader.HookPod, name))
+	errs = append(errs, a.dp.Detach(maps.HookPod, name))
 	return errors.Join(errs...)
 }
 
@@ -232,7 +231,7 @@ func (a *Agent) release(key ipam.Key) error {
 				a.log.Error("delete host veth; reconcile removes it at the next start", zap.String("ifname", hostIfName), zap.Error(err))
 			}
 		})
-	} else if err := a.dp.Detach(loader.HookPod, hostIfName); err != nil {
+	} else if err := a.dp.Detach(maps.HookPod, hostIfName); err != nil {
 		return err
 	}
 	if !ok {

@@ -14,15 +14,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-)
 
-// Hook says which program an interface runs.
-type Hook string
-
-// The two attach points.
-const (
-	HookPod Hook = "pod" // host-side veth ingress: from_pod
-	HookNIC Hook = "nic" // VNet NIC ingress: from_nic
+	"github.com/podvnet/podvnet/pkg/maps"
 )
 
 // Mode is how programs are attached to tc ingress.
@@ -54,16 +47,16 @@ const (
 	legacyPrefix   = "podvnet-"
 )
 
-func legacyName(h Hook) string { return legacyPrefix + string(h) }
+func legacyName(h maps.Hook) string { return legacyPrefix + h.String() }
 
 // LinksDir holds the pinned tcx links, one directory per hook.
 func LinksDir(root string) string { return filepath.Join(root, "links") }
 
 // LinkPinDir holds the pinned tcx links of a hook.
-func LinkPinDir(root string, h Hook) string { return filepath.Join(LinksDir(root), string(h)) }
+func LinkPinDir(root string, h maps.Hook) string { return filepath.Join(LinksDir(root), h.String()) }
 
 // LinkPin is where the tcx link of a hook on an interface is pinned.
-func LinkPin(root string, h Hook, ifname string) string {
+func LinkPin(root string, h maps.Hook, ifname string) string {
 	return filepath.Join(LinkPinDir(root, h), ifname)
 }
 
@@ -74,7 +67,7 @@ func LinkPin(root string, h Hook, ifname string) string {
 // changed since the last attachment, the new one goes in before the old one
 // is removed (tcx runs before legacy tc, so the switch has no gap). It
 // returns the mode used. Safe for concurrent use on different interfaces.
-func (d *Datapath) Attach(h Hook, ifindex int, ifname string, mode Mode) (Mode, error) {
+func (d *Datapath) Attach(h maps.Hook, ifindex int, ifname string, mode Mode) (Mode, error) {
 	if mode == ModeAuto && d.noTCX.Load() {
 		mode = ModeLegacy
 	}
@@ -95,7 +88,7 @@ func (d *Datapath) Attach(h Hook, ifindex int, ifname string, mode Mode) (Mode, 
 	return ModeTCX, detachLegacy(h, ifindex)
 }
 
-func (d *Datapath) attachTCX(h Hook, ifindex int, ifname string) error {
+func (d *Datapath) attachTCX(h maps.Hook, ifindex int, ifname string) error {
 	prog := d.Program(h)
 	pin := LinkPin(d.root, h, ifname)
 	if err := os.MkdirAll(filepath.Dir(pin), 0o700); err != nil {
@@ -150,7 +143,7 @@ func updatePinned(pin string, prog *ebpf.Program, ifindex int) (bool, error) {
 	return false, nil
 }
 
-func attachLegacy(prog *ebpf.Program, h Hook, ifindex int) error {
+func attachLegacy(prog *ebpf.Program, h maps.Hook, ifindex int) error {
 	qdisc := &netlink.GenericQdisc{
 		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
 		QdiscType:  "clsact",
@@ -197,7 +190,7 @@ func legacyFilters(l netlink.Link) ([]*netlink.BpfFilter, error) {
 
 // detachLegacy removes podvnet's legacy filter for h from an interface, and
 // the clsact qdisc with it when nothing else uses that qdisc.
-func detachLegacy(h Hook, ifindex int) error {
+func detachLegacy(h maps.Hook, ifindex int) error {
 	l, err := netlink.LinkByIndex(ifindex)
 	if err != nil {
 		var notFound netlink.LinkNotFoundError
@@ -247,11 +240,11 @@ func removeEmptyClsact(l netlink.Link) error {
 
 // Detach removes the hook's program from the interface: the pinned tcx link
 // and any legacy filter. What is already gone is not an error.
-func (d *Datapath) Detach(h Hook, ifname string) error { return Detach(d.root, h, ifname) }
+func (d *Datapath) Detach(h maps.Hook, ifname string) error { return Detach(d.root, h, ifname) }
 
 // Detach removes the hook's program from a named interface of the current
 // network namespace, however it is attached.
-func Detach(root string, h Hook, ifname string) error {
+func Detach(root string, h maps.Hook, ifname string) error {
 	if err := Unpin(LinkPin(root, h, ifname)); err != nil {
 		return err
 	}
@@ -282,7 +275,7 @@ func Unpin(pin string) error {
 }
 
 // PinnedInterfaces lists the interface names with a pinned link for a hook.
-func PinnedInterfaces(root string, h Hook) ([]string, error) {
+func PinnedInterfaces(root string, h maps.Hook) ([]string, error) {
 	entries, err := os.ReadDir(LinkPinDir(root, h))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -299,23 +292,23 @@ func PinnedInterfaces(root string, h Hook) ([]string, error) {
 
 // Attachment is one program podvnet runs on an interface.
 type Attachment struct {
-	Hook     Hook   `json:"hook"`
-	IfName   string `json:"ifname"`
-	Ifindex  int    `json:"ifindex"`
-	Mode     Mode   `json:"mode"`
-	ProgID   uint32 `json:"prog_id"`
-	ProgName string `json:"prog_name"`
-	LinkID   uint32 `json:"link_id,omitempty"` // tcx only
-	Pin      string `json:"pin,omitempty"`     // tcx only
-	Defunct  bool   `json:"defunct,omitempty"` // tcx link whose interface is gone
+	Hook     maps.Hook `json:"hook"`
+	IfName   string    `json:"ifname"`
+	Ifindex  int       `json:"ifindex"`
+	Mode     Mode      `json:"mode"`
+	ProgID   uint32    `json:"prog_id"`
+	ProgName string    `json:"prog_name"`
+	LinkID   uint32    `json:"link_id,omitempty"` // tcx only
+	Pin      string    `json:"pin,omitempty"`     // tcx only
+	Defunct  bool      `json:"defunct,omitempty"` // tcx link whose interface is gone
 }
 
 // ListAttachments finds podvnet's programs in the current network
 // namespace: tcx links from the pins under root, legacy filters from the
-// interfaces. Sorted by hook, then interface name.
+// interfaces. Sorted by hook name, then interface name.
 func ListAttachments(root string) ([]Attachment, error) {
 	var out []Attachment
-	for _, h := range []Hook{HookNIC, HookPod} {
+	for _, h := range maps.Hooks {
 		names, err := PinnedInterfaces(root, h)
 		if err != nil {
 			return nil, err
@@ -350,14 +343,18 @@ func ListAttachments(root string) ([]Attachment, error) {
 			return nil, err
 		}
 		for _, f := range filters {
+			h, err := maps.ParseHook(strings.TrimPrefix(f.Name, legacyPrefix))
+			if err != nil {
+				continue // a hook this build does not know (a newer podvnet's): not ours to touch
+			}
 			out = append(out, Attachment{
-				Hook: Hook(strings.TrimPrefix(f.Name, legacyPrefix)), IfName: l.Attrs().Name, Ifindex: l.Attrs().Index,
+				Hook: h, IfName: l.Attrs().Name, Ifindex: l.Attrs().Index,
 				Mode: ModeLegacy, ProgID: uint32(f.Id), ProgName: programName(uint32(f.Id)),
 			})
 		}
 	}
 	slices.SortFunc(out, func(a, b Attachment) int {
-		if c := strings.Compare(string(a.Hook), string(b.Hook)); c != 0 {
+		if c := strings.Compare(a.Hook.String(), b.Hook.String()); c != 0 {
 			return c
 		}
 		if c := strings.Compare(a.IfName, b.IfName); c != 0 {
@@ -391,7 +388,7 @@ func RemoveAttachment(a Attachment) error {
 
 // Attached reports how the hook's program runs on an interface: through a
 // tcx link pinned for it, or a legacy filter; an error says why neither.
-func Attached(root string, h Hook, ifname string, ifindex int) (Mode, error) {
+func Attached(root string, h maps.Hook, ifname string, ifindex int) (Mode, error) {
 	pin := LinkPin(root, h, ifname)
 	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
 		info, ierr := l.Info()
@@ -399,7 +396,7 @@ func Attached(root string, h Hook, ifname string, ifindex int) (Mode, error) {
 		if ierr == nil && info.Type == link.TCXType && info.TCX() != nil && int(info.TCX().Ifindex) == ifindex {
 			return ModeTCX, nil
 		}
-		return "", fmt.Errorf("from_%s link %s is not attached to %s (ifindex %d)", h, pin, ifname, ifindex)
+		return "", fmt.Errorf("%s link %s is not attached to %s (ifindex %d)", h.Program(), pin, ifname, ifindex)
 	}
 	l, err := netlink.LinkByIndex(ifindex)
 	if err != nil {
@@ -414,5 +411,5 @@ func Attached(root string, h Hook, ifname string, ifindex int) (Mode, error) {
 			return ModeLegacy, nil
 		}
 	}
-	return "", fmt.Errorf("from_%s is not attached to %s: no pinned link %s and no legacy tc filter", h, ifname, pin)
+	return "", fmt.Errorf("%s is not attached to %s: no pinned link %s and no legacy tc filter", h.Program(), ifname, pin)
 }

@@ -156,8 +156,8 @@ func openOrCreateMap(spec *ebpf.MapSpec, path string) (*ebpf.Map, error) {
 }
 
 // Program returns the loaded program for a hook.
-func (d *Datapath) Program(h Hook) *ebpf.Program {
-	if h == HookPod {
+func (d *Datapath) Program(h maps.Hook) *ebpf.Program {
+	if h == maps.HookPod {
 		return d.fromPod
 	}
 	return d.fromNIC

@@ -13,6 +13,7 @@ import (
 
 	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/loader"
+	"github.com/podvnet/podvnet/pkg/maps"
 	"github.com/podvnet/podvnet/tests/e2e/vnet"
 )
 
@@ -143,7 +144,7 @@ func assertNothingLeft(t *testing.T, n *vnet.Node) {
 	if st := loadState(t, n); len(st.Allocations) != 0 {
 		t.Errorf("%s: allocations left: %+v", n.Name, st.Allocations)
 	}
-	pins, _ := os.ReadDir(filepath.Dir(loader.LinkPin(n.BPFFS, loader.HookPod, "x")))
+	pins, _ := os.ReadDir(filepath.Dir(loader.LinkPin(n.BPFFS, maps.HookPod, "x")))
 	for _, p := range pins {
 		t.Errorf("%s: pod link pin %s left behind", n.Name, p.Name())
 	}
@@ -160,7 +161,7 @@ func assertNoVethsOrRoutes(t *testing.T, n *vnet.Node) {
 				return false
 			}
 		}
-		pins, _ := os.ReadDir(filepath.Dir(loader.LinkPin(n.BPFFS, loader.HookPod, "x")))
+		pins, _ := os.ReadDir(filepath.Dir(loader.LinkPin(n.BPFFS, maps.HookPod, "x")))
 		return len(pins) == 0
 	})
 	links, err := n.NS.NL.LinkList()

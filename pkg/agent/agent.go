@@ -253,7 +253,7 @@ func (a *Agent) detachOtherNICs() error {
 	}
 	for _, att := range atts {
 		if att.Hook == maps.HookNIC && att.IfName != a.nic.Attrs().Name {
-			if err := loader.RemoveAttachment(att); err != nil {
+			if err := loader.Detach(a.cfg.BPFFSRoot, att.Hook, att.IfName); err != nil {
 				return err
 			}
 			a.log.Info("detached from former NIC", zap.String("ifname", att.IfName), zap.String("mode", string(att.Mode)))

@@ -63,7 +63,7 @@ func Cleanup(ctx context.Context, cfg CleanupConfig, log *zap.Logger) error {
 		errs = append(errs, err)
 	}
 	for _, a := range atts {
-		if err := loader.RemoveAttachment(a); err != nil {
+		if err := loader.Detach(cfg.BPFFSRoot, a.Hook, a.IfName); err != nil {
 			errs = append(errs, err)
 			continue
 		}

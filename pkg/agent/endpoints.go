@@ -14,6 +14,7 @@ import (
 
 	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/ipam"
+	"github.com/podvnet/podvnet/pkg/loader"
 	"github.com/podvnet/podvnet/pkg/maps"
 )
 
@@ -186,7 +187,7 @@ func (a *Agent) removeVeth(name string, link netlink.Link) error {
 			errs = append(errs, fmt.Errorf("delete host veth %s: %w", name, err))
 		}
 	}
-	errs = append(errs, a.dp.Detach(maps.HookPod, name))
+	errs = append(errs, loader.Detach(a.dp.Root(), maps.HookPod, name))
 	return errors.Join(errs...)
 }
 
@@ -231,7 +232,7 @@ func (a *Agent) release(key ipam.Key) error {
 				a.log.Error("delete host veth; reconcile removes it at the next start", zap.String("ifname", hostIfName), zap.Error(err))
 			}
 		})
-	} else if err := a.dp.Detach(maps.HookPod, hostIfName); err != nil {
+	} else if err := loader.Detach(a.dp.Root(), maps.HookPod, hostIfName); err != nil {
 		return err
 	}
 	if !ok {

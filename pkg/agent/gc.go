@@ -115,7 +115,7 @@ func (a *Agent) removeStrays(owned map[string]bool, ownedIPs map[netip.Addr]bool
 	}
 	for _, name := range pinned {
 		if !owned[name] {
-			if err := a.dp.Detach(maps.HookPod, name); err != nil {
+			if err := loader.Detach(a.dp.Root(), maps.HookPod, name); err != nil {
 				errs = append(errs, err)
 				continue
 			}

@@ -106,7 +106,7 @@ func TestEBPFCarriesTraffic(t *testing.T) {
 				return err
 			}
 			for _, a := range atts {
-				if err := loader.RemoveAttachment(a); err != nil {
+				if err := loader.Detach(n.BPFFS, a.Hook, a.IfName); err != nil {
 					return err
 				}
 			}

@@ -108,7 +108,7 @@ struct pv_counter {
 	__u64 bytes;
 };
 
-/* Which program saw a packet. */
+/* Which program saw a packet: each program passes its own to pv_count. */
 enum pv_hook {
 	PV_HOOK_POD = 1, /* from_pod */
 	PV_HOOK_NIC = 2, /* from_nic */
@@ -143,8 +143,7 @@ struct pv_monitor {
 #define PV_MON_F_TRACE (1U << 1) /* report every other verdict too */
 
 /* Put the types only Go reads (the reason and hook enums, the event a ring
- * buffer carries) into the object's BTF, where bpf2go and the layout test
- * read them. The section is never loaded. */
+ * buffer carries) into the object's BTF, where the layout test reads them. The section is never loaded. */
 const enum pv_reason pv_reason_btf_anchor SEC(".podvnet.btf_only") __attribute__((unused));
 const enum pv_hook pv_hook_btf_anchor SEC(".podvnet.btf_only") __attribute__((unused));
 const struct pv_event pv_event_btf_anchor SEC(".podvnet.btf_only") __attribute__((unused));
@@ -199,13 +198,10 @@ struct {
 	__type(value, struct pv_monitor);
 } monitor SEC(".maps");
 
-#ifndef PV_HOOK
-#error "define PV_HOOK (PV_HOOK_POD or PV_HOOK_NIC) before including podvnet.h"
-#endif
-
 /* pv_report writes an event for the monitor, if one listens and the packet
  * passes its filter. Only reached while a lease is held. */
-static __noinline void pv_report(struct __sk_buff *skb, const struct pv_monitor *mon, __u32 reason)
+static __noinline void pv_report(struct __sk_buff *skb, const struct pv_monitor *mon, enum pv_hook hook,
+				 __u32 reason)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -218,7 +214,7 @@ static __noinline void pv_report(struct __sk_buff *skb, const struct pv_monitor 
 	ev.reason = reason;
 	ev.ifindex = skb->ifindex;
 	ev.len = skb->len;
-	ev.hook = PV_HOOK;
+	ev.hook = hook;
 	if ((void *)(eth + 1) <= data_end) {
 		ev.eth_proto = eth->h_proto;
 		if (eth->h_proto == bpf_htons(ETH_P_IP)) {
@@ -253,7 +249,9 @@ static __noinline void pv_report(struct __sk_buff *skb, const struct pv_monitor 
 	bpf_ringbuf_output(&events, &ev, sizeof(ev), 0);
 }
 
-static __always_inline int pv_count(struct __sk_buff *skb, enum pv_reason reason, int verdict)
+/* pv_count counts a packet under reason and returns verdict, the program's
+ * answer to tc. hook names the program for the monitor. */
+static __always_inline int pv_count(struct __sk_buff *skb, enum pv_hook hook, enum pv_reason reason, int verdict)
 {
 	__u32 zero = 0;
 	struct pv_counter *c = bpf_map_lookup_elem(&counters, &reason);
@@ -266,7 +264,7 @@ static __always_inline int pv_count(struct __sk_buff *skb, enum pv_reason reason
 	mon = bpf_map_lookup_elem(&monitor, &zero);
 	if (mon && mon->deadline_ns &&
 	    (mon->flags & (verdict == TC_ACT_SHOT ? PV_MON_F_DROPS : PV_MON_F_TRACE)))
-		pv_report(skb, mon, reason);
+		pv_report(skb, mon, hook, reason);
 	return verdict;
 }
 
@@ -403,14 +401,14 @@ static __always_inline int pv_decrease_ttl(struct iphdr *ip)
 
 /* Deliver to a local pod: the frame looks as if the node routed it out of
  * the pod's host veth, then it moves straight into the pod's netns. */
-static __always_inline int pv_to_local(struct __sk_buff *skb, struct ethhdr *eth, struct iphdr *ip,
+static __always_inline int pv_to_local(struct __sk_buff *skb, enum pv_hook hook, struct ethhdr *eth, struct iphdr *ip,
 				       const struct pv_endpoint *dst, enum pv_reason reason)
 {
 	if (!pv_decrease_ttl(ip))
-		return pv_count(skb, PV_DROP_TTL_EXCEEDED, TC_ACT_SHOT);
+		return pv_count(skb, hook, PV_DROP_TTL_EXCEEDED, TC_ACT_SHOT);
 	__builtin_memcpy(eth->h_source, dst->host_mac, ETH_ALEN);
 	__builtin_memcpy(eth->h_dest, dst->pod_mac, ETH_ALEN);
-	pv_count(skb, reason, TC_ACT_OK);
+	pv_count(skb, hook, reason, TC_ACT_OK);
 	return bpf_redirect_peer(dst->ifindex, 0);
 }
 

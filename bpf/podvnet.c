@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * from_pod: tc ingress of a pod's host-side veth, i.e. every frame a pod sends.
+ * podvnet's data path: one object holding every program, so that the maps
+ * exist once and all programs share them by construction.
  *
- * Anti-spoofing first: the source IP and MAC must be those of the endpoint
- * that owns the ingress interface. Then:
+ * from_pod: tc ingress of a pod's host-side veth, i.e. every frame a pod
+ * sends. Anti-spoofing first: the source IP and MAC must be those of the
+ * endpoint that owns the ingress interface. Then:
  *   - to a pod on this node: MAC rewrite, TTL-1, bpf_redirect_peer;
  *   - to a no-SNAT range (the VNet, peered ranges): TTL-1, bpf_redirect_neigh
  *     out of the NIC, skipping the host's routing and netfilter;
@@ -19,8 +21,14 @@
  * the stack, where nothing answers it (the host veth owns no address). Other
  * non-IPv4 frames are dropped: podvnet is IPv4-only, and IPv6 from a pod would
  * reach the host stack without any source check.
+ *
+ * from_nic: tc ingress of the VNet NIC. A frame for a pod on this node goes
+ * straight into the pod (MAC rewrite, TTL-1, bpf_redirect_peer); everything
+ * else is the node's own traffic and goes to the stack untouched. Packets of
+ * connections the kernel NAT'd (the reply of a Service backend on another
+ * node), fragments and ICMP errors also go to the stack, which translates
+ * them back and routes them to the pod over its /32 route.
  */
-#define PV_HOOK PV_HOOK_POD
 #include "podvnet.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
@@ -38,19 +46,19 @@ static __always_inline int pv_arp(struct __sk_buff *skb, struct ethhdr *eth)
 	if ((void *)(arp + 1) > data_end || arp->ar_op != bpf_htons(PV_ARPOP_REQUEST) ||
 	    arp->ar_hrd != bpf_htons(PV_ARPHRD_ETHER) || arp->ar_pro != bpf_htons(ETH_P_IP) ||
 	    arp->ar_hln != ETH_ALEN || arp->ar_pln != 4)
-		return pv_count(skb, PV_POD_ARP, TC_ACT_OK);
+		return pv_count(skb, PV_HOOK_POD, PV_POD_ARP, TC_ACT_OK);
 	cfg = pv_config();
 	__builtin_memcpy(&tpa, arp->tpa, 4);
 	if (!cfg || cfg->gateway_ip == 0 || tpa != cfg->gateway_ip)
-		return pv_count(skb, PV_POD_ARP, TC_ACT_OK);
+		return pv_count(skb, PV_HOOK_POD, PV_POD_ARP, TC_ACT_OK);
 
 	__builtin_memcpy(&spa, arp->spa, 4);
 	src = pv_endpoint(spa);
 	if (!src || src->ifindex != skb->ifindex)
-		return pv_count(skb, PV_DROP_SPOOFED_IP, TC_ACT_SHOT);
+		return pv_count(skb, PV_HOOK_POD, PV_DROP_SPOOFED_IP, TC_ACT_SHOT);
 	if (__builtin_memcmp(arp->sha, src->pod_mac, ETH_ALEN) != 0 ||
 	    __builtin_memcmp(eth->h_source, src->pod_mac, ETH_ALEN) != 0)
-		return pv_count(skb, PV_DROP_SPOOFED_MAC, TC_ACT_SHOT);
+		return pv_count(skb, PV_HOOK_POD, PV_DROP_SPOOFED_MAC, TC_ACT_SHOT);
 
 	arp->ar_op = bpf_htons(PV_ARPOP_REPLY);
 	__builtin_memcpy(arp->tha, src->pod_mac, ETH_ALEN);
@@ -59,7 +67,7 @@ static __always_inline int pv_arp(struct __sk_buff *skb, struct ethhdr *eth)
 	__builtin_memcpy(arp->spa, &tpa, 4);
 	__builtin_memcpy(eth->h_dest, src->pod_mac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, src->host_mac, ETH_ALEN);
-	pv_count(skb, PV_POD_ARP_REPLY, TC_ACT_OK);
+	pv_count(skb, PV_HOOK_POD, PV_POD_ARP_REPLY, TC_ACT_OK);
 	/* Out of the host veth: the reply arrives on the pod's eth0. */
 	return bpf_redirect(skb->ifindex, 0);
 }
@@ -76,49 +84,79 @@ int from_pod(struct __sk_buff *skb)
 
 	ret = pv_parse_ipv4(skb, &eth, &ip);
 	if (ret < 0)
-		return pv_count(skb, PV_DROP_MALFORMED, TC_ACT_SHOT);
+		return pv_count(skb, PV_HOOK_POD, PV_DROP_MALFORMED, TC_ACT_SHOT);
 	if (ret == 0) {
 		if (eth->h_proto == bpf_htons(ETH_P_ARP))
 			return pv_arp(skb, eth);
-		return pv_count(skb, PV_DROP_UNSUPPORTED_L3, TC_ACT_SHOT);
+		return pv_count(skb, PV_HOOK_POD, PV_DROP_UNSUPPORTED_L3, TC_ACT_SHOT);
 	}
 
 	src = pv_endpoint(ip->saddr);
 	if (!src || src->ifindex != skb->ifindex)
-		return pv_count(skb, PV_DROP_SPOOFED_IP, TC_ACT_SHOT);
+		return pv_count(skb, PV_HOOK_POD, PV_DROP_SPOOFED_IP, TC_ACT_SHOT);
 	if (__builtin_memcmp(eth->h_source, src->pod_mac, ETH_ALEN) != 0)
-		return pv_count(skb, PV_DROP_SPOOFED_MAC, TC_ACT_SHOT);
+		return pv_count(skb, PV_HOOK_POD, PV_DROP_SPOOFED_MAC, TC_ACT_SHOT);
 
 	/* TC_ACT_UNSPEC: under tcx, "next", so that the tc filters of a
 	 * chained bandwidth plugin (mirred to its ifb) still run. */
 	if (src->flags & PV_EP_F_SHAPED)
-		return pv_count(skb, PV_POD_SHAPED, TC_ACT_UNSPEC);
+		return pv_count(skb, PV_HOOK_POD, PV_POD_SHAPED, TC_ACT_UNSPEC);
 
 	cfg = pv_config();
 	if (!cfg || cfg->nic_ifindex == 0 || ip->daddr == cfg->node_ip)
-		return pv_count(skb, PV_POD_TO_STACK, TC_ACT_OK);
+		return pv_count(skb, PV_HOOK_POD, PV_POD_TO_STACK, TC_ACT_OK);
 
 	dst = pv_endpoint(ip->daddr);
 	if (dst && (dst->flags & PV_EP_F_SHAPED))
-		return pv_count(skb, PV_POD_SHAPED, TC_ACT_OK);
+		return pv_count(skb, PV_HOOK_POD, PV_POD_SHAPED, TC_ACT_OK);
 	/* The subnet is the common case and a mask is cheaper than the trie. */
 	if (!dst && !(cfg->subnet_mask && (ip->daddr & cfg->subnet_mask) == cfg->subnet)) {
 		nk.prefixlen = 32;
 		nk.addr = ip->daddr;
 		if (!bpf_map_lookup_elem(&nosnat, &nk))
-			return pv_count(skb, PV_POD_TO_STACK, TC_ACT_OK);
+			return pv_count(skb, PV_HOOK_POD, PV_POD_TO_STACK, TC_ACT_OK);
 	}
 	if (pv_is_frag_or_icmp_error(skb, ip))
-		return pv_count(skb, PV_POD_TO_STACK_FRAG, TC_ACT_OK);
+		return pv_count(skb, PV_HOOK_POD, PV_POD_TO_STACK_FRAG, TC_ACT_OK);
 	if (pv_nat_flow(skb, ip, cfg))
-		return pv_count(skb, PV_POD_TO_STACK_NAT, TC_ACT_OK);
+		return pv_count(skb, PV_HOOK_POD, PV_POD_TO_STACK_NAT, TC_ACT_OK);
 	if (dst)
-		return pv_to_local(skb, eth, ip, dst, PV_POD_TO_LOCAL);
+		return pv_to_local(skb, PV_HOOK_POD, eth, ip, dst, PV_POD_TO_LOCAL);
 
 	if (!pv_decrease_ttl(ip))
-		return pv_count(skb, PV_DROP_TTL_EXCEEDED, TC_ACT_SHOT);
-	pv_count(skb, PV_POD_TO_NIC, TC_ACT_OK);
+		return pv_count(skb, PV_HOOK_POD, PV_DROP_TTL_EXCEEDED, TC_ACT_SHOT);
+	pv_count(skb, PV_HOOK_POD, PV_POD_TO_NIC, TC_ACT_OK);
 	/* The kernel resolves the next hop (the VNet answers every ARP) and
 	 * writes the Ethernet header; no forwarding sysctl is consulted. */
 	return bpf_redirect_neigh(cfg->nic_ifindex, NULL, 0, 0);
+}
+
+SEC("tc")
+int from_nic(struct __sk_buff *skb)
+{
+	struct ethhdr *eth = NULL;
+	struct iphdr *ip = NULL;
+	struct pv_endpoint *dst;
+	struct pv_config *cfg;
+	int ret;
+
+	ret = pv_parse_ipv4(skb, &eth, &ip);
+	if (ret <= 0 || skb->pkt_type != PACKET_HOST)
+		return pv_count(skb, PV_HOOK_NIC, PV_NIC_TO_STACK, TC_ACT_OK);
+
+	/* Most of what the NIC receives is the node's own: it leaves before the
+	 * config lookup, which only the checks for a pod need. */
+	dst = pv_endpoint(ip->daddr);
+	if (!dst)
+		return pv_count(skb, PV_HOOK_NIC, PV_NIC_TO_STACK, TC_ACT_OK);
+	cfg = pv_config();
+	if (!cfg)
+		return pv_count(skb, PV_HOOK_NIC, PV_NIC_TO_STACK, TC_ACT_OK);
+	if (dst->flags & PV_EP_F_SHAPED)
+		return pv_count(skb, PV_HOOK_NIC, PV_NIC_SHAPED, TC_ACT_OK);
+	if (pv_is_frag_or_icmp_error(skb, ip))
+		return pv_count(skb, PV_HOOK_NIC, PV_NIC_TO_STACK_FRAG, TC_ACT_OK);
+	if (pv_nat_flow(skb, ip, cfg))
+		return pv_count(skb, PV_HOOK_NIC, PV_NIC_TO_STACK_NAT, TC_ACT_OK);
+	return pv_to_local(skb, PV_HOOK_NIC, eth, ip, dst, PV_NIC_TO_LOCAL);
 }

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * podvnet's data path: one object holding every program, so that the maps
- * exist once and all programs share them by construction.
+ * (lib/maps.h) exist once and all programs share them by construction.
  *
  * from_pod: tc ingress of a pod's host-side veth, i.e. every frame a pod
  * sends. Anti-spoofing first: the source IP and MAC must be those of the
@@ -15,12 +15,10 @@
  * backend answering, a NodePort reply), fragments and ICMP errors go to the
  * stack instead: only there are they translated back. So does the traffic
  * of a pod whose bandwidth tc shapes: only the kernel path meets the qdiscs.
- * ARP: a request for the gateway (169.254.1.1) is answered here with the
- * host veth's MAC, so a pod whose neighbour table was flushed (or whose
- * permanent entry was removed) finds its gateway again; other ARP passes to
- * the stack, where nothing answers it (the host veth owns no address). Other
- * non-IPv4 frames are dropped: podvnet is IPv4-only, and IPv6 from a pod would
- * reach the host stack without any source check.
+ * ARP: a request for the gateway (169.254.1.1) is answered here (lib/arp.h);
+ * other ARP passes to the stack, where nothing answers it (the host veth
+ * owns no address). Other non-IPv4 frames are dropped: podvnet is IPv4-only,
+ * and IPv6 from a pod would reach the host stack without any source check.
  *
  * from_nic: tc ingress of the VNet NIC. A frame for a pod on this node goes
  * straight into the pod (MAC rewrite, TTL-1, bpf_redirect_peer); everything
@@ -29,48 +27,23 @@
  * node), fragments and ICMP errors also go to the stack, which translates
  * them back and routes them to the pod over its /32 route.
  */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <linux/ip.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
 #include "podvnet.h"
+#include "lib/maps.h"
+#include "lib/parse.h"
+#include "lib/verdict.h"
+#include "lib/conntrack.h"
+#include "lib/forward.h"
+#include "lib/arp.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
-
-/* Turns an ARP request for the gateway, sent by the endpoint that owns this
- * interface, into the reply and sends it back out to the pod. */
-static __always_inline int pv_arp(struct __sk_buff *skb, struct ethhdr *eth)
-{
-	void *data_end = (void *)(long)skb->data_end;
-	struct pv_arp *arp = (void *)(eth + 1);
-	struct pv_endpoint *src;
-	struct pv_config *cfg;
-	__be32 spa, tpa;
-
-	if ((void *)(arp + 1) > data_end || arp->ar_op != bpf_htons(PV_ARPOP_REQUEST) ||
-	    arp->ar_hrd != bpf_htons(PV_ARPHRD_ETHER) || arp->ar_pro != bpf_htons(ETH_P_IP) ||
-	    arp->ar_hln != ETH_ALEN || arp->ar_pln != 4)
-		return pv_count(skb, PV_HOOK_POD, PV_POD_ARP, TC_ACT_OK);
-	cfg = pv_config();
-	__builtin_memcpy(&tpa, arp->tpa, 4);
-	if (!cfg || cfg->gateway_ip == 0 || tpa != cfg->gateway_ip)
-		return pv_count(skb, PV_HOOK_POD, PV_POD_ARP, TC_ACT_OK);
-
-	__builtin_memcpy(&spa, arp->spa, 4);
-	src = pv_endpoint(spa);
-	if (!src || src->ifindex != skb->ifindex)
-		return pv_count(skb, PV_HOOK_POD, PV_DROP_SPOOFED_IP, TC_ACT_SHOT);
-	if (__builtin_memcmp(arp->sha, src->pod_mac, ETH_ALEN) != 0 ||
-	    __builtin_memcmp(eth->h_source, src->pod_mac, ETH_ALEN) != 0)
-		return pv_count(skb, PV_HOOK_POD, PV_DROP_SPOOFED_MAC, TC_ACT_SHOT);
-
-	arp->ar_op = bpf_htons(PV_ARPOP_REPLY);
-	__builtin_memcpy(arp->tha, src->pod_mac, ETH_ALEN);
-	__builtin_memcpy(arp->tpa, &spa, 4);
-	__builtin_memcpy(arp->sha, src->host_mac, ETH_ALEN);
-	__builtin_memcpy(arp->spa, &tpa, 4);
-	__builtin_memcpy(eth->h_dest, src->pod_mac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, src->host_mac, ETH_ALEN);
-	pv_count(skb, PV_HOOK_POD, PV_POD_ARP_REPLY, TC_ACT_OK);
-	/* Out of the host veth: the reply arrives on the pod's eth0. */
-	return bpf_redirect(skb->ifindex, 0);
-}
 
 SEC("tc")
 int from_pod(struct __sk_buff *skb)
@@ -78,7 +51,6 @@ int from_pod(struct __sk_buff *skb)
 	struct ethhdr *eth = NULL;
 	struct iphdr *ip = NULL;
 	struct pv_endpoint *src, *dst;
-	struct pv_nosnat_key nk = {};
 	struct pv_config *cfg;
 	int ret;
 
@@ -109,26 +81,15 @@ int from_pod(struct __sk_buff *skb)
 	dst = pv_endpoint(ip->daddr);
 	if (dst && (dst->flags & PV_EP_F_SHAPED))
 		return pv_count(skb, PV_HOOK_POD, PV_POD_SHAPED, TC_ACT_OK);
-	/* The subnet is the common case and a mask is cheaper than the trie. */
-	if (!dst && !(cfg->subnet_mask && (ip->daddr & cfg->subnet_mask) == cfg->subnet)) {
-		nk.prefixlen = 32;
-		nk.addr = ip->daddr;
-		if (!bpf_map_lookup_elem(&nosnat, &nk))
-			return pv_count(skb, PV_HOOK_POD, PV_POD_TO_STACK, TC_ACT_OK);
-	}
+	if (!dst && !pv_nosnat_dest(cfg, ip->daddr))
+		return pv_count(skb, PV_HOOK_POD, PV_POD_TO_STACK, TC_ACT_OK);
 	if (pv_is_frag_or_icmp_error(skb, ip))
 		return pv_count(skb, PV_HOOK_POD, PV_POD_TO_STACK_FRAG, TC_ACT_OK);
 	if (pv_nat_flow(skb, ip, cfg))
 		return pv_count(skb, PV_HOOK_POD, PV_POD_TO_STACK_NAT, TC_ACT_OK);
 	if (dst)
 		return pv_to_local(skb, PV_HOOK_POD, eth, ip, dst, PV_POD_TO_LOCAL);
-
-	if (!pv_decrease_ttl(ip))
-		return pv_count(skb, PV_HOOK_POD, PV_DROP_TTL_EXCEEDED, TC_ACT_SHOT);
-	pv_count(skb, PV_HOOK_POD, PV_POD_TO_NIC, TC_ACT_OK);
-	/* The kernel resolves the next hop (the VNet answers every ARP) and
-	 * writes the Ethernet header; no forwarding sysctl is consulted. */
-	return bpf_redirect_neigh(cfg->nic_ifindex, NULL, 0, 0);
+	return pv_to_nic(skb, PV_HOOK_POD, ip, cfg, PV_POD_TO_NIC);
 }
 
 SEC("tc")

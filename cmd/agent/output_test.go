@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/podvnet/podvnet/pkg/loader"
+	"github.com/podvnet/podvnet/pkg/maps"
 	"github.com/podvnet/podvnet/pkg/node"
 )
 
@@ -40,8 +41,8 @@ func TestDebugOutputs(t *testing.T) {
 		{Reason: "drop_spoofed_ip", Verdict: "drop", Packets: 3, Bytes: 180},
 	}
 	links := []loader.Attachment{
-		{Hook: loader.HookNIC, IfName: "eth0", Ifindex: 2, Mode: loader.ModeTCX, ProgID: 41, ProgName: "from_nic", LinkID: 7, Pin: "/sys/fs/bpf/podvnet/links/nic/eth0"},
-		{Hook: loader.HookPod, IfName: "pv11b6102fc642", Ifindex: 5, Mode: loader.ModeLegacy, ProgID: 42, ProgName: "from_pod"},
+		{Hook: maps.HookNIC, IfName: "eth0", Ifindex: 2, Mode: loader.ModeTCX, ProgID: 41, ProgName: "from_nic", LinkID: 7, Pin: "/sys/fs/bpf/podvnet/links/nic/eth0"},
+		{Hook: maps.HookPod, IfName: "pv11b6102fc642", Ifindex: 5, Mode: loader.ModeLegacy, ProgID: 42, ProgName: "from_pod"},
 	}
 	config := []configRow{
 		{"node_ip", "10.240.0.4", "map"},

@@ -115,7 +115,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Agent, err error)
 	if err := a.reconcile(); err != nil {
 		return nil, fmt.Errorf("reconcile: %w", err)
 	}
-	nicMode, err := dp.Attach(loader.HookNIC, nic.Attrs().Index, nic.Attrs().Name, cfg.AttachMode)
+	nicMode, err := dp.Attach(maps.HookNIC, nic.Attrs().Index, nic.Attrs().Name, cfg.AttachMode)
 	if err != nil {
 		return nil, err
 	}
@@ -240,8 +240,8 @@ func (a *Agent) detachOtherNICs() error {
 		return err
 	}
 	for _, att := range atts {
-		if att.Hook == loader.HookNIC && att.IfName != a.nic.Attrs().Name {
-			if err := loader.RemoveAttachment(att); err != nil {
+		if att.Hook == maps.HookNIC && att.IfName != a.nic.Attrs().Name {
+			if err := loader.Detach(a.cfg.Paths.BPFFSRoot, att.Hook, att.IfName); err != nil {
 				return err
 			}
 			a.log.Info("detached from former NIC", zap.String("ifname", att.IfName), zap.String("mode", string(att.Mode)))

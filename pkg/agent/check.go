@@ -96,7 +96,7 @@ func (a *Agent) Check(_ context.Context, req agentapi.CheckRequest) (agentapi.Ch
 // pinned tcx link or a legacy filter, once its attach job is done.
 func (a *Agent) checkAttached(name string, ifindex int) error {
 	a.jobs.wait(name)
-	_, err := loader.Attached(a.dp.Root(), loader.HookPod, name, ifindex)
+	_, err := loader.Attached(a.dp.Root(), maps.HookPod, name, ifindex)
 	return err
 }
 

@@ -117,7 +117,7 @@ func (a *Agent) restoreEndpoint(ip netip.Addr, host netlink.Link, podMAC net.Har
 	if err := a.wireEndpoint(ip, host, podMAC, shaped); err != nil {
 		return err
 	}
-	_, err := a.dp.Attach(loader.HookPod, host.Attrs().Index, host.Attrs().Name, a.podMode(shaped))
+	_, err := a.dp.Attach(maps.HookPod, host.Attrs().Index, host.Attrs().Name, a.podMode(shaped))
 	return err
 }
 
@@ -129,7 +129,7 @@ func (a *Agent) restoreEndpoint(ip netip.Addr, host netlink.Link, podMAC net.Har
 func (a *Agent) attachLater(host netlink.Link, shaped bool) {
 	name, index := host.Attrs().Name, host.Attrs().Index
 	a.jobs.start(name, func() {
-		if _, err := a.dp.Attach(loader.HookPod, index, name, a.podMode(shaped)); err != nil {
+		if _, err := a.dp.Attach(maps.HookPod, index, name, a.podMode(shaped)); err != nil {
 			a.log.Error("attach from_pod; the pod stays on the kernel path", zap.String("ifname", name),
 				zap.Int("ifindex", index), zap.Error(err))
 		}
@@ -204,7 +204,7 @@ func (a *Agent) removeVeth(name string, link netlink.Link) error {
 			errs = append(errs, fmt.Errorf("delete host veth %s: %w", name, err))
 		}
 	}
-	errs = append(errs, a.dp.Detach(loader.HookPod, name))
+	errs = append(errs, loader.Detach(a.dp.Root(), maps.HookPod, name))
 	return errors.Join(errs...)
 }
 
@@ -249,7 +249,7 @@ func (a *Agent) release(key ipam.Key) error {
 				a.log.Error("delete host veth; reconcile removes it at the next start", zap.String("ifname", hostIfName), zap.Error(err))
 			}
 		})
-	} else if err := a.dp.Detach(loader.HookPod, hostIfName); err != nil {
+	} else if err := loader.Detach(a.dp.Root(), maps.HookPod, hostIfName); err != nil {
 		return err
 	}
 	if !ok {

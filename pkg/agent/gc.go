@@ -14,6 +14,7 @@ import (
 	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/ipam"
 	"github.com/podvnet/podvnet/pkg/loader"
+	"github.com/podvnet/podvnet/pkg/maps"
 )
 
 // GC releases every endpoint of req.Network that the runtime no longer
@@ -109,13 +110,13 @@ func (a *Agent) removeStrays(owned map[string]bool, ownedIPs map[netip.Addr]bool
 			st.entries++
 		}
 	}
-	pinned, err := loader.PinnedInterfaces(a.dp.Root(), loader.HookPod)
+	pinned, err := loader.PinnedInterfaces(a.dp.Root(), maps.HookPod)
 	if err != nil {
 		errs = append(errs, err)
 	}
 	for _, name := range pinned {
 		if !owned[name] {
-			if err := a.dp.Detach(loader.HookPod, name); err != nil {
+			if err := loader.Detach(a.dp.Root(), maps.HookPod, name); err != nil {
 				errs = append(errs, err)
 				continue
 			}

@@ -121,7 +121,7 @@ type skbCtx struct {
 
 // run feeds frame to the hook's program as if it arrived on ifindex and
 // returns the verdict and the frame as the program left it.
-func (tb *testbed) run(t *testing.T, h Hook, ifindex int, frame []byte) (uint32, packet.Frame) {
+func (tb *testbed) run(t *testing.T, h maps.Hook, ifindex int, frame []byte) (uint32, packet.Frame) {
 	t.Helper()
 	ret, out, err := tb.tryRun(h, ifindex, frame)
 	if err != nil {
@@ -130,7 +130,7 @@ func (tb *testbed) run(t *testing.T, h Hook, ifindex int, frame []byte) (uint32,
 	return ret, out
 }
 
-func (tb *testbed) tryRun(h Hook, ifindex int, frame []byte) (uint32, packet.Frame, error) {
+func (tb *testbed) tryRun(h maps.Hook, ifindex int, frame []byte) (uint32, packet.Frame, error) {
 	out := make([]byte, len(frame)+64)
 	opts := &ebpf.RunOptions{Data: frame, DataOut: out, Context: skbCtx{Ifindex: uint32(ifindex)}}
 	var ret uint32
@@ -150,7 +150,7 @@ func TestTruncatedFrames(t *testing.T) {
 	tb := newTestbed(t)
 	full := packet.IPv4{SrcMAC: podAMAC, DstMAC: hostAMAC, Src: podA, Dst: remote}.Build()
 	for n := 0; n < 34; n++ {
-		for _, h := range []Hook{HookPod, HookNIC} {
+		for _, h := range []maps.Hook{maps.HookPod, maps.HookNIC} {
 			verdict, _, err := tb.tryRun(h, tb.podAIdx, full[:n])
 			if errors.Is(err, unix.EINVAL) {
 				continue
@@ -159,7 +159,7 @@ func TestTruncatedFrames(t *testing.T) {
 				t.Fatalf("%s, %d bytes: %v", h, n, err)
 			}
 			want := uint32(actShot)
-			if h == HookNIC {
+			if h == maps.HookNIC {
 				want = actOK
 			}
 			if verdict != want {
@@ -230,7 +230,7 @@ func TestFromPod(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			before := tb.counters(t)
 			in := append([]byte(nil), tt.frame...)
-			verdict, out := tb.run(t, HookPod, tb.podAIdx, tt.frame)
+			verdict, out := tb.run(t, maps.HookPod, tb.podAIdx, tt.frame)
 			if verdict != tt.verdict {
 				t.Fatalf("verdict %d, want %d", verdict, tt.verdict)
 			}
@@ -282,7 +282,7 @@ func TestARPResponder(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := tb.counters(t)
-			verdict, out := tb.run(t, HookPod, tb.podAIdx, tt.frame)
+			verdict, out := tb.run(t, maps.HookPod, tb.podAIdx, tt.frame)
 			if verdict != tt.verdict {
 				t.Fatalf("verdict %d, want %d", verdict, tt.verdict)
 			}
@@ -309,7 +309,7 @@ func TestFromPodOnInterfaceOfAnotherPod(t *testing.T) {
 	// Pod B's own, well-formed frame, but arriving on pod A's veth: B's IP
 	// does not belong to this interface.
 	f := packet.IPv4{SrcMAC: podBMAC, DstMAC: hostAMAC, Src: podB, Dst: remote}.Build()
-	if v, _ := tb.run(t, HookPod, tb.podAIdx, f); v != actShot {
+	if v, _ := tb.run(t, maps.HookPod, tb.podAIdx, f); v != actShot {
 		t.Fatalf("verdict %d, want drop", v)
 	}
 }
@@ -342,7 +342,7 @@ func TestFromNIC(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := tb.counters(t)
-			verdict, out := tb.run(t, HookNIC, tb.nicIdx, tt.frame)
+			verdict, out := tb.run(t, maps.HookNIC, tb.nicIdx, tt.frame)
 			if verdict != tt.verdict {
 				t.Fatalf("verdict %d, want %d", verdict, tt.verdict)
 			}
@@ -413,8 +413,8 @@ func TestMonitorEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tb.run(t, HookPod, tb.podAIdx, genuine) // a redirect: not a drop, not reported
-	tb.run(t, HookPod, tb.podAIdx, spoofed)
+	tb.run(t, maps.HookPod, tb.podAIdx, genuine) // a redirect: not a drop, not reported
+	tb.run(t, maps.HookPod, tb.podAIdx, spoofed)
 	ev, err := mon.Read(time.Now().Add(time.Second))
 	if err != nil {
 		t.Fatalf("no event for a drop: %v", err)
@@ -436,8 +436,8 @@ func TestMonitorEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer other.Close()
-	tb.run(t, HookPod, tb.podAIdx, spoofed)
-	tb.run(t, HookPod, tb.podAIdx, genuine)
+	tb.run(t, maps.HookPod, tb.podAIdx, spoofed)
+	tb.run(t, maps.HookPod, tb.podAIdx, genuine)
 	if ev, err := other.Read(time.Now().Add(100 * time.Millisecond)); err == nil {
 		t.Errorf("event %+v passed a filter for 10.9.9.9", ev)
 	}
@@ -453,15 +453,15 @@ func TestShapedEndpoint(t *testing.T) {
 	shapedA.Flags = maps.EndpointShaped
 	must(t, tb.dp.Maps.Endpoints.Put(podA, shapedA))
 	fromA := packet.IPv4{SrcMAC: podAMAC, DstMAC: hostAMAC, Src: podA, Dst: remote}.Build()
-	if v, _ := tb.run(t, HookPod, tb.podAIdx, fromA); v != actUnspec {
+	if v, _ := tb.run(t, maps.HookPod, tb.podAIdx, fromA); v != actUnspec {
 		t.Errorf("from a shaped pod: verdict %d, want TC_ACT_UNSPEC", int32(v))
 	}
 	spoofed := packet.IPv4{SrcMAC: podAMAC, DstMAC: hostAMAC, Src: podB, Dst: remote}.Build()
-	if v, _ := tb.run(t, HookPod, tb.podAIdx, spoofed); v != actShot {
+	if v, _ := tb.run(t, maps.HookPod, tb.podAIdx, spoofed); v != actShot {
 		t.Errorf("shaping must not skip anti-spoofing: verdict %d", v)
 	}
 	toA := packet.IPv4{SrcMAC: fabricMA, DstMAC: nicMAC, Src: remote, Dst: podA}.Build()
-	if v, _ := tb.run(t, HookNIC, tb.nicIdx, toA); v != actOK {
+	if v, _ := tb.run(t, maps.HookNIC, tb.nicIdx, toA); v != actOK {
 		t.Errorf("from the NIC to a shaped pod: verdict %d, want the stack", v)
 	}
 	c := tb.counters(t)
@@ -480,7 +480,7 @@ func TestSubnetWithoutShortcut(t *testing.T) {
 	must(t, tb.dp.Maps.Config.Set(cfg))
 	for dst, want := range map[netip.Addr]uint32{remote: actRedirect, inet: actOK} {
 		f := packet.IPv4{SrcMAC: podAMAC, DstMAC: hostAMAC, Src: podA, Dst: dst}.Build()
-		if v, _ := tb.run(t, HookPod, tb.podAIdx, f); v != want {
+		if v, _ := tb.run(t, maps.HookPod, tb.podAIdx, f); v != want {
 			t.Errorf("to %s: verdict %d, want %d", dst, v, want)
 		}
 	}

@@ -22,25 +22,20 @@ type Datapath struct {
 	noTCX      atomic.Bool // the kernel refused a tcx attachment
 	ctOptsSize uint32
 	Maps       *maps.Set
-	fromPod    *ebpf.Program
-	fromNIC    *ebpf.Program
+	progs      podvnetPrograms
 	rawMaps    map[string]*ebpf.Map
 }
 
 // Load makes sure root is on a bpffs, adopts the maps pinned there (or
-// creates and pins them), and loads both programs against those maps.
+// creates and pins them), and loads every program against those maps.
 // Nothing is attached yet.
 func Load(root string) (_ *Datapath, err error) {
 	if err := EnsureBPFFS(root); err != nil {
 		return nil, err
 	}
-	podSpec, err := loadFromPod()
+	spec, err := loadPodvnet()
 	if err != nil {
-		return nil, fmt.Errorf("parse from_pod object: %w", err)
-	}
-	nicSpec, err := loadFromNic()
-	if err != nil {
-		return nil, fmt.Errorf("parse from_nic object: %w", err)
+		return nil, fmt.Errorf("parse BPF object: %w", err)
 	}
 
 	d := &Datapath{root: root, rawMaps: map[string]*ebpf.Map{}}
@@ -55,11 +50,11 @@ func Load(root string) (_ *Datapath, err error) {
 		return nil, fmt.Errorf("create map pin dir: %w", err)
 	}
 	for _, name := range maps.Names {
-		spec, ok := podSpec.Maps[name]
+		ms, ok := spec.Maps[name]
 		if !ok {
 			return nil, fmt.Errorf("object has no map %q", name)
 		}
-		m, err := openOrCreateMap(spec, filepath.Join(dir, name))
+		m, err := openOrCreateMap(ms, filepath.Join(dir, name))
 		if err != nil {
 			return nil, err
 		}
@@ -70,26 +65,18 @@ func Load(root string) (_ *Datapath, err error) {
 	}
 
 	d.ctOptsSize = kernelCTOptsSize()
-	for name, spec := range map[string]*ebpf.CollectionSpec{"from_pod": podSpec, "from_nic": nicSpec} {
-		v, ok := spec.Variables["pv_ct_opts_size"]
-		if !ok {
-			return nil, fmt.Errorf("%s object has no pv_ct_opts_size", name)
-		}
-		if err := v.Set(d.ctOptsSize); err != nil {
-			return nil, fmt.Errorf("set pv_ct_opts_size in %s: %w", name, err)
-		}
+	v, ok := spec.Variables[podvnetVarPvCtOptsSize]
+	if !ok {
+		return nil, fmt.Errorf("object has no %s", podvnetVarPvCtOptsSize)
 	}
-	collOpts := &ebpf.CollectionOptions{MapReplacements: d.rawMaps}
-	var podProgs fromPodPrograms
-	if err := podSpec.LoadAndAssign(&podProgs, collOpts); err != nil {
-		return nil, loadError("from_pod", err)
+	if err := v.Set(d.ctOptsSize); err != nil {
+		return nil, fmt.Errorf("set %s: %w", podvnetVarPvCtOptsSize, err)
 	}
-	d.fromPod = podProgs.FromPod
-	var nicProgs fromNicPrograms
-	if err := nicSpec.LoadAndAssign(&nicProgs, collOpts); err != nil {
-		return nil, loadError("from_nic", err)
+	// The replacements are the pinned maps: the programs use what is
+	// pinned, not fresh copies.
+	if err := spec.LoadAndAssign(&d.progs, &ebpf.CollectionOptions{MapReplacements: d.rawMaps}); err != nil {
+		return nil, loadError(err)
 	}
-	d.fromNIC = nicProgs.FromNic
 	return d, nil
 }
 
@@ -120,13 +107,13 @@ func kernelCTOptsSize() uint32 {
 func (d *Datapath) ConntrackLookup() bool { return d.ctOptsSize != 0 }
 
 // loadError keeps the whole verifier log: a rejected program must explain
-// itself without a rebuild.
-func loadError(prog string, err error) error {
+// itself without a rebuild. err names the program.
+func loadError(err error) error {
 	var ve *ebpf.VerifierError
 	if errors.As(err, &ve) {
-		return fmt.Errorf("load %s: verifier rejected it:\n%+v", prog, ve)
+		return fmt.Errorf("load programs: %w; verifier log:\n%+v", err, ve)
 	}
-	return fmt.Errorf("load %s: %w", prog, err)
+	return fmt.Errorf("load programs: %w", err)
 }
 
 // openOrCreateMap adopts the map pinned at path, refusing one whose layout
@@ -156,11 +143,14 @@ func openOrCreateMap(spec *ebpf.MapSpec, path string) (*ebpf.Map, error) {
 }
 
 // Program returns the loaded program for a hook.
-func (d *Datapath) Program(h Hook) *ebpf.Program {
-	if h == HookPod {
-		return d.fromPod
+func (d *Datapath) Program(h maps.Hook) *ebpf.Program {
+	switch h {
+	case maps.HookPod:
+		return d.progs.FromPod
+	case maps.HookNIC:
+		return d.progs.FromNic
 	}
-	return d.fromNIC
+	return nil
 }
 
 // Root is the bpffs root the data path is pinned under.
@@ -168,12 +158,7 @@ func (d *Datapath) Root() string { return d.root }
 
 // Close releases file descriptors; pins stay and the data path keeps running.
 func (d *Datapath) Close() error {
-	var errs []error
-	for _, p := range []*ebpf.Program{d.fromPod, d.fromNIC} {
-		if p != nil {
-			errs = append(errs, p.Close())
-		}
-	}
+	errs := []error{d.progs.Close()}
 	for _, m := range d.rawMaps {
 		errs = append(errs, m.Close())
 	}

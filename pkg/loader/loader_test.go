@@ -43,7 +43,7 @@ func TestLoadAdoptsPinnedMaps(t *testing.T) {
 // is refused with an error naming the pin, never silently reinterpreted.
 func TestLoadRefusesChangedLayout(t *testing.T) {
 	nettest.RequireRoot(t)
-	spec, err := loadFromPod()
+	spec, err := loadPodvnet()
 	if err != nil {
 		t.Fatal(err)
 	}

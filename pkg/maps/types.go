@@ -1,6 +1,7 @@
-// Package maps gives typed Go views of podvnet's pinned BPF maps: endpoints,
-// node config, counters and no-SNAT ranges. It takes opened maps (or opens
-// the pins read-only for `debug`) and never loads programs.
+// Package maps gives typed Go views of podvnet's pinned BPF maps (endpoints,
+// node config, counters, no-SNAT ranges, the monitor) and holds the Go
+// mirrors of the types the C side shares with Go. It takes opened maps (or
+// opens the pins read-only for `debug`) and never loads programs.
 package maps
 
 import (
@@ -8,7 +9,7 @@ import (
 	"path/filepath"
 )
 
-// Go mirrors of the structs in bpf/include/podvnet.h. Keep in sync:
+// Go mirrors of the structs and enums in bpf/include/podvnet.h. Keep in sync:
 // TestLayoutMatchesBTF (pkg/loader) compares them with the object's BTF.
 // Addresses are [4]byte in network order, as the programs see them.
 
@@ -166,24 +167,48 @@ const (
 	MonitorTrace uint32 = 1 << 1
 )
 
-// Hook mirrors enum pv_hook: which program saw a packet.
+// Hook mirrors enum pv_hook: which program, at which attach point. The
+// same value names the program in monitor events and the attachment in
+// pins and listings.
 type Hook uint8
 
 // The values of enum pv_hook.
 const (
-	HookPod Hook = 1
-	HookNIC Hook = 2
+	HookPod Hook = 1 // host-side veth ingress: from_pod
+	HookNIC Hook = 2 // VNet NIC ingress: from_nic
 )
 
+// Hooks lists every hook.
+var Hooks = []Hook{HookPod, HookNIC}
+
+// String is the hook's short name, "pod" or "nic": the directory its links
+// are pinned in, the name of its legacy tc filter, what `debug links` shows.
 func (h Hook) String() string {
 	switch h {
 	case HookPod:
-		return "from_pod"
+		return "pod"
 	case HookNIC:
-		return "from_nic"
+		return "nic"
 	}
 	return fmt.Sprintf("hook_%d", uint8(h))
 }
+
+// Program is the name of the hook's program in the object, "from_pod" or
+// "from_nic", as `debug monitor` shows it.
+func (h Hook) Program() string { return "from_" + h.String() }
+
+// ParseHook reads a hook's short name (String).
+func ParseHook(s string) (Hook, error) {
+	for _, h := range Hooks {
+		if h.String() == s {
+			return h, nil
+		}
+	}
+	return 0, fmt.Errorf("hook %q: want pod or nic", s)
+}
+
+// MarshalText writes the short name, so JSON shows "pod", not a number.
+func (h Hook) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
 
 // Map names as in the ELF object; each is pinned under PinDir(root).
 const (

@@ -48,7 +48,7 @@ func Cleanup(ctx context.Context, n paths.Node, removeCNIConfig func() error, lo
 	atts, err := loader.ListAttachments(n.BPFFSRoot)
 	errs = append(errs, err)
 	for _, a := range atts {
-		if err := loader.RemoveAttachment(a); err != nil {
+		if err := loader.Detach(n.BPFFSRoot, a.Hook, a.IfName); err != nil {
 			errs = append(errs, err)
 			continue
 		}

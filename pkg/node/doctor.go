@@ -96,8 +96,8 @@ func Doctor(ctx context.Context, n paths.Node) []Finding {
 	attached := map[string]loader.Attachment{}
 	nicOK := false
 	for _, a := range atts {
-		attached[string(a.Hook)+"/"+a.IfName] = a
-		if a.Hook == loader.HookNIC && !a.Defunct {
+		attached[a.Hook.String()+"/"+a.IfName] = a
+		if a.Hook == maps.HookNIC && !a.Defunct {
 			nicOK = true
 			ok("nic program", fmt.Sprintf("from_nic on %s (%s)", a.IfName, a.Mode))
 		}
@@ -150,7 +150,7 @@ func Doctor(ctx context.Context, n paths.Node) []Finding {
 				fmt.Sprintf("ip route replace %s/32 dev %s (the agent restores it on restart)", e.IP, name))
 			problems++
 		}
-		if a, ok := attached[string(loader.HookPod)+"/"+name]; !ok || a.Defunct {
+		if a, ok := attached[maps.HookPod.String()+"/"+name]; !ok || a.Defunct {
 			bad(check, fmt.Sprintf("from_pod is not attached to %s: the pod's traffic bypasses anti-spoofing and the fast path", name),
 				"restart the agent: reconcile attaches it")
 			problems++

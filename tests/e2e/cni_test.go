@@ -604,7 +604,7 @@ func TestCheckNamesWhatIsWrong(t *testing.T) {
 		}, "endpoints map has no entry for %IP%"},
 		{"from_pod detached", func(t *testing.T, p *vnet.Pod) error {
 			name := hostLink(t, p).Attrs().Name
-			return n.NS.Do(func() error { return loader.Detach(n.BPFFS, loader.HookPod, name) })
+			return n.NS.Do(func() error { return loader.Detach(n.BPFFS, maps.HookPod, name) })
 		}, "from_pod is not attached to %HOST%"},
 		{"endpoint released at the agent", func(t *testing.T, p *vnet.Pod) error {
 			return agentapi.NewClient(n.Paths().Socket).Del(context.Background(), agentapi.DelRequest{
@@ -818,13 +818,13 @@ func assertPodGone(t *testing.T, p *vnet.Pod) {
 	// after DEL returns, in the background.
 	eventually(10*time.Second, func() bool {
 		_, lerr := n.NS.NL.LinkByName(host)
-		_, perr := os.Stat(n.Paths().LinkPin(string(loader.HookPod), host))
+		_, perr := os.Stat(n.Paths().LinkPin(maps.HookPod.String(), host))
 		return lerr != nil && perr != nil
 	})
 	if _, err := n.NS.NL.LinkByName(host); err == nil {
 		t.Errorf("%s: host veth %s left", p.Name, host)
 	}
-	if _, err := os.Stat(n.Paths().LinkPin(string(loader.HookPod), host)); err == nil {
+	if _, err := os.Stat(n.Paths().LinkPin(maps.HookPod.String(), host)); err == nil {
 		t.Errorf("%s: link pin of %s left", p.Name, host)
 	}
 	if !p.IP.IsValid() {

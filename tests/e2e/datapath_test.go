@@ -33,7 +33,7 @@ func attachments(t *testing.T, n *vnet.Node) map[string]loader.Attachment {
 	}
 	m := map[string]loader.Attachment{}
 	for _, a := range atts {
-		k := string(a.Hook) + "/" + a.IfName
+		k := a.Hook.String() + "/" + a.IfName
 		if _, dup := m[k]; dup {
 			t.Fatalf("%s: two programs on %s: %+v", n.Name, k, atts)
 		}

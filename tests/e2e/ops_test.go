@@ -199,7 +199,7 @@ func TestDebugDoctorFindsABrokenEndpoint(t *testing.T) {
 		Dst: &net.IPNet{IP: a.IP.AsSlice(), Mask: net.CIDRMask(32, 32)}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.NS.Do(func() error { return loader.Detach(n.BPFFS, loader.HookPod, hostVeth) }); err != nil {
+	if err := n.NS.Do(func() error { return loader.Detach(n.BPFFS, maps.HookPod, hostVeth) }); err != nil {
 		t.Fatal(err)
 	}
 	out, err = doctor()

@@ -32,7 +32,8 @@ func newDebugCommand() *cobra.Command {
 	cmd.PersistentFlags().StringVar(&root, "bpffs-root", defaultBPFFSRoot, "bpffs directory the agent pins under")
 	cmd.PersistentFlags().StringVar(&stateDir, "state-dir", defaultStateDir, "the agent's state directory")
 	cmd.AddCommand(newDebugEndpointsCommand(&root, &stateDir), newDebugCountersCommand(&root), newDebugLinksCommand(&root),
-		newDebugMonitorCommand(&root), newDebugConfigCommand(&root, &stateDir), newDebugDoctorCommand(&root, &stateDir), newDebugIPAMCommand(&root, &stateDir))
+		newDebugMonitorCommand(&root), newDebugConfigCommand(&root, &stateDir), newDebugDoctorCommand(&root, &stateDir), newDebugIPAMCommand(&root, &stateDir),
+		newDebugBlockedCommand(&root))
 	return cmd
 }
 

@@ -5,7 +5,8 @@
  *
  * from_pod: tc ingress of a pod's host-side veth, i.e. every frame a pod
  * sends. Anti-spoofing first: the source IP and MAC must be those of the
- * endpoint that owns the ingress interface. Then:
+ * endpoint that owns the ingress interface. Next, the destinations no pod
+ * may reach (lib/platform.h: the WireServer, ...) are dropped. Then:
  *   - to a pod on this node: MAC rewrite, TTL-1, bpf_redirect_peer;
  *   - to a no-SNAT range (the VNet, peered ranges): TTL-1, bpf_redirect_neigh
  *     out of the NIC, skipping the host's routing and netfilter;
@@ -42,6 +43,7 @@
 #include "lib/conntrack.h"
 #include "lib/forward.h"
 #include "lib/arp.h"
+#include "lib/platform.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -52,6 +54,7 @@ int from_pod(struct __sk_buff *skb)
 	struct iphdr *ip = NULL;
 	struct pv_endpoint *src, *dst;
 	struct pv_config *cfg;
+	__u32 blocked;
 	int ret;
 
 	ret = pv_parse_ipv4(skb, &eth, &ip);
@@ -68,6 +71,12 @@ int from_pod(struct __sk_buff *skb)
 		return pv_count(skb, PV_HOOK_POD, PV_DROP_SPOOFED_IP, TC_ACT_SHOT);
 	if (__builtin_memcmp(eth->h_source, src->pod_mac, ETH_ALEN) != 0)
 		return pv_count(skb, PV_HOOK_POD, PV_DROP_SPOOFED_MAC, TC_ACT_SHOT);
+
+	/* Before every branch below, so that no path (shaped, stack,
+	 * masquerade, fast path) reaches a blocked destination. */
+	blocked = pv_blocked_reason(skb, ip);
+	if (blocked)
+		return pv_count(skb, PV_HOOK_POD, blocked, TC_ACT_SHOT);
 
 	/* TC_ACT_UNSPEC: under tcx, "next", so that the tc filters of a
 	 * chained bandwidth plugin (mirred to its ifb) still run. */

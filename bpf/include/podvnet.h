@@ -56,6 +56,22 @@ struct pv_nosnat_key {
 	__be32 addr;
 };
 
+/* A destination pods must not reach (lib/platform.h): the key of the
+ * blocked map. Port 0 is a guard the agent adds once for every (addr,
+ * proto) of its list: a fragment after the first carries no ports, so it
+ * is looked up with port 0, and dropped if any port of addr is blocked. */
+struct pv_blocked_key {
+	__be32 addr;
+	__be16 port; /* destination port; 0: the guard */
+	__u8 proto;  /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_SCTP */
+	__u8 pad;
+};
+
+/* What a blocked destination is counted as. */
+struct pv_blocked {
+	__u32 reason; /* enum pv_reason: PV_DROP_WIRESERVER ... PV_DROP_BLOCKED_ENDPOINT */
+};
+
 /* Every verdict and drop reason. Names are printed by `debug counters`. */
 enum pv_reason {
 	PV_POD_TO_STACK = 0,    /* from a pod, handed to the kernel stack */
@@ -76,6 +92,10 @@ enum pv_reason {
 	PV_DROP_SPOOFED_IP,     /* source IP is not the sending pod's */
 	PV_DROP_SPOOFED_MAC,    /* source MAC is not the sending pod's */
 	PV_DROP_TTL_EXCEEDED,   /* TTL <= 1 on a forwarded packet (no ICMP sent) */
+	PV_DROP_WIRESERVER,     /* from a pod to the WireServer, 168.63.129.16:80/tcp */
+	PV_DROP_HOSTGAPLUGIN,   /* from a pod to the HostGAPlugin, 168.63.129.16:32526/tcp */
+	PV_DROP_IMDS,           /* from a pod to IMDS, 169.254.169.254:80/tcp (--block-imds) */
+	PV_DROP_BLOCKED_ENDPOINT, /* from a pod to another entry of the blocked map */
 	PV_REASON_MAX,
 };
 

@@ -10,6 +10,14 @@
 
 #define PV_MAX_ENDPOINTS 1024
 #define PV_MAX_NOSNAT 256
+#define PV_MAX_BLOCKED 256
+#define PV_BLOCKED_FILTER_SLOTS 256
+
+/* The counters array is sized past the reasons there are, so that a release
+ * adding one still adopts the pinned counters (a different max_entries
+ * would be refused as an incompatible layout). */
+#define PV_COUNTER_SLOTS 64
+_Static_assert(PV_REASON_MAX <= PV_COUNTER_SLOTS, "enum pv_reason outgrew the counters map");
 
 /*
  * One object holds every program, so each map below exists once and all
@@ -33,7 +41,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, PV_REASON_MAX);
+	__uint(max_entries, PV_COUNTER_SLOTS);
 	__type(key, __u32); /* enum pv_reason: array keys must be plain ints */
 	__type(value, struct pv_counter);
 } counters SEC(".maps");
@@ -45,6 +53,25 @@ struct {
 	__type(key, struct pv_nosnat_key);
 	__type(value, __u8);
 } nosnat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PV_MAX_BLOCKED);
+	__type(key, struct pv_blocked_key);
+	__type(value, struct pv_blocked);
+} blocked SEC(".maps");
+
+/* The blocked map's filter (lib/platform.h): slot = the XOR of the four
+ * octets of a blocked address, bit (port % 64) set for each of its ports
+ * (bit 0 for the guard). A clear bit proves a packet is not blocked for
+ * the price of an array lookup, which the verifier inlines; a hash lookup
+ * is a call. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PV_BLOCKED_FILTER_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} blocked_filter SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

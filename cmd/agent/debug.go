@@ -33,7 +33,8 @@ func newDebugCommand() *cobra.Command {
 	cmd.PersistentFlags().StringVar(&p.BPFFSRoot, "bpffs-root", paths.DefaultBPFFSRoot, "bpffs directory the agent pins under")
 	cmd.PersistentFlags().StringVar(&p.StateDir, "state-dir", paths.DefaultStateDir, "the agent's state directory")
 	cmd.AddCommand(newDebugEndpointsCommand(&p), newDebugCountersCommand(&p.BPFFSRoot), newDebugLinksCommand(&p.BPFFSRoot),
-		newDebugMonitorCommand(&p.BPFFSRoot), newDebugConfigCommand(&p), newDebugDoctorCommand(&p), newDebugIPAMCommand(&p))
+		newDebugMonitorCommand(&p.BPFFSRoot), newDebugConfigCommand(&p), newDebugDoctorCommand(&p), newDebugIPAMCommand(&p),
+		newDebugBlockedCommand(&p.BPFFSRoot))
 	return cmd
 }
 

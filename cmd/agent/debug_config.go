@@ -68,12 +68,17 @@ func configRows(set *maps.Set) ([]configRow, error) {
 	if cfg.Flags&maps.ConfigCTLookup != 0 {
 		ct = "on"
 	}
+	blocked, err := blockedRows(set.Blocked)
+	if err != nil {
+		return nil, err
+	}
 	return []configRow{
 		{"nic", fmt.Sprintf("%s (ifindex %d, %s)", ifName(cfg.NICIfindex), cfg.NICIfindex, maps.MAC(cfg.NICMAC)), "map"},
 		{"node_ip", cfg.NodeAddr().String(), "map"},
 		{"pod_gateway", netip.AddrFrom4(cfg.GatewayIP).String(), "map"},
 		{"conntrack_lookup", ct, "map"},
 		{"no_snat_cidrs", strings.Join(rs, ", "), "map"},
+		{"blocked_endpoints", blockedList(blocked), "map"},
 	}, nil
 }
 

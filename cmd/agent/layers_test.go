@@ -13,9 +13,9 @@ import (
 var layers = [][]string{
 	{"cmd/agent", "cmd/plugin"},
 	{"pkg/agent", "pkg/node", "pkg/install"},
-	{"pkg/cni", "pkg/loader"},
-	{"pkg/agentapi", "pkg/ipam", "pkg/ipplan", "pkg/maps", "pkg/snat", "pkg/settings", "internal/podroute"},
-	{"pkg/paths", "internal/atomicfile", "internal/strictjson", "internal/netlinkdump", "internal/nettest", "internal/packet"},
+	{"pkg/cni", "pkg/loader", "pkg/snat"},
+	{"pkg/agentapi", "pkg/ipam", "pkg/ipplan", "pkg/platform", "pkg/settings", "internal/podroute"},
+	{"pkg/maps", "pkg/paths", "internal/atomicfile", "internal/strictjson", "internal/netlinkdump", "internal/nettest", "internal/packet"},
 }
 
 // TestPackagesImportDownward reads the import graph of the module's

@@ -28,6 +28,7 @@ type runFlags struct {
 	imdsURL     string
 	refresh     time.Duration
 	cluster     clusterFlags
+	platform    platformFlags
 	paths       paths.Node
 	maxPods     int
 	cooldown    time.Duration
@@ -69,6 +70,7 @@ func newRunCommand() *cobra.Command {
 	fl.StringSliceVar(&f.noSNAT, flagNoSNAT, nil, "extra destination CIDRs pods reach without SNAT (peered VNets, on-premises); the pool subnet is always included")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", agent.DefaultMetricsAddr, "address for /metrics, /healthz and /readyz; empty turns it off")
 	f.cluster.register(fl)
+	f.platform.register(fl)
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "console", "console or json")
 	f.cni.register(fl)
@@ -96,6 +98,9 @@ func runAgent(ctx context.Context, f *runFlags) error {
 		return fmt.Errorf("%s %d: must be at least 1", ipplanNames.MaxPods, f.maxPods)
 	}
 	if cfg.NoSNAT, err = parseNoSNAT(f.noSNAT); err != nil {
+		return err
+	}
+	if cfg.Blocked, err = f.platform.parse(); err != nil {
 		return err
 	}
 	// Flags that do not parse fail before the fabric is asked anything;

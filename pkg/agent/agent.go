@@ -20,6 +20,7 @@ import (
 	"github.com/podvnet/podvnet/pkg/loader"
 	"github.com/podvnet/podvnet/pkg/maps"
 	"github.com/podvnet/podvnet/pkg/paths"
+	"github.com/podvnet/podvnet/pkg/platform"
 	"github.com/podvnet/podvnet/pkg/snat"
 )
 
@@ -41,6 +42,8 @@ type Config struct {
 	// fast-path redirect. Replies of NAT'd connections (Services) then
 	// break: it exists to measure what the lookup costs.
 	NoConntrackLookup bool
+	// Blocked are the destinations pods must not reach (blocked.go).
+	Blocked []platform.Endpoint
 
 	// Version is the agent's build version, recorded in the settings file.
 	Version string
@@ -105,6 +108,9 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Agent, err error)
 		return nil, err
 	}
 	if err := a.writeConfigMaps(); err != nil {
+		return nil, err
+	}
+	if err := a.syncBlocked(); err != nil {
 		return nil, err
 	}
 	// Releases queued by plugins while no agent ran, before anything else
@@ -182,9 +188,12 @@ func (a *Agent) mtu() int {
 	return a.nic.Attrs().MTU
 }
 
-// noSNAT is every range pods reach with their own IP: the subnet first.
+// noSNAT is every range pods reach with their own IP: the subnet first,
+// and 168.63.129.16 always, as Azure CNI excludes it from masquerading: a
+// pod's reply to a load balancer health probe from there must keep the
+// pod's address (blocked.go).
 func (a *Agent) noSNAT() []netip.Prefix {
-	return append([]netip.Prefix{a.cfg.Pool.Subnet.Masked()}, a.cfg.NoSNAT...)
+	return append([]netip.Prefix{a.cfg.Pool.Subnet.Masked(), wireserverPrefix}, a.cfg.NoSNAT...)
 }
 
 // prepareNode sets what the node needs besides the programs:
@@ -203,7 +212,7 @@ func (a *Agent) prepareNode() error {
 		}
 		a.log.Info("enabled IPv4 forwarding (net.ipv4.ip_forward=1)")
 	}
-	if err := snat.Apply(snat.Rules{PodIfPrefix: agentapi.HostVethPrefix, NoSNAT: a.noSNAT()}); err != nil {
+	if err := snat.Apply(snat.Rules{PodIfPrefix: agentapi.HostVethPrefix, NoSNAT: a.noSNAT(), Blocked: a.cfg.Blocked}); err != nil {
 		return err
 	}
 	a.log.Info("masquerade rules in place", zap.String("table", snat.TableName), zap.Stringers("no_snat", a.noSNAT()))

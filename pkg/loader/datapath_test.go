@@ -169,6 +169,27 @@ func TestTruncatedFrames(t *testing.T) {
 	}
 }
 
+// runCounted runs frame through the hook's program, arriving on ifindex,
+// checks the verdict and that reason counted the frame once, with its
+// bytes, and returns the frame as the program left it.
+func (tb *testbed) runCounted(t *testing.T, h maps.Hook, ifindex int, frame []byte, verdict uint32, reason maps.Reason) packet.Frame {
+	t.Helper()
+	size := uint64(len(frame))
+	before := tb.counters(t)
+	got, out := tb.run(t, h, ifindex, frame)
+	if got != verdict {
+		t.Fatalf("verdict %d, want %d", got, verdict)
+	}
+	after := tb.counters(t)
+	if d := after[reason].Packets - before[reason].Packets; d != 1 {
+		t.Errorf("counter %s moved by %d, want 1", reason, d)
+	}
+	if d := after[reason].Bytes - before[reason].Bytes; d != size {
+		t.Errorf("counter %s bytes moved by %d, want %d", reason, d, size)
+	}
+	return out
+}
+
 // counters is indexed by Reason: All lists every reason in enum order.
 func (tb *testbed) counters(t *testing.T) []maps.CounterEntry {
 	t.Helper()
@@ -228,19 +249,8 @@ func TestFromPod(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := tb.counters(t)
 			in := append([]byte(nil), tt.frame...)
-			verdict, out := tb.run(t, maps.HookPod, tb.podAIdx, tt.frame)
-			if verdict != tt.verdict {
-				t.Fatalf("verdict %d, want %d", verdict, tt.verdict)
-			}
-			after := tb.counters(t)
-			if got := after[tt.reason].Packets - before[tt.reason].Packets; got != 1 {
-				t.Errorf("counter %s moved by %d, want 1", tt.reason, got)
-			}
-			if got := after[tt.reason].Bytes - before[tt.reason].Bytes; got != uint64(len(in)) {
-				t.Errorf("counter %s bytes moved by %d, want %d", tt.reason, got, len(in))
-			}
+			out := tb.runCounted(t, maps.HookPod, tb.podAIdx, tt.frame, tt.verdict, tt.reason)
 			if tt.ttl == 0 {
 				return
 			}
@@ -281,14 +291,7 @@ func TestARPResponder(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := tb.counters(t)
-			verdict, out := tb.run(t, maps.HookPod, tb.podAIdx, tt.frame)
-			if verdict != tt.verdict {
-				t.Fatalf("verdict %d, want %d", verdict, tt.verdict)
-			}
-			if got := tb.counters(t)[tt.reason].Packets - before[tt.reason].Packets; got != 1 {
-				t.Errorf("counter %s moved by %d, want 1", tt.reason, got)
-			}
+			out := tb.runCounted(t, maps.HookPod, tb.podAIdx, tt.frame, tt.verdict, tt.reason)
 			if tt.reason != maps.ReasonPodARPReply {
 				return
 			}
@@ -341,15 +344,7 @@ func TestFromNIC(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := tb.counters(t)
-			verdict, out := tb.run(t, maps.HookNIC, tb.nicIdx, tt.frame)
-			if verdict != tt.verdict {
-				t.Fatalf("verdict %d, want %d", verdict, tt.verdict)
-			}
-			after := tb.counters(t)
-			if got := after[tt.reason].Packets - before[tt.reason].Packets; got != 1 {
-				t.Errorf("counter %s moved by %d, want 1", tt.reason, got)
-			}
+			out := tb.runCounted(t, maps.HookNIC, tb.nicIdx, tt.frame, tt.verdict, tt.reason)
 			if tt.dstMAC != nil {
 				if !bytes.Equal(out.DstMAC(), tt.dstMAC) || !bytes.Equal(out.SrcMAC(), tt.srcMAC) {
 					t.Errorf("MACs %s <- %s, want %s <- %s", out.DstMAC(), out.SrcMAC(), tt.dstMAC, tt.srcMAC)

@@ -23,6 +23,8 @@ func TestLayoutMatchesBTF(t *testing.T) {
 		"pv_endpoint":     maps.Endpoint{},
 		"pv_config":       maps.Config{},
 		"pv_nosnat_key":   maps.NoSNATKey{},
+		"pv_blocked_key":  maps.BlockedKey{},
+		"pv_blocked":      maps.BlockedValue{},
 		"pv_counter":      maps.Counter{},
 		"pv_event":        maps.Event{},
 		"pv_monitor":      maps.Monitor{},

@@ -16,15 +16,17 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	podvnetMapConfig       = "config"
-	podvnetMapCounters     = "counters"
-	podvnetMapEndpoints    = "endpoints"
-	podvnetMapEvents       = "events"
-	podvnetMapMonitor      = "monitor"
-	podvnetMapNosnat       = "nosnat"
-	podvnetProgFromNic     = "from_nic"
-	podvnetProgFromPod     = "from_pod"
-	podvnetVarPvCtOptsSize = "pv_ct_opts_size"
+	podvnetMapBlocked       = "blocked"
+	podvnetMapBlockedFilter = "blocked_filter"
+	podvnetMapConfig        = "config"
+	podvnetMapCounters      = "counters"
+	podvnetMapEndpoints     = "endpoints"
+	podvnetMapEvents        = "events"
+	podvnetMapMonitor       = "monitor"
+	podvnetMapNosnat        = "nosnat"
+	podvnetProgFromNic      = "from_nic"
+	podvnetProgFromPod      = "from_pod"
+	podvnetVarPvCtOptsSize  = "pv_ct_opts_size"
 )
 
 // loadPodvnet returns the embedded CollectionSpec for podvnet.
@@ -77,12 +79,14 @@ type podvnetProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type podvnetMapSpecs struct {
-	Config    *ebpf.MapSpec `ebpf:"config"`
-	Counters  *ebpf.MapSpec `ebpf:"counters"`
-	Endpoints *ebpf.MapSpec `ebpf:"endpoints"`
-	Events    *ebpf.MapSpec `ebpf:"events"`
-	Monitor   *ebpf.MapSpec `ebpf:"monitor"`
-	Nosnat    *ebpf.MapSpec `ebpf:"nosnat"`
+	Blocked       *ebpf.MapSpec `ebpf:"blocked"`
+	BlockedFilter *ebpf.MapSpec `ebpf:"blocked_filter"`
+	Config        *ebpf.MapSpec `ebpf:"config"`
+	Counters      *ebpf.MapSpec `ebpf:"counters"`
+	Endpoints     *ebpf.MapSpec `ebpf:"endpoints"`
+	Events        *ebpf.MapSpec `ebpf:"events"`
+	Monitor       *ebpf.MapSpec `ebpf:"monitor"`
+	Nosnat        *ebpf.MapSpec `ebpf:"nosnat"`
 }
 
 // podvnetVariableSpecs contains global variables before they are loaded into the kernel.
@@ -112,16 +116,20 @@ func (o *podvnetObjects) Close() error {
 //
 // It can be passed to loadPodvnetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type podvnetMaps struct {
-	Config    *ebpf.Map `ebpf:"config"`
-	Counters  *ebpf.Map `ebpf:"counters"`
-	Endpoints *ebpf.Map `ebpf:"endpoints"`
-	Events    *ebpf.Map `ebpf:"events"`
-	Monitor   *ebpf.Map `ebpf:"monitor"`
-	Nosnat    *ebpf.Map `ebpf:"nosnat"`
+	Blocked       *ebpf.Map `ebpf:"blocked"`
+	BlockedFilter *ebpf.Map `ebpf:"blocked_filter"`
+	Config        *ebpf.Map `ebpf:"config"`
+	Counters      *ebpf.Map `ebpf:"counters"`
+	Endpoints     *ebpf.Map `ebpf:"endpoints"`
+	Events        *ebpf.Map `ebpf:"events"`
+	Monitor       *ebpf.Map `ebpf:"monitor"`
+	Nosnat        *ebpf.Map `ebpf:"nosnat"`
 }
 
 func (m *podvnetMaps) Close() error {
 	return _PodvnetClose(
+		m.Blocked,
+		m.BlockedFilter,
 		m.Config,
 		m.Counters,
 		m.Endpoints,

@@ -15,6 +15,7 @@ type Set struct {
 	Config    *ConfigArray
 	Counters  *Counters
 	NoSNAT    *NoSNAT
+	Blocked   *Blocked
 
 	all []*ebpf.Map
 }
@@ -35,6 +36,7 @@ func NewSet(m map[string]*ebpf.Map) (*Set, error) {
 	s.Config = NewConfigArray(m[ConfigMap])
 	s.Counters = NewCounters(m[CountersMap])
 	s.NoSNAT = NewNoSNAT(m[NoSNATMap])
+	s.Blocked = NewBlocked(m[BlockedMap], m[BlockedFilterMap])
 	return s, nil
 }
 

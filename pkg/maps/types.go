@@ -1,7 +1,8 @@
 // Package maps gives typed Go views of podvnet's pinned BPF maps (endpoints,
-// node config, counters, no-SNAT ranges, the monitor) and holds the Go
-// mirrors of the types the C side shares with Go. It takes opened maps (or
-// opens the pins read-only for `debug`) and never loads programs.
+// node config, counters, no-SNAT ranges, blocked destinations, the monitor)
+// and holds the Go mirrors of the types the C side shares with Go. It takes
+// opened maps (or opens the pins read-only for `debug`) and never loads
+// programs.
 package maps
 
 import (
@@ -42,6 +43,21 @@ type Config struct {
 type NoSNATKey struct {
 	Prefixlen uint32
 	Addr      [4]byte
+}
+
+// BlockedKey mirrors struct pv_blocked_key: a destination pods must not
+// reach. Port 0 is the guard for fragments (see Blocked).
+type BlockedKey struct {
+	Addr  [4]byte
+	Port  [2]byte // network order
+	Proto uint8
+	Pad   uint8
+}
+
+// BlockedValue mirrors struct pv_blocked: the reason a blocked destination
+// is counted under.
+type BlockedValue struct {
+	Reason Reason
 }
 
 // Counter mirrors struct pv_counter.
@@ -87,30 +103,38 @@ const (
 	ReasonDropSpoofedIP
 	ReasonDropSpoofedMAC
 	ReasonDropTTLExceeded
+	ReasonDropWireserver
+	ReasonDropHostGAPlugin
+	ReasonDropIMDS
+	ReasonDropBlockedEndpoint
 	ReasonMax
 )
 
 // reasonNames are the C enumerator names without the PV_ prefix, lower-cased
 // for people; TestLayoutMatchesBTF checks them against the enum.
 var reasonNames = [ReasonMax]string{
-	ReasonPodToStack:        "pod_to_stack",
-	ReasonPodToStackNAT:     "pod_to_stack_nat",
-	ReasonPodToStackFrag:    "pod_to_stack_frag",
-	ReasonPodToLocal:        "pod_to_local",
-	ReasonPodToNIC:          "pod_to_nic",
-	ReasonPodARP:            "pod_arp",
-	ReasonPodARPReply:       "pod_arp_reply",
-	ReasonPodShaped:         "pod_shaped",
-	ReasonNICToStack:        "nic_to_stack",
-	ReasonNICToStackNAT:     "nic_to_stack_nat",
-	ReasonNICToStackFrag:    "nic_to_stack_frag",
-	ReasonNICShaped:         "nic_shaped",
-	ReasonNICToLocal:        "nic_to_local",
-	ReasonDropMalformed:     "drop_malformed",
-	ReasonDropUnsupportedL3: "drop_unsupported_l3",
-	ReasonDropSpoofedIP:     "drop_spoofed_ip",
-	ReasonDropSpoofedMAC:    "drop_spoofed_mac",
-	ReasonDropTTLExceeded:   "drop_ttl_exceeded",
+	ReasonPodToStack:          "pod_to_stack",
+	ReasonPodToStackNAT:       "pod_to_stack_nat",
+	ReasonPodToStackFrag:      "pod_to_stack_frag",
+	ReasonPodToLocal:          "pod_to_local",
+	ReasonPodToNIC:            "pod_to_nic",
+	ReasonPodARP:              "pod_arp",
+	ReasonPodARPReply:         "pod_arp_reply",
+	ReasonPodShaped:           "pod_shaped",
+	ReasonNICToStack:          "nic_to_stack",
+	ReasonNICToStackNAT:       "nic_to_stack_nat",
+	ReasonNICToStackFrag:      "nic_to_stack_frag",
+	ReasonNICShaped:           "nic_shaped",
+	ReasonNICToLocal:          "nic_to_local",
+	ReasonDropMalformed:       "drop_malformed",
+	ReasonDropUnsupportedL3:   "drop_unsupported_l3",
+	ReasonDropSpoofedIP:       "drop_spoofed_ip",
+	ReasonDropSpoofedMAC:      "drop_spoofed_mac",
+	ReasonDropTTLExceeded:     "drop_ttl_exceeded",
+	ReasonDropWireserver:      "drop_wireserver",
+	ReasonDropHostGAPlugin:    "drop_hostgaplugin",
+	ReasonDropIMDS:            "drop_imds",
+	ReasonDropBlockedEndpoint: "drop_blocked_endpoint",
 }
 
 func (r Reason) String() string {
@@ -218,10 +242,13 @@ const (
 	NoSNATMap    = "nosnat"
 	EventsMap    = "events"
 	MonitorMap   = "monitor"
+	BlockedMap   = "blocked"
+	// BlockedFilterMap spares most packets the lookup in BlockedMap.
+	BlockedFilterMap = "blocked_filter"
 )
 
 // Names lists every map podvnet pins.
-var Names = []string{EndpointsMap, ConfigMap, CountersMap, NoSNATMap, EventsMap, MonitorMap}
+var Names = []string{EndpointsMap, ConfigMap, CountersMap, NoSNATMap, EventsMap, MonitorMap, BlockedMap, BlockedFilterMap}
 
 // PinDir is where the maps are pinned under a bpffs root.
 func PinDir(root string) string { return filepath.Join(root, "maps") }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -141,24 +140,8 @@ func (n *Node) WaitAgentReady(timeout time.Duration) error {
 // HTTPGet fetches a path of the agent's metrics endpoint (127.0.0.1:9965 in
 // the node's namespace) and returns the status code and body.
 func (n *Node) HTTPGet(path string) (int, string, error) {
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-			err = n.NS.Do(func() error {
-				var d net.Dialer
-				c, err = d.DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		},
-	}}
-	resp, err := client.Get("http://127.0.0.1:9965" + path)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
+	code, body, err := Fetch(n.NS, "http://127.0.0.1:9965"+path, nil, 5*time.Second)
+	return code, string(body), err
 }
 
 // Metric returns the value of the first sample of the agent's /metrics

@@ -4,10 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
-	"strings"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -67,7 +66,7 @@ func Doctor(ctx context.Context, n paths.Node) []Finding {
 		ok("agent", fmt.Sprintf("ready, %d of %d pod addresses in use, %d free", st.Allocated, st.Limit, st.Free))
 	}
 
-	if v, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); err == nil && strings.TrimSpace(string(v)) != "1" {
+	if v, err := sysctl.Sysctl("net/ipv4/ip_forward"); err == nil && v != "1" {
 		bad("ip_forward", "net.ipv4.ip_forward is 0: Services, Internet egress and node-to-pod fallbacks cannot be forwarded",
 			"sysctl -w net.ipv4.ip_forward=1 (the agent sets it on start)")
 	} else {

@@ -136,7 +136,7 @@ func runAgent(ctx context.Context, f *runFlags) error {
 	if f.metricsAddr != "" {
 		srv, err := agent.ServeHTTP(f.metricsAddr, cfg.Metrics, cfg.Ready)
 		if err != nil {
-			return err
+			return fmt.Errorf("--metrics-addr: %w", err)
 		}
 		defer srv.Close()
 	}
@@ -158,6 +158,9 @@ func runAgent(ctx context.Context, f *runFlags) error {
 		zap.String("subnet", cfg.Pool.Subnet.String()), zap.String("primary", cfg.Pool.Primary.String()),
 		zap.Int("secondary_ips", len(cfg.Pool.Secondary)), zap.Int("max_pods", f.maxPods))
 	a, err := agent.New(ctx, cfg, log)
+	if errors.Is(err, agent.ErrMTUAboveNIC) {
+		return fmt.Errorf("--mtu %w", err)
+	}
 	if err != nil {
 		return err
 	}

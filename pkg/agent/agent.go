@@ -54,6 +54,9 @@ type Config struct {
 	Ready   *Readiness
 }
 
+// ErrMTUAboveNIC refuses a pod MTU (Config.MTU) the NIC cannot carry.
+var ErrMTUAboveNIC = errors.New("exceeds the MTU")
+
 // Agent is a running node daemon.
 type Agent struct {
 	cfg   Config
@@ -101,7 +104,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Agent, err error)
 		}
 	}()
 	if a.mtu() > nic.Attrs().MTU {
-		return nil, fmt.Errorf("--mtu %d exceeds the MTU %d of NIC %s: pods would send frames the VNet drops", cfg.MTU, nic.Attrs().MTU, cfg.NIC)
+		return nil, fmt.Errorf("%d %w %d of NIC %s: pods would send frames the VNet drops", cfg.MTU, ErrMTUAboveNIC, nic.Attrs().MTU, cfg.NIC)
 	}
 
 	if err := a.prepareNode(); err != nil {

@@ -1,5 +1,6 @@
 // Package agent is the node daemon: it owns the address pool, the pinned
-// data path and the unix-socket API the CNI plugin calls.
+// data path, the pods' host veths and the unix-socket API the CNI plugin
+// calls. What works without a running agent is in pkg/node.
 package agent
 
 import (

@@ -98,6 +98,9 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Agent, err error)
 	if err != nil {
 		return nil, fmt.Errorf("load data path: %w", err)
 	}
+	for _, r := range dp.Replaced {
+		log.Warn("replaced a pinned map of another podvnet release; its entries are rebuilt", zap.String("map", r))
+	}
 	a := &Agent{cfg: cfg, log: log, dp: dp, alloc: alloc, nic: nic, ready: cfg.Ready, metrics: cfg.Metrics, jobs: newHostJobs()}
 	defer func() {
 		if err != nil {

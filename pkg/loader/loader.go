@@ -24,10 +24,15 @@ type Datapath struct {
 	Maps       *maps.Set
 	progs      podvnetPrograms
 	rawMaps    map[string]*ebpf.Map
+
+	// Replaced lists the pinned maps of another layout that Load replaced
+	// (name: what differed), for the agent to log.
+	Replaced []string
 }
 
 // Load makes sure root is on a bpffs, adopts the maps pinned there (or
-// creates and pins them), and loads every program against those maps.
+// creates and pins them, replacing any of another layout), and loads every
+// program against those maps.
 // Nothing is attached yet.
 func Load(root string) (_ *Datapath, err error) {
 	if err := EnsureBPFFS(root); err != nil {
@@ -54,9 +59,12 @@ func Load(root string) (_ *Datapath, err error) {
 		if !ok {
 			return nil, fmt.Errorf("object has no map %q", name)
 		}
-		m, err := openOrCreateMap(ms, filepath.Join(dir, name))
+		m, replaced, err := openOrCreateMap(ms, filepath.Join(dir, name))
 		if err != nil {
 			return nil, err
+		}
+		if replaced != nil {
+			d.Replaced = append(d.Replaced, fmt.Sprintf("%s: %v", name, replaced))
 		}
 		d.rawMaps[name] = m
 	}
@@ -116,26 +124,51 @@ func loadError(err error) error {
 	return fmt.Errorf("load programs: %w", err)
 }
 
-// openOrCreateMap adopts the map pinned at path, refusing one whose layout
-// differs from spec, or creates and pins a new one.
-func openOrCreateMap(spec *ebpf.MapSpec, path string) (*ebpf.Map, error) {
-	m, err := ebpf.LoadPinnedMap(path, nil)
+// openOrCreateMap adopts the map pinned at path, or creates and pins a new
+// one. A pinned map whose layout differs from spec (another podvnet release
+// wrote it) is replaced, never reinterpreted: every map's content is
+// rebuilt by the agent at start (endpoints from the allocation state,
+// config and range maps from the settings), counters start again at zero.
+// The programs still attached keep the old map until their links are
+// updated to the new programs, so forwarding never sees a half-built map
+// of the wrong shape. replaced names why the old map went.
+func openOrCreateMap(spec *ebpf.MapSpec, path string) (m *ebpf.Map, replaced error, err error) {
+	m, err = ebpf.LoadPinnedMap(path, nil)
 	switch {
 	case err == nil:
-		if err := checkLayout(spec, m); err != nil {
-			m.Close()
-			return nil, fmt.Errorf("pinned map %s was written by an incompatible podvnet (%w); "+
-				"run `podvnet-agent cleanup` to remove the old data path, then start again", path, err)
+		layoutErr := checkLayout(spec, m)
+		if layoutErr == nil {
+			return m, nil, nil
 		}
-		return m, nil
+		m.Close()
+		m, err = createPinnedMap(spec, path)
+		if err != nil {
+			return nil, nil, fmt.Errorf("replace pinned map %s of another layout (%v): %w", path, layoutErr, err)
+		}
+		return m, layoutErr, nil
 	case !errors.Is(err, fs.ErrNotExist):
-		return nil, fmt.Errorf("open pinned map %s: %w", path, err)
+		return nil, nil, fmt.Errorf("open pinned map %s: %w", path, err)
 	}
-	m, err = ebpf.NewMap(spec)
+	m, err = createPinnedMap(spec, path)
+	return m, nil, err
+}
+
+// createPinnedMap creates a map and pins it at path, over whatever is
+// pinned there, in one rename: a reader of the pin sees the old map or the
+// new one, never none.
+func createPinnedMap(spec *ebpf.MapSpec, path string) (*ebpf.Map, error) {
+	m, err := ebpf.NewMap(spec)
 	if err != nil {
 		return nil, fmt.Errorf("create map %s: %w", spec.Name, err)
 	}
-	if err := m.Pin(path); err != nil {
+	tmp := path + "_replacing" // bpffs refuses names with a dot
+	os.Remove(tmp) // a crash between pin and rename left it
+	if err := m.Pin(tmp); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("pin map %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		m.Unpin()
 		m.Close()
 		return nil, fmt.Errorf("pin map %s: %w", path, err)
 	}

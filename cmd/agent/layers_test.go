@@ -15,7 +15,8 @@ var layers = [][]string{
 	{"pkg/agent", "pkg/node", "pkg/install"},
 	{"pkg/cni", "pkg/loader", "pkg/snat"},
 	{"pkg/agentapi", "pkg/ipam", "pkg/ipplan", "pkg/platform", "pkg/settings", "internal/podroute"},
-	{"pkg/maps", "pkg/paths", "internal/atomicfile", "internal/strictjson", "internal/netlinkdump", "internal/nettest", "internal/packet"},
+	{"pkg/maps", "internal/atomicfile", "internal/strictjson", "internal/netlinkdump", "internal/nettest", "internal/packet"},
+	{"pkg/paths"},
 }
 
 // TestPackagesImportDownward reads the import graph of the module's

@@ -46,9 +46,9 @@ func (d *Datapath) Attach(h maps.Hook, ifindex int, ifname string, mode Mode) (M
 		if err := attachLegacy(d.Program(h), h, ifindex); err != nil {
 			return mode, fmt.Errorf("attach legacy tc ingress %s: %w", ifname, err)
 		}
-		return mode, unpin(LinkPin(d.root, h, ifname))
+		return mode, unpin(linkPin(d.root, h, ifname))
 	}
-	err := attachTCX(d.Program(h), LinkPin(d.root, h, ifname), ifindex, ifname)
+	err := attachTCX(d.Program(h), linkPin(d.root, h, ifname), ifindex, ifname)
 	if errors.Is(err, ebpf.ErrNotSupported) && mode == ModeAuto {
 		d.noTCX.Store(true)
 		return d.Attach(h, ifindex, ifname, ModeLegacy)
@@ -63,7 +63,7 @@ func (d *Datapath) Attach(h maps.Hook, ifindex int, ifname string, mode Mode) (M
 // network namespace, however it is attached: the tcx link pinned under root
 // and any legacy filter. What is already gone is not an error.
 func Detach(root string, h maps.Hook, ifname string) error {
-	if err := unpin(LinkPin(root, h, ifname)); err != nil {
+	if err := unpin(linkPin(root, h, ifname)); err != nil {
 		return err
 	}
 	if l, err := netlink.LinkByName(ifname); err == nil {

@@ -37,7 +37,7 @@ func ListAttachments(root string) ([]Attachment, error) {
 			return nil, err
 		}
 		for _, name := range names {
-			a := Attachment{Hook: h, IfName: name, Mode: ModeTCX, Pin: LinkPin(root, h, name)}
+			a := Attachment{Hook: h, IfName: name, Mode: ModeTCX, Pin: linkPin(root, h, name)}
 			l, err := link.LoadPinnedLink(a.Pin, nil)
 			if err != nil {
 				return nil, fmt.Errorf("open pinned link %s: %w", a.Pin, err)
@@ -104,7 +104,7 @@ func programName(id uint32) string {
 // Attached reports how the hook's program runs on an interface: through a
 // tcx link pinned for it, or a legacy filter; an error says why neither.
 func Attached(root string, h maps.Hook, ifname string, ifindex int) (Mode, error) {
-	pin := LinkPin(root, h, ifname)
+	pin := linkPin(root, h, ifname)
 	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
 		info, ierr := l.Info()
 		l.Close()

@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/podvnet/podvnet/pkg/maps"
+	"github.com/podvnet/podvnet/pkg/paths"
 )
 
 // Datapath is the loaded programs and the pinned maps they share.
@@ -50,8 +50,8 @@ func Load(root string) (_ *Datapath, err error) {
 		}
 	}()
 
-	dir := maps.PinDir(root)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	pins := paths.Node{BPFFSRoot: root}
+	if err := os.MkdirAll(pins.MapsDir(), 0o700); err != nil {
 		return nil, fmt.Errorf("create map pin dir: %w", err)
 	}
 	for _, name := range maps.Names {
@@ -59,7 +59,7 @@ func Load(root string) (_ *Datapath, err error) {
 		if !ok {
 			return nil, fmt.Errorf("object has no map %q", name)
 		}
-		m, replaced, err := openOrCreateMap(ms, filepath.Join(dir, name))
+		m, replaced, err := openOrCreateMap(ms, pins.MapPin(name))
 		if err != nil {
 			return nil, err
 		}
@@ -162,7 +162,7 @@ func createPinnedMap(spec *ebpf.MapSpec, path string) (*ebpf.Map, error) {
 		return nil, fmt.Errorf("create map %s: %w", spec.Name, err)
 	}
 	tmp := path + "_replacing" // bpffs refuses names with a dot
-	os.Remove(tmp) // a crash between pin and rename left it
+	os.Remove(tmp)             // a crash between pin and rename left it
 	if err := m.Pin(tmp); err != nil {
 		m.Close()
 		return nil, fmt.Errorf("pin map %s: %w", tmp, err)

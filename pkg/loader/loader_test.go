@@ -13,6 +13,7 @@ import (
 
 	"github.com/podvnet/podvnet/internal/nettest"
 	"github.com/podvnet/podvnet/pkg/maps"
+	"github.com/podvnet/podvnet/pkg/paths"
 )
 
 func TestLoadAdoptsPinnedMaps(t *testing.T) {
@@ -90,8 +91,8 @@ func TestLoadReplacesChangedLayout(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer m.Close()
-			pin := filepath.Join(maps.PinDir(root), maps.EndpointsMap)
-			if err := os.MkdirAll(maps.PinDir(root), 0o700); err != nil {
+			pin := paths.Node{BPFFSRoot: root}.MapPin(maps.EndpointsMap)
+			if err := os.MkdirAll(filepath.Dir(pin), 0o700); err != nil {
 				t.Fatal(err)
 			}
 			if err := m.Pin(pin); err != nil {

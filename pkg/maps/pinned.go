@@ -4,9 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"path/filepath"
 
 	"github.com/cilium/ebpf"
+	"github.com/podvnet/podvnet/pkg/paths"
 )
 
 // Set is every podvnet map, opened.
@@ -50,7 +50,7 @@ func OpenPinned(root string) (*Set, error) {
 		}
 	}
 	for _, name := range Names {
-		path := filepath.Join(PinDir(root), name)
+		path := paths.Node{BPFFSRoot: root}.MapPin(name)
 		m, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})
 		if err != nil {
 			closeAll()

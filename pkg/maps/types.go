@@ -7,7 +7,6 @@ package maps
 
 import (
 	"fmt"
-	"path/filepath"
 )
 
 // Go mirrors of the structs and enums in bpf/include/podvnet.h. Keep in sync:
@@ -234,7 +233,7 @@ func ParseHook(s string) (Hook, error) {
 // MarshalText writes the short name, so JSON shows "pod", not a number.
 func (h Hook) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
 
-// Map names as in the ELF object; each is pinned under PinDir(root).
+// Map names as in the ELF object; each is pinned at paths.Node.MapPin(name).
 const (
 	EndpointsMap = "endpoints"
 	ConfigMap    = "config"
@@ -249,6 +248,3 @@ const (
 
 // Names lists every map podvnet pins.
 var Names = []string{EndpointsMap, ConfigMap, CountersMap, NoSNATMap, EventsMap, MonitorMap, BlockedMap, BlockedFilterMap}
-
-// PinDir is where the maps are pinned under a bpffs root.
-func PinDir(root string) string { return filepath.Join(root, "maps") }

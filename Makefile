@@ -72,11 +72,12 @@ test: deps vet build cni-plugins images
 	@if [ "$$(id -u)" = 0 ] || [ "$${CI:-}" = true ]; then $(MAKE) -s bench-smoke; \
 	else echo "bench-smoke skipped: it needs root"; fi
 
-# The benchmark (docs/benchmarks.md): needs the machine to itself, ~30 min.
+# The benchmark (docs/benchmarks.md): needs the machine to itself, ~40 min
+# (5 interleaved rounds; BENCH_FLAGS="--rounds N" for more).
 bench: deps build cni-plugins
 	$(GO) run ./tests/bench --bin-dir $(BIN) --cni-bin-dir $(BIN)/cni --markdown docs/benchmarks.md $(BENCH_FLAGS)
 
-# One short repetition of every row: keeps the harness working (make test).
+# One short round of every row: keeps the harness working (make test).
 bench-smoke: deps build cni-plugins
 	$(GO) run ./tests/bench --bin-dir $(BIN) --cni-bin-dir $(BIN)/cni --smoke > /dev/null
 

@@ -12,13 +12,14 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/vishvananda/netlink"
 
-	"github.com/podvnet/podvnet/pkg/agent"
 	"github.com/podvnet/podvnet/pkg/ipam"
 	"github.com/podvnet/podvnet/pkg/maps"
+	"github.com/podvnet/podvnet/pkg/node"
+	"github.com/podvnet/podvnet/pkg/paths"
 )
 
 func newDebugCommand() *cobra.Command {
-	var root, stateDir string
+	var p paths.Node
 	cmd := &cobra.Command{
 		Use:   "debug",
 		Short: "Inspect the pinned data path of this node (works while the agent is down)",
@@ -29,10 +30,11 @@ func newDebugCommand() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.PersistentFlags().StringVar(&root, "bpffs-root", defaultBPFFSRoot, "bpffs directory the agent pins under")
-	cmd.PersistentFlags().StringVar(&stateDir, "state-dir", defaultStateDir, "the agent's state directory")
-	cmd.AddCommand(newDebugEndpointsCommand(&root, &stateDir), newDebugCountersCommand(&root), newDebugLinksCommand(&root),
-		newDebugMonitorCommand(&root), newDebugConfigCommand(&root, &stateDir), newDebugDoctorCommand(&root, &stateDir), newDebugIPAMCommand(&root, &stateDir))
+	cmd.PersistentFlags().StringVar(&p.BPFFSRoot, "bpffs-root", paths.DefaultBPFFSRoot, "bpffs directory the agent pins under")
+	cmd.PersistentFlags().StringVar(&p.StateDir, "state-dir", paths.DefaultStateDir, "the agent's state directory")
+	cmd.AddCommand(newDebugEndpointsCommand(&p), newDebugCountersCommand(&p.BPFFSRoot), newDebugLinksCommand(&p.BPFFSRoot),
+		newDebugMonitorCommand(&p.BPFFSRoot), newDebugConfigCommand(&p), newDebugDoctorCommand(&p), newDebugIPAMCommand(&p),
+		newDebugBlockedCommand(&p.BPFFSRoot))
 	return cmd
 }
 
@@ -49,14 +51,14 @@ type endpointRow struct {
 	Flags        uint32 `json:"flags"`
 }
 
-func newDebugEndpointsCommand(root, stateDir *string) *cobra.Command {
+func newDebugEndpointsCommand(p *paths.Node) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "endpoints",
 		Short: "List the endpoints map: pod IP -> pod, container, host veth and MACs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rows, err := endpointRows(cmd.ErrOrStderr(), *root, *stateDir)
+			rows, err := endpointRows(cmd.ErrOrStderr(), *p)
 			if err != nil {
 				return err
 			}
@@ -73,7 +75,7 @@ func newDebugEndpointsCommand(root, stateDir *string) *cobra.Command {
 			if err != nil || !ip.Is4() {
 				return fmt.Errorf("%q: not an IPv4 address", args[0])
 			}
-			rows, err := endpointRows(cmd.ErrOrStderr(), *root, *stateDir)
+			rows, err := endpointRows(cmd.ErrOrStderr(), *p)
 			if err != nil {
 				return err
 			}
@@ -94,8 +96,8 @@ func newDebugEndpointsCommand(root, stateDir *string) *cobra.Command {
 // endpointRows joins the pinned endpoints map with the agent's state file,
 // which outlives the agent like the pins do and names each pod. Without it
 // the rows still help; a warning says why names are missing.
-func endpointRows(warn io.Writer, root, stateDir string) ([]endpointRow, error) {
-	set, err := maps.OpenPinned(root)
+func endpointRows(warn io.Writer, p paths.Node) ([]endpointRow, error) {
+	set, err := maps.OpenPinned(p.BPFFSRoot)
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +107,7 @@ func endpointRows(warn io.Writer, root, stateDir string) ([]endpointRow, error) 
 		return nil, err
 	}
 	pods := map[netip.Addr]ipam.Allocation{}
-	st, err := agent.ReadState(stateDir)
+	st, err := node.ReadState(p)
 	if err != nil {
 		fmt.Fprintf(warn, "warning: pod names unknown: %v\n", err)
 	} else {

@@ -9,8 +9,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/podvnet/podvnet/pkg/agent"
 	"github.com/podvnet/podvnet/pkg/maps"
+	"github.com/podvnet/podvnet/pkg/paths"
+	"github.com/podvnet/podvnet/pkg/settings"
 )
 
 // configRow is one setting as `debug config -o json` prints it. Source is
@@ -22,14 +23,14 @@ type configRow struct {
 	Source  string `json:"source"`
 }
 
-func newDebugConfigCommand(root, stateDir *string) *cobra.Command {
+func newDebugConfigCommand(p *paths.Node) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "config",
 		Short: "The settings in force: what the programs read from their maps, and the agent's settings",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			set, err := maps.OpenPinned(*root)
+			set, err := maps.OpenPinned(p.BPFFSRoot)
 			if err != nil {
 				return err
 			}
@@ -38,7 +39,7 @@ func newDebugConfigCommand(root, stateDir *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if s, err := agent.ReadSettings(*stateDir); err == nil {
+			if s, err := settings.Read(*p); err == nil {
 				rows = append(rows, settingsRows(s)...)
 			} else {
 				fmt.Fprintf(cmd.ErrOrStderr(), "agent settings unavailable: %v\n", err)
@@ -67,16 +68,21 @@ func configRows(set *maps.Set) ([]configRow, error) {
 	if cfg.Flags&maps.ConfigCTLookup != 0 {
 		ct = "on"
 	}
+	blocked, err := blockedRows(set.Blocked)
+	if err != nil {
+		return nil, err
+	}
 	return []configRow{
 		{"nic", fmt.Sprintf("%s (ifindex %d, %s)", ifName(cfg.NICIfindex), cfg.NICIfindex, maps.MAC(cfg.NICMAC)), "map"},
 		{"node_ip", cfg.NodeAddr().String(), "map"},
 		{"pod_gateway", netip.AddrFrom4(cfg.GatewayIP).String(), "map"},
 		{"conntrack_lookup", ct, "map"},
 		{"no_snat_cidrs", strings.Join(rs, ", "), "map"},
+		{"blocked_endpoints", blockedList(blocked), "map"},
 	}, nil
 }
 
-func settingsRows(s *agent.Settings) []configRow {
+func settingsRows(s *settings.Settings) []configRow {
 	row := func(k, v string) configRow { return configRow{k, v, "agent"} }
 	return []configRow{
 		row("agent_version", s.Version),

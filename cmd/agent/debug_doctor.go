@@ -8,24 +8,22 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/podvnet/podvnet/pkg/agent"
+	"github.com/podvnet/podvnet/pkg/node"
+	"github.com/podvnet/podvnet/pkg/paths"
 )
 
 // errProblemsFound makes `debug doctor` exit 1 when it found problems,
 // after printing them.
 var errProblemsFound = errors.New("problems found")
 
-func newDebugDoctorCommand(root, stateDir *string) *cobra.Command {
-	var (
-		output string
-		socket string
-	)
+func newDebugDoctorCommand(p *paths.Node) *cobra.Command {
+	var output string
 	cmd := &cobra.Command{
 		Use:   "doctor",
 		Short: "Check this node's podvnet and name each problem with its fix (exit 1 if any)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			findings := agent.Doctor(cmd.Context(), agent.DoctorConfig{BPFFSRoot: *root, StateDir: *stateDir, Socket: socket})
+			findings := node.Doctor(cmd.Context(), *p)
 			if err := printFindings(cmd.OutOrStdout(), output, findings); err != nil {
 				return err
 			}
@@ -38,11 +36,11 @@ func newDebugDoctorCommand(root, stateDir *string) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
-	cmd.Flags().StringVar(&socket, "socket", defaultSocket, "the agent's API socket")
+	cmd.Flags().StringVar(&p.Socket, "socket", paths.DefaultSocket, "the agent's API socket")
 	return cmd
 }
 
-func printFindings(w io.Writer, output string, findings []agent.Finding) error {
+func printFindings(w io.Writer, output string, findings []node.Finding) error {
 	problems := 0
 	for _, f := range findings {
 		if !f.OK {

@@ -10,9 +10,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/podvnet/podvnet/pkg/agent"
 	"github.com/podvnet/podvnet/pkg/ipam"
 	"github.com/podvnet/podvnet/pkg/maps"
+	"github.com/podvnet/podvnet/pkg/node"
+	"github.com/podvnet/podvnet/pkg/paths"
+	"github.com/podvnet/podvnet/pkg/settings"
 )
 
 // Address states `debug ipam` shows.
@@ -44,7 +46,7 @@ const (
 	warnNoEndpoint = "allocated but not in the endpoints map: its pod gets no traffic (see debug doctor)"
 )
 
-func newDebugIPAMCommand(root, stateDir *string) *cobra.Command {
+func newDebugIPAMCommand(p *paths.Node) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "ipam",
@@ -57,14 +59,14 @@ not route it to this node any more, and it is not handed out again once released
 			if output != "table" && output != "json" {
 				return fmt.Errorf("-o %q: want table or json", output)
 			}
-			st, err := agent.ReadState(*stateDir)
+			st, err := node.ReadState(*p)
 			if err != nil {
 				return err
 			}
 			rows := ipamRows(st, time.Now())
 			// An allocation whose endpoint is missing from the pinned map
 			// is an address a pod holds but cannot use.
-			if set, err := maps.OpenPinned(*root); err == nil {
+			if set, err := maps.OpenPinned(p.BPFFSRoot); err == nil {
 				for i, r := range rows {
 					ip, _ := netip.ParseAddr(r.IP)
 					if _, ok, err := set.Endpoints.Get(ip); err == nil && !ok && r.State == stateAllocated {
@@ -76,7 +78,7 @@ not route it to this node any more, and it is not handed out again once released
 				fmt.Fprintf(cmd.ErrOrStderr(), "warning: endpoints not checked: %v\n", err)
 			}
 			var header string
-			if s, err := agent.ReadSettings(*stateDir); err == nil {
+			if s, err := settings.Read(*p); err == nil {
 				header = fmt.Sprintf("NIC %s, subnet %s, primary %s, max pods %d (limit %d)", s.NIC, s.Subnet, s.Primary, s.MaxPods, s.PodLimit)
 			}
 			return printIPAM(cmd.OutOrStdout(), output, header, st, rows)

@@ -169,7 +169,7 @@ func toMonitorEvent(ev maps.Event, wallOffset time.Duration) monitorEvent {
 		Time:    time.Unix(0, int64(time.Duration(ev.TsNS)+wallOffset)).Format("15:04:05.000000"),
 		Reason:  ev.Reason.String(),
 		Verdict: ev.Reason.Verdict(),
-		Hook:    ev.Hook.String(),
+		Hook:    ev.Hook.Program(),
 		Ifindex: ev.Ifindex,
 		IfName:  ifName(ev.Ifindex),
 		Proto:   proto,

@@ -1,5 +1,6 @@
 // Command podvnet-agent is the podvnet node daemon (`run`) and the tools
-// engineers use on a node (`debug`, `version`).
+// engineers use on a node (`debug`, `plan`, `cleanup`, `version`). It is
+// the one place that wires podvnet's packages together.
 package main
 
 import (

@@ -7,8 +7,9 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/podvnet/podvnet/pkg/agent"
 	"github.com/podvnet/podvnet/pkg/loader"
+	"github.com/podvnet/podvnet/pkg/maps"
+	"github.com/podvnet/podvnet/pkg/node"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -40,15 +41,15 @@ func TestDebugOutputs(t *testing.T) {
 		{Reason: "drop_spoofed_ip", Verdict: "drop", Packets: 3, Bytes: 180},
 	}
 	links := []loader.Attachment{
-		{Hook: loader.HookNIC, IfName: "eth0", Ifindex: 2, Mode: loader.ModeTCX, ProgID: 41, ProgName: "from_nic", LinkID: 7, Pin: "/sys/fs/bpf/podvnet/links/nic/eth0"},
-		{Hook: loader.HookPod, IfName: "pv11b6102fc642", Ifindex: 5, Mode: loader.ModeLegacy, ProgID: 42, ProgName: "from_pod"},
+		{Hook: maps.HookNIC, IfName: "eth0", Ifindex: 2, Mode: loader.ModeTCX, ProgID: 41, ProgName: "from_nic", LinkID: 7, Pin: "/sys/fs/bpf/podvnet/links/nic/eth0"},
+		{Hook: maps.HookPod, IfName: "pv11b6102fc642", Ifindex: 5, Mode: loader.ModeLegacy, ProgID: 42, ProgName: "from_pod"},
 	}
 	config := []configRow{
 		{"node_ip", "10.240.0.4", "map"},
 		{"no_snat_cidrs", "10.240.0.0/16, 172.16.0.0/12", "map"},
 		{"pod_mtu", "1500 (NIC 1500)", "agent"},
 	}
-	findings := []agent.Finding{
+	findings := []node.Finding{
 		{Check: "agent", OK: true, Detail: "ready, 2 of 30 pod addresses in use, 28 free"},
 		{Check: "endpoint 10.240.0.5", Detail: "no route 10.240.0.5/32 dev pv11b6102fc642", Fix: "ip route replace 10.240.0.5/32 dev pv11b6102fc642"},
 	}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/podvnet/podvnet/pkg/config"
+	"github.com/podvnet/podvnet/pkg/ipplan"
 )
 
 // planOutput is a plan as `plan -o json` prints it.
@@ -31,7 +31,7 @@ type planOutput struct {
 func newPlanCommand() *cobra.Command {
 	var (
 		subnet, output string
-		in             config.PlanInput
+		in             ipplan.PlanInput
 		noSNAT         []string
 		cluster        clusterFlags
 	)
@@ -49,10 +49,11 @@ It exits 1 when the plan does not fit or a setting collides.`,
 				return fmt.Errorf("-o %q: want table or json", output)
 			}
 			var err error
-			if in.Subnet, err = config.ParseCIDR("--subnet", subnet); err != nil {
+			if in.Subnet, err = ipplan.ParseCIDR(ipplanNames.Subnet, subnet); err != nil {
 				return err
 			}
-			p, err := config.NewPlan(in)
+			in.Names = ipplanNames
+			p, err := ipplan.NewPlan(in)
 			if err != nil {
 				return err
 			}
@@ -88,15 +89,15 @@ It exits 1 when the plan does not fit or a setting collides.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&subnet, "subnet", "", "the node subnet (required), e.g. 10.240.0.0/16")
-	fl.IntVar(&in.Nodes, "nodes", 0, "how many nodes (required)")
-	fl.IntVar(&in.MaxPods, "max-pods", 30, "pods per node")
-	fl.IntVar(&in.ExtraIPs, "extra-ips", 0, "other addresses in the subnet: VMs, internal load balancers, surge nodes during upgrades")
-	fl.StringSliceVar(&noSNAT, "no-snat-cidrs", nil, "ranges pods reach without SNAT (VNet, peered VNets, on-premises)")
+	fl.StringVar(&subnet, flagSubnet, "", "the node subnet (required), e.g. 10.240.0.0/16")
+	fl.IntVar(&in.Nodes, flagNodes, 0, "how many nodes (required)")
+	fl.IntVar(&in.MaxPods, flagMaxPods, 30, "pods per node")
+	fl.IntVar(&in.ExtraIPs, flagExtraIPs, 0, "other addresses in the subnet: VMs, internal load balancers, surge nodes during upgrades")
+	fl.StringSliceVar(&noSNAT, flagNoSNAT, nil, "ranges pods reach without SNAT (VNet, peered VNets, on-premises)")
 	cluster.register(fl)
 	fl.StringVarP(&output, "output", "o", "table", "table or json")
-	cmd.MarkFlagRequired("subnet")
-	cmd.MarkFlagRequired("nodes")
+	cmd.MarkFlagRequired(flagSubnet)
+	cmd.MarkFlagRequired(flagNodes)
 	return cmd
 }
 

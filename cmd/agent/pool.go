@@ -11,7 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
 
-	"github.com/podvnet/podvnet/pkg/agent"
+	"github.com/podvnet/podvnet/internal/netlinkdump"
 	"github.com/podvnet/podvnet/pkg/ipam"
 )
 
@@ -62,7 +62,7 @@ func pinMAC(src ipam.Source, mac net.HardwareAddr) {
 // synthetic NIC, which is the one that carries traffic, so links with a
 // master are skipped.
 func nicByMAC(mac net.HardwareAddr) (string, error) {
-	links, err := agent.ListLinks()
+	links, err := netlinkdump.Links()
 	if err != nil {
 		return "", err
 	}

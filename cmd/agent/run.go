@@ -14,18 +14,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/podvnet/podvnet/pkg/agent"
-	"github.com/podvnet/podvnet/pkg/agentapi"
-	"github.com/podvnet/podvnet/pkg/config"
 	"github.com/podvnet/podvnet/pkg/ipam"
+	"github.com/podvnet/podvnet/pkg/ipplan"
 	"github.com/podvnet/podvnet/pkg/loader"
-)
-
-// Defaults shared by run, debug and cleanup. The state dir (its DEL queue)
-// and the socket are the plugin's defaults, so the two meet unconfigured.
-const (
-	defaultBPFFSRoot = "/sys/fs/bpf/podvnet"
-	defaultStateDir  = agentapi.DefaultStateDir
-	defaultSocket    = agentapi.DefaultSocket
+	"github.com/podvnet/podvnet/pkg/paths"
 )
 
 type runFlags struct {
@@ -36,9 +28,8 @@ type runFlags struct {
 	imdsURL     string
 	refresh     time.Duration
 	cluster     clusterFlags
-	bpffsRoot   string
-	stateDir    string
-	socket      string
+	platform    platformFlags
+	paths       paths.Node
 	maxPods     int
 	cooldown    time.Duration
 	noSNAT      []string
@@ -68,17 +59,18 @@ func newRunCommand() *cobra.Command {
 	fl.StringVar(&f.imdsURL, "imds-url", ipam.DefaultIMDSURL, "the Instance Metadata Service (with --ipam-source imds)")
 	fl.StringVar(&f.poolFile, "pool-file", "/etc/podvnet/pool.json", "static pool file (with --ipam-source static)")
 	fl.DurationVar(&f.refresh, "pool-refresh", time.Minute, "how often the pool is fetched again to learn added and removed IPs; 0 never")
-	fl.StringVar(&f.bpffsRoot, "bpffs-root", defaultBPFFSRoot, "bpffs directory for pinned maps and links (a bpffs is mounted if none is)")
-	fl.StringVar(&f.stateDir, "state-dir", defaultStateDir, "directory for the durable allocation state")
-	fl.StringVar(&f.socket, "socket", defaultSocket, "unix socket the CNI plugin talks to (root only)")
+	fl.StringVar(&f.paths.BPFFSRoot, "bpffs-root", paths.DefaultBPFFSRoot, "bpffs directory for pinned maps and links (a bpffs is mounted if none is)")
+	fl.StringVar(&f.paths.StateDir, "state-dir", paths.DefaultStateDir, "directory for the durable allocation state")
+	fl.StringVar(&f.paths.Socket, "socket", paths.DefaultSocket, "unix socket the CNI plugin talks to (root only)")
 	fl.IntVar(&f.mtu, "mtu", 0, "MTU of pod interfaces; 0 follows the NIC's MTU")
 	fl.BoolVar(&f.noCTLookup, "no-conntrack-lookup", false, "skip the programs' conntrack check before fast-path redirects (breaks Service replies; for measuring its cost)")
 	fl.StringVar(&f.attachMode, "attach-mode", "auto", "how programs attach to tc: auto (tcx, else legacy), tcx, or legacy (clsact + cls_bpf)")
-	fl.IntVar(&f.maxPods, "max-pods", 30, "most pods on this node; the limit is min(max-pods, secondary IPs)")
+	fl.IntVar(&f.maxPods, flagMaxPods, 30, "most pods on this node; the limit is min(max-pods, secondary IPs)")
 	fl.DurationVar(&f.cooldown, "ip-cooldown", 30*time.Second, "how long a released IP rests before it is handed out again")
-	fl.StringSliceVar(&f.noSNAT, "no-snat-cidrs", nil, "extra destination CIDRs pods reach without SNAT (peered VNets, on-premises); the pool subnet is always included")
+	fl.StringSliceVar(&f.noSNAT, flagNoSNAT, nil, "extra destination CIDRs pods reach without SNAT (peered VNets, on-premises); the pool subnet is always included")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", agent.DefaultMetricsAddr, "address for /metrics, /healthz and /readyz; empty turns it off")
 	f.cluster.register(fl)
+	f.platform.register(fl)
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "console", "console or json")
 	f.cni.register(fl)
@@ -93,8 +85,7 @@ func runAgent(ctx context.Context, f *runFlags) error {
 	defer log.Sync()
 
 	cfg := agent.Config{
-		BPFFSRoot: f.bpffsRoot, StateDir: f.stateDir, Socket: f.socket,
-		MaxPods: f.maxPods, Cooldown: f.cooldown, MTU: f.mtu, NoConntrackLookup: f.noCTLookup,
+		Paths: f.paths, MaxPods: f.maxPods, Cooldown: f.cooldown, MTU: f.mtu, NoConntrackLookup: f.noCTLookup,
 		Version: version,
 	}
 	if f.mtu != 0 && f.mtu < 576 {
@@ -104,9 +95,12 @@ func runAgent(ctx context.Context, f *runFlags) error {
 		return fmt.Errorf("--attach-mode: %w", err)
 	}
 	if f.maxPods <= 0 {
-		return fmt.Errorf("--max-pods %d: must be at least 1", f.maxPods)
+		return fmt.Errorf("%s %d: must be at least 1", ipplanNames.MaxPods, f.maxPods)
 	}
 	if cfg.NoSNAT, err = parseNoSNAT(f.noSNAT); err != nil {
+		return err
+	}
+	if cfg.Blocked, err = f.platform.parse(); err != nil {
 		return err
 	}
 	// Flags that do not parse fail before the fabric is asked anything;
@@ -119,7 +113,7 @@ func runAgent(ctx context.Context, f *runFlags) error {
 	if err != nil {
 		return err
 	}
-	inst, err := f.cni.installer(f.socket)
+	inst, err := f.cni.installer(f.paths.Socket)
 	if err != nil {
 		return err
 	}
@@ -142,7 +136,7 @@ func runAgent(ctx context.Context, f *runFlags) error {
 	if f.metricsAddr != "" {
 		srv, err := agent.ServeHTTP(f.metricsAddr, cfg.Metrics, cfg.Ready)
 		if err != nil {
-			return err
+			return fmt.Errorf("--metrics-addr: %w", err)
 		}
 		defer srv.Close()
 	}
@@ -164,6 +158,9 @@ func runAgent(ctx context.Context, f *runFlags) error {
 		zap.String("subnet", cfg.Pool.Subnet.String()), zap.String("primary", cfg.Pool.Primary.String()),
 		zap.Int("secondary_ips", len(cfg.Pool.Secondary)), zap.Int("max_pods", f.maxPods))
 	a, err := agent.New(ctx, cfg, log)
+	if errors.Is(err, agent.ErrMTUAboveNIC) {
+		return fmt.Errorf("--mtu %w", err)
+	}
 	if err != nil {
 		return err
 	}
@@ -184,7 +181,7 @@ func runAgent(ctx context.Context, f *runFlags) error {
 func parseNoSNAT(ss []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, s := range ss {
-		p, err := config.ParseCIDR(config.FlagNoSNATCIDRs, s)
+		p, err := ipplan.ParseCIDR(ipplanNames.NoSNAT, s)
 		if err != nil {
 			return nil, err
 		}
@@ -193,17 +190,37 @@ func parseNoSNAT(ss []string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
+// The flags ipplan's errors are about, named once: each is registered under
+// its name here, and ipplanNames makes the errors name it.
+const (
+	flagSubnet           = "subnet"
+	flagNodes            = "nodes"
+	flagMaxPods          = "max-pods"
+	flagExtraIPs         = "extra-ips"
+	flagNoSNAT           = "no-snat-cidrs"
+	flagServiceCIDR      = "service-cidr"
+	flagDNSServiceIP     = "dns-service-ip"
+	flagDockerBridgeCIDR = "docker-bridge-cidr"
+)
+
+// ipplanNames makes ipplan's errors name the flag to change.
+var ipplanNames = ipplan.Names{
+	Subnet: "--" + flagSubnet, Nodes: "--" + flagNodes, MaxPods: "--" + flagMaxPods, ExtraIPs: "--" + flagExtraIPs,
+	NoSNAT: "--" + flagNoSNAT, ServiceCIDR: "--" + flagServiceCIDR, DNSServiceIP: "--" + flagDNSServiceIP,
+	DockerBridgeCIDR: "--" + flagDockerBridgeCIDR,
+}
+
 // clusterFlags are the cluster settings `run` and `plan` both check.
 type clusterFlags struct {
 	serviceCIDR, dnsServiceIP, dockerBridgeCIDR string
 }
 
 func (c *clusterFlags) register(fl *pflag.FlagSet) {
-	fl.StringVar(&c.serviceCIDR, "service-cidr", config.DefaultServiceCIDR, "the cluster's Service CIDR; must not overlap the subnet or --no-snat-cidrs (empty: not checked)")
-	fl.StringVar(&c.dnsServiceIP, "dns-service-ip", config.DefaultDNSServiceIP, "the cluster DNS Service IP; inside --service-cidr, not its network or first address (empty: not checked)")
-	fl.StringVar(&c.dockerBridgeCIDR, "docker-bridge-cidr", config.DefaultDockerBridgeCIDR, "the Docker bridge on nodes; must overlap neither the subnet, --no-snat-cidrs nor --service-cidr (empty: not checked)")
+	fl.StringVar(&c.serviceCIDR, flagServiceCIDR, ipplan.DefaultServiceCIDR, "the cluster's Service CIDR; must not overlap the subnet or --no-snat-cidrs (empty: not checked)")
+	fl.StringVar(&c.dnsServiceIP, flagDNSServiceIP, ipplan.DefaultDNSServiceIP, "the cluster DNS Service IP; inside --service-cidr, not its network or first address (empty: not checked)")
+	fl.StringVar(&c.dockerBridgeCIDR, flagDockerBridgeCIDR, ipplan.DefaultDockerBridgeCIDR, "the Docker bridge on nodes; must overlap neither the subnet, --no-snat-cidrs nor --service-cidr (empty: not checked)")
 }
 
-func (c *clusterFlags) parse(subnet netip.Prefix, noSNAT []netip.Prefix) (config.Cluster, error) {
-	return config.ParseCluster(subnet, noSNAT, c.serviceCIDR, c.dnsServiceIP, c.dockerBridgeCIDR)
+func (c *clusterFlags) parse(subnet netip.Prefix, noSNAT []netip.Prefix) (ipplan.Cluster, error) {
+	return ipplan.ParseCluster(ipplanNames, subnet, noSNAT, c.serviceCIDR, c.dnsServiceIP, c.dockerBridgeCIDR)
 }

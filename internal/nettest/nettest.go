@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -151,23 +152,23 @@ func (n *NS) Do(f func() error) error {
 // /proc/sys/net follows the writing thread's network namespace.
 func (n *NS) Sysctl(key, value string) error {
 	return n.Do(func() error {
-		path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
-		if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
+		if _, err := sysctl.Sysctl(key, value); err != nil {
 			return fmt.Errorf("sysctl %s=%s in %s: %w", key, value, n.Name, err)
 		}
 		return nil
 	})
 }
 
-// CleanupStale removes namespaces named prefix* left by an earlier run that
-// died before its cleanup (a SIGKILLed test binary cannot clean up).
-func CleanupStale(prefix string, keep func(name string) bool) {
+// DeleteNamespaces removes the named namespaces starting with prefix: what a
+// run killed before its cleanup left (a SIGKILLed test binary cannot clean
+// up after itself).
+func DeleteNamespaces(prefix string) {
 	entries, err := os.ReadDir("/run/netns")
 	if err != nil {
 		return
 	}
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), prefix) && (keep == nil || !keep(e.Name())) {
+		if strings.HasPrefix(e.Name(), prefix) {
 			netns.DeleteNamed(e.Name())
 		}
 	}

@@ -1,5 +1,6 @@
 // Package agent is the node daemon: it owns the address pool, the pinned
-// data path and the unix-socket API the CNI plugin calls.
+// data path, the pods' host veths and the unix-socket API the CNI plugin
+// calls. What works without a running agent is in pkg/node.
 package agent
 
 import (
@@ -8,11 +9,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
 
@@ -20,19 +20,19 @@ import (
 	"github.com/podvnet/podvnet/pkg/ipam"
 	"github.com/podvnet/podvnet/pkg/loader"
 	"github.com/podvnet/podvnet/pkg/maps"
+	"github.com/podvnet/podvnet/pkg/paths"
+	"github.com/podvnet/podvnet/pkg/platform"
 	"github.com/podvnet/podvnet/pkg/snat"
 )
 
 // Config is what `podvnet-agent run` is told.
 type Config struct {
-	NIC       string        // the VNet NIC, e.g. eth0
-	BPFFSRoot string        // where maps and links are pinned
-	StateDir  string        // where allocations persist
-	Socket    string        // the plugin API's unix socket
-	Pool      ipam.Pool     // the node's addresses
-	MaxPods   int           // upper bound on pods, <= pool size
-	Cooldown  time.Duration // rest of a released address
-	NoSNAT    []netip.Prefix
+	NIC      string        // the VNet NIC, e.g. eth0
+	Paths    paths.Node    // state dir, API socket, bpffs root
+	Pool     ipam.Pool     // the node's addresses
+	MaxPods  int           // upper bound on pods, <= pool size
+	Cooldown time.Duration // rest of a released address
+	NoSNAT   []netip.Prefix
 	// AttachMode: tcx, legacy, or auto: tcx for the NIC (legacy where the
 	// kernel has no tcx), legacy tc for pod veths except shaped pods (see
 	// podMode).
@@ -43,6 +43,8 @@ type Config struct {
 	// fast-path redirect. Replies of NAT'd connections (Services) then
 	// break: it exists to measure what the lookup costs.
 	NoConntrackLookup bool
+	// Blocked are the destinations pods must not reach (blocked.go).
+	Blocked []platform.Endpoint
 
 	// Version is the agent's build version, recorded in the settings file.
 	Version string
@@ -53,21 +55,8 @@ type Config struct {
 	Ready   *Readiness
 }
 
-// StateFile is the allocation state under the state dir.
-func StateFile(stateDir string) string { return filepath.Join(stateDir, "ipam.json") }
-
-// ReadState reads the allocations for a reader other than the agent (debug,
-// doctor). The agent loads a missing file as empty; here it is an error:
-// every agent writes the file at start, so a missing one means a wrong
-// --state-dir, and reading it as empty would call every endpoint
-// unallocated.
-func ReadState(stateDir string) (*ipam.State, error) {
-	path := StateFile(stateDir)
-	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("state file: %w (is --state-dir right?)", err)
-	}
-	return ipam.FileStore{Path: path}.Load()
-}
+// ErrMTUAboveNIC refuses a pod MTU (Config.MTU) the NIC cannot carry.
+var ErrMTUAboveNIC = errors.New("exceeds the MTU")
 
 // Agent is a running node daemon.
 type Agent struct {
@@ -100,14 +89,17 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Agent, err error)
 		return nil, err
 	}
 	cfg.Ready.Set(false, "loading the data path")
-	alloc, err := ipam.NewAllocator(cfg.Pool, ipam.FileStore{Path: StateFile(cfg.StateDir)},
+	alloc, err := ipam.NewAllocator(cfg.Pool, ipam.FileStore{Path: cfg.Paths.StateFile()},
 		ipam.Options{MaxPods: cfg.MaxPods, Cooldown: cfg.Cooldown})
 	if err != nil {
 		return nil, err
 	}
-	dp, err := loader.Load(cfg.BPFFSRoot)
+	dp, err := loader.Load(cfg.Paths.BPFFSRoot)
 	if err != nil {
 		return nil, fmt.Errorf("load data path: %w", err)
+	}
+	for _, r := range dp.Replaced {
+		log.Warn("replaced a pinned map of another podvnet release; its entries are rebuilt", zap.String("map", r))
 	}
 	a := &Agent{cfg: cfg, log: log, dp: dp, alloc: alloc, nic: nic, ready: cfg.Ready, metrics: cfg.Metrics, jobs: newHostJobs()}
 	defer func() {
@@ -116,13 +108,16 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Agent, err error)
 		}
 	}()
 	if a.mtu() > nic.Attrs().MTU {
-		return nil, fmt.Errorf("--mtu %d exceeds the MTU %d of NIC %s: pods would send frames the VNet drops", cfg.MTU, nic.Attrs().MTU, cfg.NIC)
+		return nil, fmt.Errorf("%d %w %d of NIC %s: pods would send frames the VNet drops", cfg.MTU, ErrMTUAboveNIC, nic.Attrs().MTU, cfg.NIC)
 	}
 
 	if err := a.prepareNode(); err != nil {
 		return nil, err
 	}
-	if err := a.writeConfig(); err != nil {
+	if err := a.writeConfigMaps(); err != nil {
+		return nil, err
+	}
+	if err := a.syncBlocked(); err != nil {
 		return nil, err
 	}
 	// Releases queued by plugins while no agent ran, before anything else
@@ -133,7 +128,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Agent, err error)
 	if err := a.reconcile(); err != nil {
 		return nil, fmt.Errorf("reconcile: %w", err)
 	}
-	nicMode, err := dp.Attach(loader.HookNIC, nic.Attrs().Index, nic.Attrs().Name, cfg.AttachMode)
+	nicMode, err := dp.Attach(maps.HookNIC, nic.Attrs().Index, nic.Attrs().Name, cfg.AttachMode)
 	if err != nil {
 		return nil, err
 	}
@@ -200,9 +195,12 @@ func (a *Agent) mtu() int {
 	return a.nic.Attrs().MTU
 }
 
-// noSNAT is every range pods reach with their own IP: the subnet first.
+// noSNAT is every range pods reach with their own IP: the subnet first,
+// and 168.63.129.16 always, as Azure CNI excludes it from masquerading: a
+// pod's reply to a load balancer health probe from there must keep the
+// pod's address (blocked.go).
 func (a *Agent) noSNAT() []netip.Prefix {
-	return append([]netip.Prefix{a.cfg.Pool.Subnet.Masked()}, a.cfg.NoSNAT...)
+	return append([]netip.Prefix{a.cfg.Pool.Subnet.Masked(), wireserverPrefix}, a.cfg.NoSNAT...)
 }
 
 // prepareNode sets what the node needs besides the programs:
@@ -211,21 +209,27 @@ func (a *Agent) noSNAT() []netip.Prefix {
 //   - the masquerade table: pod traffic to anything outside the no-SNAT
 //     ranges leaves with the node's IP.
 func (a *Agent) prepareNode() error {
-	changed, err := setSysctl("net.ipv4.ip_forward", "1")
+	forward, err := sysctl.Sysctl("net/ipv4/ip_forward")
 	if err != nil {
-		return err
+		return fmt.Errorf("read net.ipv4.ip_forward: %w", err)
 	}
-	if changed {
+	if forward != "1" {
+		if _, err := sysctl.Sysctl("net/ipv4/ip_forward", "1"); err != nil {
+			return fmt.Errorf("set net.ipv4.ip_forward=1: %w", err)
+		}
 		a.log.Info("enabled IPv4 forwarding (net.ipv4.ip_forward=1)")
 	}
-	if err := snat.Apply(snat.Rules{PodIfPrefix: agentapi.HostVethPrefix, NoSNAT: a.noSNAT()}); err != nil {
+	if err := snat.Apply(snat.Rules{PodIfPrefix: agentapi.HostVethPrefix, NoSNAT: a.noSNAT(), Blocked: a.cfg.Blocked}); err != nil {
 		return err
 	}
 	a.log.Info("masquerade rules in place", zap.String("table", snat.TableName), zap.Stringers("no_snat", a.noSNAT()))
 	return nil
 }
 
-func (a *Agent) writeConfig() error {
+// writeConfigMaps writes what the programs read about the node: the config
+// map (NIC, node IP, gateway, subnet, flags), updated in place, and the
+// no-SNAT ranges.
+func (a *Agent) writeConfigMaps() error {
 	attrs := a.nic.Attrs()
 	cfg := maps.Config{
 		NICIfindex: uint32(attrs.Index),
@@ -247,13 +251,13 @@ func (a *Agent) writeConfig() error {
 // detachOtherNICs removes from_nic from interfaces that are no longer the
 // NIC (--nic changed since the last agent).
 func (a *Agent) detachOtherNICs() error {
-	atts, err := loader.ListAttachments(a.cfg.BPFFSRoot)
+	atts, err := loader.ListAttachments(a.cfg.Paths.BPFFSRoot)
 	if err != nil {
 		return err
 	}
 	for _, att := range atts {
-		if att.Hook == loader.HookNIC && att.IfName != a.nic.Attrs().Name {
-			if err := loader.RemoveAttachment(att); err != nil {
+		if att.Hook == maps.HookNIC && att.IfName != a.nic.Attrs().Name {
+			if err := loader.Detach(a.cfg.Paths.BPFFSRoot, att.Hook, att.IfName); err != nil {
 				return err
 			}
 			a.log.Info("detached from former NIC", zap.String("ifname", att.IfName), zap.String("mode", string(att.Mode)))
@@ -264,13 +268,13 @@ func (a *Agent) detachOtherNICs() error {
 
 // Serve answers the plugin on the unix socket until ctx ends.
 func (a *Agent) Serve(ctx context.Context) error {
-	ln, err := listenUnix(a.cfg.Socket)
+	ln, err := listenUnix(a.cfg.Paths.Socket)
 	if err != nil {
 		return err
 	}
 	srv := newServer(a)
 	a.ready.Set(true, "")
-	a.log.Info("serving", zap.String("socket", a.cfg.Socket), zap.Int("limit", a.alloc.Limit()),
+	a.log.Info("serving", zap.String("socket", a.cfg.Paths.Socket), zap.Int("limit", a.alloc.Limit()),
 		zap.Int("allocated", a.alloc.Allocated()))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -278,7 +282,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
-		return fmt.Errorf("serve %s: %w", a.cfg.Socket, err)
+		return fmt.Errorf("serve %s: %w", a.cfg.Paths.Socket, err)
 	}
 	a.ready.Set(false, "stopping")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

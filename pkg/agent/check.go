@@ -8,8 +8,8 @@ import (
 	"strings"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
-	"github.com/vishvananda/netlink"
 
+	"github.com/podvnet/podvnet/internal/podroute"
 	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/ipam"
 	"github.com/podvnet/podvnet/pkg/loader"
@@ -82,7 +82,7 @@ func (a *Agent) Check(_ context.Context, req agentapi.CheckRequest) (agentapi.Ch
 	}
 
 	if host != nil {
-		if err := checkRoute(al.IP, host); err != nil {
+		if err := podroute.Check(al.IP, host); err != nil {
 			problem("%v", err)
 		}
 		if err := a.checkAttached(name, host.Attrs().Index); err != nil {
@@ -92,26 +92,11 @@ func (a *Agent) Check(_ context.Context, req agentapi.CheckRequest) (agentapi.Ch
 	return resp, nil
 }
 
-// checkRoute looks for the kernel's fallback route to the pod.
-func checkRoute(ip netip.Addr, host netlink.Link) error {
-	dst := &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}
-	routes, err := netlinksafe.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: dst}, netlink.RT_FILTER_DST)
-	if err != nil {
-		return fmt.Errorf("list routes to %s: %w", dst, err)
-	}
-	for _, r := range routes {
-		if r.LinkIndex == host.Attrs().Index {
-			return nil
-		}
-	}
-	return fmt.Errorf("no route %s dev %s", dst, host.Attrs().Name)
-}
-
 // checkAttached verifies from_pod runs on the host veth, through its
 // pinned tcx link or a legacy filter, once its attach job is done.
 func (a *Agent) checkAttached(name string, ifindex int) error {
 	a.jobs.wait(name)
-	_, err := loader.Attached(a.dp.Root(), loader.HookPod, name, ifindex)
+	_, err := loader.Attached(a.dp.Root(), maps.HookPod, name, ifindex)
 	return err
 }
 

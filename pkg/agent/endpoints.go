@@ -8,10 +8,12 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/podvnet/podvnet/internal/podroute"
 	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/ipam"
 	"github.com/podvnet/podvnet/pkg/loader"
@@ -25,10 +27,11 @@ func errBadRequest(format string, args ...any) error {
 	return badRequest{fmt.Errorf(format, args...)}
 }
 
-// Add allocates the endpoint's IP and routes it (map entry, /32 route), and
-// attaches from_pod to the host veth right after answering. Asking twice
+// Add takes over the host veth the plugin made, gives it the pods' MTU,
+// allocates the endpoint's IP and wires it (map entry, /32 route,
+// rp_filter), and attaches from_pod right after answering. Asking twice
 // for the same key answers the same. On failure nothing of this call is
-// left behind.
+// left behind, the veth included: the agent owns it from the request on.
 func (a *Agent) Add(ctx context.Context, req agentapi.AddRequest) (_ agentapi.AddResponse, err error) {
 	defer a.metrics.observeCNI("add", time.Now(), &err)
 	if req.ContainerID == "" || req.IfName == "" {
@@ -58,6 +61,23 @@ func (a *Agent) Add(ctx context.Context, req agentapi.AddRequest) (_ agentapi.Ad
 
 	key := ipam.Key{Network: req.Network, ContainerID: req.ContainerID, IfName: req.IfName}
 	_, existed := a.alloc.Get(key)
+	var ip netip.Addr // allocated by this call
+	defer func() {
+		if err == nil || existed {
+			return
+		}
+		// Before answering: a failed ADD is not the fast path, and its
+		// caller expects nothing left.
+		if terr := a.teardown(ip, req.HostIfName); terr != nil {
+			a.log.Error("remove endpoint after failed ADD", zap.String("host_ifname", req.HostIfName), zap.Error(terr))
+		}
+		if !ip.IsValid() {
+			return
+		}
+		if _, _, rerr := a.alloc.Release(key); rerr != nil {
+			a.log.Error("release after failed ADD", zap.String("ip", ip.String()), zap.Error(rerr))
+		}
+	}()
 	al, err := a.alloc.Allocate(key, ipam.Owner{
 		PodNamespace: req.PodNamespace, PodName: req.PodName, PodUID: req.PodUID,
 		Netns: req.Netns, HostIfName: req.HostIfName, PodMAC: podMAC.String(), Shaped: req.Shaped,
@@ -65,16 +85,18 @@ func (a *Agent) Add(ctx context.Context, req agentapi.AddRequest) (_ agentapi.Ad
 	if err != nil {
 		return agentapi.AddResponse{}, err
 	}
-	defer func() {
-		if err != nil && !existed {
-			a.teardown(al.IP, req.HostIfName)
-			if _, _, rerr := a.alloc.Release(key); rerr != nil {
-				a.log.Error("release after failed ADD", zap.String("ip", al.IP.String()), zap.Error(rerr))
-			}
-		}
-	}()
+	if !existed {
+		ip = al.IP
+	}
 
-	if err := a.plumbRoute(al.IP, host, podMAC, al.Shaped); err != nil {
+	// The pod end gets the same MTU from the answer. Set at ADD only: a
+	// later --mtu must not split the two ends of a running pod's veth.
+	if host.Attrs().MTU != a.mtu() {
+		if err := netlink.LinkSetMTU(host, a.mtu()); err != nil {
+			return agentapi.AddResponse{}, fmt.Errorf("set MTU %d on %s: %w", a.mtu(), req.HostIfName, err)
+		}
+	}
+	if err := a.wireEndpoint(al.IP, host, podMAC, al.Shaped); err != nil {
 		return agentapi.AddResponse{}, err
 	}
 	a.attachLater(host, al.Shaped)
@@ -89,13 +111,13 @@ func (a *Agent) Add(ctx context.Context, req agentapi.AddRequest) (_ agentapi.Ad
 	}, nil
 }
 
-// plumb writes the map entry, the /32 route and attaches from_pod. Each step
-// replaces what may be there, so it also repairs an endpoint on reconcile.
-func (a *Agent) plumb(ip netip.Addr, host netlink.Link, podMAC net.HardwareAddr, shaped bool) error {
-	if err := a.plumbRoute(ip, host, podMAC, shaped); err != nil {
+// restoreEndpoint wires the endpoint and attaches from_pod at once. Each
+// step replaces what may be there, so reconcile repairs an endpoint with it.
+func (a *Agent) restoreEndpoint(ip netip.Addr, host netlink.Link, podMAC net.HardwareAddr, shaped bool) error {
+	if err := a.wireEndpoint(ip, host, podMAC, shaped); err != nil {
 		return err
 	}
-	_, err := a.dp.Attach(loader.HookPod, host.Attrs().Index, host.Attrs().Name, a.podMode(shaped))
+	_, err := a.dp.Attach(maps.HookPod, host.Attrs().Index, host.Attrs().Name, a.podMode(shaped))
 	return err
 }
 
@@ -107,16 +129,17 @@ func (a *Agent) plumb(ip netip.Addr, host netlink.Link, podMAC net.HardwareAddr,
 func (a *Agent) attachLater(host netlink.Link, shaped bool) {
 	name, index := host.Attrs().Name, host.Attrs().Index
 	a.jobs.start(name, func() {
-		if _, err := a.dp.Attach(loader.HookPod, index, name, a.podMode(shaped)); err != nil {
+		if _, err := a.dp.Attach(maps.HookPod, index, name, a.podMode(shaped)); err != nil {
 			a.log.Error("attach from_pod; the pod stays on the kernel path", zap.String("ifname", name),
 				zap.Int("ifindex", index), zap.Error(err))
 		}
 	})
 }
 
-// plumbRoute writes the map entry, the /32 route and the veth's settings:
-// everything of an endpoint but the program.
-func (a *Agent) plumbRoute(ip netip.Addr, host netlink.Link, podMAC net.HardwareAddr, shaped bool) error {
+// wireEndpoint makes the pod reachable and keeps it honest, everything of
+// an endpoint but its program: the endpoints map entry (the fast path), the
+// /32 route (the kernel path) and strict rp_filter on the host veth.
+func (a *Agent) wireEndpoint(ip netip.Addr, host netlink.Link, podMAC net.HardwareAddr, shaped bool) error {
 	attrs := host.Attrs()
 	ep := maps.Endpoint{Ifindex: uint32(attrs.Index)}
 	if shaped {
@@ -129,20 +152,19 @@ func (a *Agent) plumbRoute(ip netip.Addr, host netlink.Link, podMAC net.Hardware
 	}
 	// The kernel path to the pod: replies the stack delivers (masqueraded
 	// flows, Services, node-to-pod) still arrive when they skip from_nic.
-	route := &netlink.Route{
-		LinkIndex: attrs.Index,
-		Dst:       &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)},
-		Scope:     netlink.SCOPE_LINK,
-	}
-	if err := netlink.RouteReplace(route); err != nil {
-		return fmt.Errorf("add route %s/32 dev %s: %w", ip, attrs.Name, err)
+	if err := podroute.Replace(ip, host); err != nil {
+		return err
 	}
 	// Strict reverse-path filtering: on the kernel path the only source
 	// the veth accepts is the pod's own /32 (its route points back here),
 	// anti-spoofing that holds before from_pod is attached and whenever the
 	// programs are gone. A pod reaching itself through its Service still
 	// passes: its source routes back to this very veth.
-	return setPathValue(vethSysctl(attrs.Name, "rp_filter"), "1")
+	// The slash form: interface names may hold dots.
+	if _, err := sysctl.Sysctl("net/ipv4/conf/"+attrs.Name+"/rp_filter", "1"); err != nil {
+		return fmt.Errorf("set rp_filter=1 on %s: %w", attrs.Name, err)
+	}
+	return nil
 }
 
 // teardown removes the data path of an endpoint: map entry, route, host
@@ -163,12 +185,7 @@ func (a *Agent) unroute(ip netip.Addr) error {
 	if !ip.IsValid() {
 		return nil
 	}
-	errs := []error{a.dp.Maps.Endpoints.Delete(ip)}
-	route := &netlink.Route{Dst: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK}
-	if err := netlink.RouteDel(route); err != nil && !errors.Is(err, unix.ESRCH) {
-		errs = append(errs, fmt.Errorf("delete route %s/32: %w", ip, err))
-	}
-	return errors.Join(errs...)
+	return errors.Join(a.dp.Maps.Endpoints.Delete(ip), podroute.Delete(ip))
 }
 
 // removeVeth deletes a host veth (link, when known, pins the very device:
@@ -187,7 +204,7 @@ func (a *Agent) removeVeth(name string, link netlink.Link) error {
 			errs = append(errs, fmt.Errorf("delete host veth %s: %w", name, err))
 		}
 	}
-	errs = append(errs, a.dp.Detach(loader.HookPod, name))
+	errs = append(errs, loader.Detach(a.dp.Root(), maps.HookPod, name))
 	return errors.Join(errs...)
 }
 
@@ -232,7 +249,7 @@ func (a *Agent) release(key ipam.Key) error {
 				a.log.Error("delete host veth; reconcile removes it at the next start", zap.String("ifname", hostIfName), zap.Error(err))
 			}
 		})
-	} else if err := a.dp.Detach(loader.HookPod, hostIfName); err != nil {
+	} else if err := loader.Detach(a.dp.Root(), maps.HookPod, hostIfName); err != nil {
 		return err
 	}
 	if !ok {

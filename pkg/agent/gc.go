@@ -10,9 +10,11 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/podvnet/podvnet/internal/netlinkdump"
 	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/ipam"
 	"github.com/podvnet/podvnet/pkg/loader"
+	"github.com/podvnet/podvnet/pkg/maps"
 )
 
 // GC releases every endpoint of req.Network that the runtime no longer
@@ -79,13 +81,13 @@ type strays struct{ veths, entries, pins int }
 func (a *Agent) removeStrays(owned map[string]bool, ownedIPs map[netip.Addr]bool) (strays, error) {
 	var st strays
 	var errs []error
-	links, err := ListLinks()
+	links, err := netlinkdump.Links()
 	if err != nil {
 		errs = append(errs, err)
 	}
 	for _, l := range links {
 		name := l.Attrs().Name
-		if hostVethName.MatchString(name) && l.Type() == "veth" && !owned[name] {
+		if agentapi.IsHostVethName(name) && l.Type() == "veth" && !owned[name] {
 			// It may be on its way out in the background already.
 			a.jobs.wait(name)
 			if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
@@ -108,13 +110,13 @@ func (a *Agent) removeStrays(owned map[string]bool, ownedIPs map[netip.Addr]bool
 			st.entries++
 		}
 	}
-	pinned, err := loader.PinnedInterfaces(a.dp.Root(), loader.HookPod)
+	pinned, err := loader.PinnedInterfaces(a.dp.Root(), maps.HookPod)
 	if err != nil {
 		errs = append(errs, err)
 	}
 	for _, name := range pinned {
 		if !owned[name] {
-			if err := a.dp.Detach(loader.HookPod, name); err != nil {
+			if err := loader.Detach(a.dp.Root(), maps.HookPod, name); err != nil {
 				errs = append(errs, err)
 				continue
 			}

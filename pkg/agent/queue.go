@@ -19,7 +19,7 @@ import (
 const delQueueInterval = 5 * time.Second
 
 func (a *Agent) delQueue() agentapi.DelQueue {
-	return agentapi.DelQueue{Dir: agentapi.DelQueueDir(a.cfg.StateDir)}
+	return agentapi.DelQueue{Dir: a.cfg.Paths.DelQueueDir()}
 }
 
 // replayDelQueue performs the releases the plugin queued while the agent was

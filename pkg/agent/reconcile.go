@@ -1,30 +1,25 @@
 package agent
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"regexp"
 
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
 
+	"github.com/podvnet/podvnet/internal/netlinkdump"
 	"github.com/podvnet/podvnet/pkg/agentapi"
 )
 
-// hostVethName matches the names HostVethName produces, and nothing else:
-// reconcile must never touch an interface podvnet did not create.
-var hostVethName = regexp.MustCompile(`^` + agentapi.HostVethPrefix + `[0-9a-f]{12}$`)
-
 // reconcile makes the node match the persisted allocations: endpoints whose
-// veth exists are (re)plumbed; allocations whose veth is gone are released;
+// veth exists are wired again and get their program; allocations whose veth is gone are released;
 // veths, map entries and link pins that belong to no allocation are removed.
 func (a *Agent) reconcile() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 
-	links, err := ListLinks()
+	links, err := netlinkdump.Links()
 	if err != nil {
 		return err
 	}
@@ -41,7 +36,7 @@ func (a *Agent) reconcile() error {
 		host, ok := byName[name]
 		podMAC, macErr := net.ParseMAC(al.PodMAC)
 		if ok && macErr == nil {
-			if err := a.plumb(al.IP, host, podMAC, al.Shaped); err != nil {
+			if err := a.restoreEndpoint(al.IP, host, podMAC, al.Shaped); err != nil {
 				return fmt.Errorf("restore endpoint %s on %s: %w", al.IP, name, err)
 			}
 			owned[name] = true
@@ -71,22 +66,4 @@ func (a *Agent) reconcile() error {
 	a.log.Info("reconciled", zap.Int("kept", kept), zap.Int("released", released),
 		zap.Int("stray_veths", st.veths), zap.Int("stray_map_entries", st.entries), zap.Int("stray_link_pins", st.pins))
 	return nil
-}
-
-// ListLinks dumps links, retrying when churn interrupts the dump. Unlike
-// netlinksafe.LinkList it never returns a partial dump: reconcile would
-// take a veth missing from one for gone and release its pod's IP.
-func ListLinks() ([]netlink.Link, error) {
-	var err error
-	for range 5 {
-		var links []netlink.Link
-		links, err = netlink.LinkList()
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			if err != nil {
-				return nil, fmt.Errorf("list links: %w", err)
-			}
-			return links, nil
-		}
-	}
-	return nil, fmt.Errorf("list links: %w", err)
 }

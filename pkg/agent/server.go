@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/podvnet/podvnet/internal/strictjson"
 	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/ipam"
 )
@@ -81,7 +82,7 @@ func handle[Req, Resp any](log *zap.Logger, op string, fn func(context.Context, 
 // decode reads one JSON object of bounded size with no unknown fields and
 // answers 400 (413 when too big) if it is not one.
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	err := agentapi.DecodeStrict(http.MaxBytesReader(w, r.Body, agentapi.MaxBodyBytes), v)
+	err := strictjson.Decode(http.MaxBytesReader(w, r.Body, agentapi.MaxBodyBytes), v)
 	if err == nil {
 		return true
 	}

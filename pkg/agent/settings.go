@@ -1,60 +1,18 @@
 package agent
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
-	"github.com/podvnet/podvnet/internal/atomicfile"
 	"github.com/podvnet/podvnet/pkg/loader"
+	"github.com/podvnet/podvnet/pkg/settings"
 )
-
-// Settings are the settings a running agent put in force, written to the
-// state dir at start so `debug config` can show them with the agent down.
-type Settings struct {
-	Version         string    `json:"version"`
-	StartedAt       time.Time `json:"started_at"`
-	NIC             string    `json:"nic"`
-	NICMTU          int       `json:"nic_mtu"`
-	PodMTU          int       `json:"pod_mtu"`
-	Subnet          string    `json:"subnet"`
-	Gateway         string    `json:"gateway"`
-	Primary         string    `json:"primary"`
-	SecondaryIPs    int       `json:"secondary_ips"`
-	MaxPods         int       `json:"max_pods"`
-	PodLimit        int       `json:"pod_limit"`
-	IPCooldown      string    `json:"ip_cooldown"`
-	NoSNATCIDRs     []string  `json:"no_snat_cidrs"`
-	AttachMode      string    `json:"attach_mode"`
-	ConntrackLookup bool      `json:"conntrack_lookup"`
-	BPFFSRoot       string    `json:"bpffs_root"`
-	Socket          string    `json:"socket"`
-	StateDir        string    `json:"state_dir"`
-}
-
-// SettingsFile is where the settings are kept under the state dir.
-func SettingsFile(stateDir string) string { return filepath.Join(stateDir, "settings.json") }
-
-// ReadSettings reads what the last agent put in force.
-func ReadSettings(stateDir string) (*Settings, error) {
-	b, err := os.ReadFile(SettingsFile(stateDir))
-	if err != nil {
-		return nil, fmt.Errorf("read agent settings: %w", err)
-	}
-	var s Settings
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("parse %s: %w", SettingsFile(stateDir), err)
-	}
-	return &s, nil
-}
 
 // writeSettings records the settings in force; nicMode is how from_nic
 // went onto the NIC.
 func (a *Agent) writeSettings(nicMode loader.Mode) error {
 	pool := a.alloc.Pool()
-	s := Settings{
+	s := settings.Settings{
 		Version:         a.cfg.Version,
 		StartedAt:       time.Now().UTC().Truncate(time.Second),
 		NIC:             a.nic.Attrs().Name,
@@ -69,18 +27,14 @@ func (a *Agent) writeSettings(nicMode loader.Mode) error {
 		IPCooldown:      a.cfg.Cooldown.String(),
 		AttachMode:      a.describeAttachModes(nicMode),
 		ConntrackLookup: a.dp.ConntrackLookup() && !a.cfg.NoConntrackLookup,
-		BPFFSRoot:       a.cfg.BPFFSRoot,
-		Socket:          a.cfg.Socket,
-		StateDir:        a.cfg.StateDir,
+		BPFFSRoot:       a.cfg.Paths.BPFFSRoot,
+		Socket:          a.cfg.Paths.Socket,
+		StateDir:        a.cfg.Paths.StateDir,
 	}
 	for _, p := range a.noSNAT() {
 		s.NoSNATCIDRs = append(s.NoSNATCIDRs, p.String())
 	}
-	b, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		return err
-	}
-	return atomicfile.WriteFile(SettingsFile(a.cfg.StateDir), append(b, '\n'), 0o600)
+	return settings.Write(a.cfg.Paths, s)
 }
 
 // describeAttachModes says how programs attach, per kind of interface.

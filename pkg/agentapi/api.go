@@ -7,11 +7,7 @@ package agentapi
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
-	"path/filepath"
+	"regexp"
 )
 
 // API paths. The version is in the path so a newer agent can serve old
@@ -28,19 +24,15 @@ const (
 // pods (Azure's per-node maximum) takes about 25 KiB.
 const MaxBodyBytes = 64 << 10
 
-// DefaultStateDir is the agent's default --state-dir.
-const DefaultStateDir = "/var/lib/podvnet"
-
-// DefaultSocket is where the agent listens, and the plugin dials, unless
-// told otherwise: the two meet unconfigured.
-const DefaultSocket = "/run/podvnet/agent.sock"
-
-// DelQueueDir is where, under the agent's state dir, the plugin queues the
-// releases it could not hand to the agent.
-func DelQueueDir(stateDir string) string { return filepath.Join(stateDir, "del-queue") }
-
 // HostVethPrefix starts every host-side veth name podvnet creates.
 const HostVethPrefix = "pv"
+
+// hostVethName matches the names HostVethName makes, and nothing else.
+var hostVethName = regexp.MustCompile(`^` + HostVethPrefix + `[0-9a-f]{12}$`)
+
+// IsHostVethName reports whether name is one HostVethName makes: reconcile,
+// GC and cleanup must never touch an interface podvnet did not create.
+func IsHostVethName(name string) bool { return hostVethName.MatchString(name) }
 
 // HostVethName is the host-side veth name of a pod attachment: "pv" and 12
 // hex digits of a hash of the container ID and ifname, 14 characters (Linux
@@ -156,22 +148,4 @@ const (
 type ErrorResponse struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
-}
-
-// DecodeStrict reads exactly one JSON object into v and refuses unknown
-// fields and trailing data: a typo in a field name is an error, never a
-// silently ignored value.
-func DecodeStrict(r io.Reader, v any) error {
-	dec := json.NewDecoder(r)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		if err != nil {
-			return fmt.Errorf("after the JSON object: %w", err)
-		}
-		return errors.New("trailing data after the JSON object")
-	}
-	return nil
 }

@@ -1,7 +1,6 @@
 package agentapi
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/podvnet/podvnet/internal/atomicfile"
+	"github.com/podvnet/podvnet/internal/strictjson"
 )
 
 // QueuedDel is a release the plugin could not hand to the agent (it was
@@ -100,7 +100,7 @@ func (q DelQueue) List() ([]QueueEntry, error) {
 		e := QueueEntry{Path: filepath.Join(q.Dir, name)}
 		b, err := os.ReadFile(e.Path)
 		if err == nil {
-			err = DecodeStrict(bytes.NewReader(b), &e.QueuedDel)
+			err = strictjson.Unmarshal(b, &e.QueuedDel)
 		}
 		if err == nil && (e.ContainerID == "" || e.IfName == "") {
 			err = errors.New("container_id and ifname are required")

@@ -1,6 +1,7 @@
-// Package cni is the podvnet CNI plugin: it creates the pod's veth, asks the
-// agent for an endpoint over the unix socket, and configures the pod side.
-// It links neither cilium/ebpf nor the map views: the agent owns the data path.
+// Package cni is the podvnet CNI plugin: it creates the pod's veth pair for
+// the agent, asks the agent for an endpoint over the unix socket, and
+// configures the pod side. It links neither cilium/ebpf nor the map views:
+// the agent owns the data path and the host veth.
 package cni
 
 import (
@@ -16,7 +17,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
-	"github.com/podvnet/podvnet/pkg/agentapi"
+	"github.com/podvnet/podvnet/pkg/paths"
 )
 
 // NetConf is the plugin's entry in the network config list.
@@ -30,7 +31,8 @@ type NetConf struct {
 	// LogLevel is debug, info, warn or error (default info).
 	LogLevel string `json:"logLevel,omitempty"`
 	// DelQueueDir is where DEL queues the release of an endpoint when the
-	// agent cannot be reached: the agent's <state dir>/del-queue.
+	// agent cannot be reached: paths.Node.DelQueueDir of the agent's state
+	// dir.
 	DelQueueDir string `json:"delQueueDir,omitempty"`
 	// LegacyAttachments is the GC list under the name the spec first used;
 	// libcni sends both.
@@ -70,10 +72,10 @@ func ParseConf(b []byte) (*NetConf, error) {
 		return nil, errors.New(`field "type": missing`)
 	}
 	if conf.Socket == "" {
-		conf.Socket = agentapi.DefaultSocket
+		conf.Socket = paths.DefaultSocket
 	}
 	if conf.DelQueueDir == "" {
-		conf.DelQueueDir = agentapi.DelQueueDir(agentapi.DefaultStateDir)
+		conf.DelQueueDir = paths.Default().DelQueueDir()
 	}
 	for _, f := range [][2]string{{"socket", conf.Socket}, {"delQueueDir", conf.DelQueueDir}, {"logFile", conf.LogFile}} {
 		if f[1] != "" && !filepath.IsAbs(f[1]) {

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/podvnet/podvnet/pkg/agentapi"
+	"github.com/podvnet/podvnet/pkg/paths"
 )
 
 func TestParseConf(t *testing.T) {
@@ -52,7 +52,7 @@ func TestParseConfDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Socket != agentapi.DefaultSocket || c.DelQueueDir != agentapi.DelQueueDir(agentapi.DefaultStateDir) {
+	if c.Socket != paths.DefaultSocket || c.DelQueueDir != paths.Default().DelQueueDir() {
 		t.Fatalf("defaults: socket %q, queue %q", c.Socket, c.DelQueueDir)
 	}
 }

@@ -32,6 +32,10 @@ type fakeAgent struct {
 	check       agentapi.CheckResponse
 	status      agentapi.Status
 	gcReq       *agentapi.GCRequest
+	// deleteVeth, when set, deletes a host veth as the agent does when it
+	// releases an endpoint (the real one in the background, right after
+	// answering).
+	deleteVeth func(hostName string) error
 }
 
 func newFakeAgent() *fakeAgent {
@@ -76,6 +80,9 @@ func (f *fakeAgent) Del(_ context.Context, req agentapi.DelRequest) error {
 		return f.delErr
 	}
 	delete(f.endpoints, req)
+	if f.deleteVeth != nil {
+		return f.deleteVeth(agentapi.HostVethName(req.ContainerID, req.IfName))
+	}
 	return nil
 }
 
@@ -106,87 +113,93 @@ func unreachable(sent bool) error {
 	return &agentapi.UnreachableError{Socket: "/run/test/agent.sock", Err: err}
 }
 
-// fakeNetwork is the host network as a set of veths, failing at one step
-// after doing its work, so the rollback has something to undo.
-type fakeNetwork struct {
-	failAt string
-	veths  map[string]bool // host names
-	pods   map[string]bool // pod ifnames configured
+// fakePodNetwork is the pod's network as a set of veths, failing at one
+// step after doing its work, so the rollback has something to undo. It
+// counts the plugin's own deletions of a host veth, the fallback.
+type fakePodNetwork struct {
+	failAt      string
+	veths       map[string]bool // host names
+	pods        map[string]bool // pod ifnames configured
+	vethDeletes int             // DeleteHostVeth calls
 }
 
-func newFakeNetwork(failAt string) *fakeNetwork {
-	return &fakeNetwork{failAt: failAt, veths: map[string]bool{}, pods: map[string]bool{}}
+func newFakePodNetwork(failAt string) *fakePodNetwork {
+	return &fakePodNetwork{failAt: failAt, veths: map[string]bool{}, pods: map[string]bool{}}
 }
 
-func (f *fakeNetwork) step(name string) error {
+func (f *fakePodNetwork) step(name string) error {
 	if f.failAt == name {
 		return fmt.Errorf("%s: %w", name, errInjected)
 	}
 	return nil
 }
 
-func (f *fakeNetwork) CheckPodNetns(string, string) error { return f.step("CheckPodNetns") }
+func (f *fakePodNetwork) CheckPodNetns(string) error { return f.step("CheckPodNetns") }
 
-func (f *fakeNetwork) CreateVeth(_, hostName, podName string) (net.HardwareAddr, error) {
+func (f *fakePodNetwork) CreateVeth(_, hostName, podName string) (net.HardwareAddr, error) {
+	if f.veths[hostName] {
+		return nil, fmt.Errorf("host veth %s %w", hostName, errExists)
+	}
 	f.veths[hostName] = true
 	return net.HardwareAddr{2, 0, 0, 0, 0, 2}, f.step("CreateVeth")
 }
 
-func (f *fakeNetwork) ConfigurePod(_, ifname string, _ podConfig) error {
+func (f *fakePodNetwork) ConfigurePod(_, ifname string, _ podConfig) error {
 	f.pods[ifname] = true
 	return f.step("ConfigurePod")
 }
 
-func (f *fakeNetwork) SetHostMTU(string, int) error { return f.step("SetHostMTU") }
-
-func (f *fakeNetwork) DeleteHostVeth(hostName string) error {
+// removeVeth is the veth gone, by whoever deleted it.
+func (f *fakePodNetwork) removeVeth(hostName string) error {
 	delete(f.veths, hostName)
 	clear(f.pods) // the pod end goes with the host end
+	return nil
+}
+
+func (f *fakePodNetwork) DeleteHostVeth(hostName string) error {
+	f.vethDeletes++
+	f.removeVeth(hostName)
 	return f.step("DeleteHostVeth")
 }
 
-func (f *fakeNetwork) RetirePodIface(_, ifname, _ string) error {
+func (f *fakePodNetwork) RetirePodIface(_, ifname, _ string) error {
 	delete(f.pods, ifname)
 	return f.step("RetirePodIface")
 }
 
-func (f *fakeNetwork) InspectPod(string, string) (podState, error) {
+func (f *fakePodNetwork) InspectPod(string, string) (podState, error) {
 	return podState{}, f.step("InspectPod")
 }
 
-func (f *fakeNetwork) InspectHost(string) (hostState, error) {
+func (f *fakePodNetwork) InspectHost(string) (hostState, error) {
 	return hostState{}, f.step("InspectHost")
 }
 
-// failingNetwork runs the real host network but makes one step fail after
-// it did its work.
-type failingNetwork struct {
-	hostNetwork
+// failingPodNetwork runs the real netlink work but makes one step fail
+// after it did its work.
+type failingPodNetwork struct {
+	podNetwork
 	failAt string
 }
 
-func (f failingNetwork) fail(step string, err error) error {
+func (f failingPodNetwork) fail(step string, err error) error {
 	if err == nil && f.failAt == step {
 		return fmt.Errorf("%s: %w", step, errInjected)
 	}
 	return err
 }
 
-func (f failingNetwork) CheckPodNetns(netnsPath, ifname string) error {
-	return f.fail("CheckPodNetns", f.hostNetwork.CheckPodNetns(netnsPath, ifname))
+func (f failingPodNetwork) CheckPodNetns(netnsPath string) error {
+	return f.fail("CheckPodNetns", f.podNetwork.CheckPodNetns(netnsPath))
 }
 
-func (f failingNetwork) CreateVeth(netnsPath, hostName, podName string) (net.HardwareAddr, error) {
-	mac, err := f.hostNetwork.CreateVeth(netnsPath, hostName, podName)
+func (f failingPodNetwork) CreateVeth(netnsPath, hostName, podName string) (net.HardwareAddr, error) {
+	mac, err := f.podNetwork.CreateVeth(netnsPath, hostName, podName)
 	return mac, f.fail("CreateVeth", err)
 }
 
-func (f failingNetwork) ConfigurePod(netnsPath, ifname string, cfg podConfig) error {
-	return f.fail("ConfigurePod", f.hostNetwork.ConfigurePod(netnsPath, ifname, cfg))
-}
-
-func (f failingNetwork) SetHostMTU(hostName string, mtu int) error {
-	return f.fail("SetHostMTU", f.hostNetwork.SetHostMTU(hostName, mtu))
+func (f failingPodNetwork) ConfigurePod(netnsPath, ifname string, cfg podConfig) error {
+	return f.fail("ConfigurePod", f.podNetwork.ConfigurePod(netnsPath, ifname, cfg))
 }
 
 // failingWriter fails every write: stdout closed under the plugin.

@@ -15,23 +15,29 @@ import (
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/podvnet/podvnet/internal/netlinkdump"
 )
 
-// hostNetwork is the plugin's netlink work, one method per step of ADD, DEL
-// and CHECK, so that tests can make any step fail and watch the rollback.
-// Pod-side methods take the pod's netns path; host-side ones act in the
-// calling thread's netns (the node's).
-type hostNetwork interface {
-	// CheckPodNetns makes sure the pod netns exists, is not the plugin's own
-	// and has no interface named ifname yet.
-	CheckPodNetns(netnsPath, ifname string) error
-	// CreateVeth creates the pair, the pod end in the pod's netns, and brings
-	// the host end up. It returns the pod end's MAC.
+// podNetwork is the plugin's netlink work on a pod's network: the veth pair
+// it makes for the agent, and everything inside the pod's netns. One method
+// per step of ADD, DEL and CHECK, so that tests can make any step fail and
+// watch the rollback. Methods take the pod's netns path; only ConfigurePod
+// (the one entry of an ADD), RetirePodIface and InspectPod enter it, the
+// others act from the calling thread's netns (the node's).
+type podNetwork interface {
+	// CheckPodNetns makes sure the pod netns exists and is not the
+	// plugin's own.
+	CheckPodNetns(netnsPath string) error
+	// CreateVeth creates the pair in one request: the host end up, the pod
+	// end born inside the pod's netns under its final name, with the MAC
+	// it returns. A name taken on either side fails it, naming which.
 	CreateVeth(netnsPath, hostName, podName string) (net.HardwareAddr, error)
+	// ConfigurePod sets the pod end's MTU, address, neighbour and route.
 	ConfigurePod(netnsPath, ifname string, cfg podConfig) error
-	SetHostMTU(hostName string, mtu int) error
 	// DeleteHostVeth removes the host end (and with it the pod end); a
-	// missing one is fine.
+	// missing one is fine. The agent deletes host veths: the plugin calls
+	// this only as the fallback, when the agent does not have the veth.
 	DeleteHostVeth(hostName string) error
 	// RetirePodIface takes the pod end of the veth hostName out of the way
 	// in the pod's netns (down, renamed), so that an ADD right after the
@@ -50,11 +56,15 @@ type podConfig struct {
 	MTU     int
 }
 
-// linuxNetwork is hostNetwork over netlink.
-type linuxNetwork struct{}
+// linuxPodNetwork is podNetwork over netlink.
+type linuxPodNetwork struct{}
 
 // errNetnsGone marks a pod netns that does not exist.
 var errNetnsGone = errors.New("pod netns does not exist")
+
+// errExists marks a veth name taken: by another attachment, or by one that
+// is still going away. The interface that holds it is not the caller's.
+var errExists = errors.New("already exists")
 
 func openNetns(path string) (ns.NetNS, error) {
 	n, err := ns.GetNS(path)
@@ -68,68 +78,74 @@ func openNetns(path string) (ns.NetNS, error) {
 	return n, nil
 }
 
-func (linuxNetwork) CheckPodNetns(netnsPath, ifname string) error {
+func (linuxPodNetwork) CheckPodNetns(netnsPath string) error {
 	netns, err := openNetns(netnsPath)
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetNS, err.Error(), "")
 	}
 	defer netns.Close()
-	return netns.Do(func(node ns.NetNS) error {
-		// Creating the "pod" end in the node's own netns would put a
-		// second eth0 next to the node's NIC.
-		if vnetns.NsHandle(node.Fd()).Equal(vnetns.NsHandle(netns.Fd())) {
-			return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("CNI_NETNS %s is the node's own network namespace", netnsPath), "")
-		}
-		_, err := netlinksafe.LinkByName(ifname)
-		if err == nil {
-			return fmt.Errorf("interface %s already exists in pod netns %s (ADD twice without DEL?)", ifname, netnsPath)
-		}
-		if !isNotFound(err) {
-			return fmt.Errorf("look up %s in pod netns %s: %w", ifname, netnsPath, err)
-		}
-		return nil
-	})
+	node, err := ns.GetCurrentNS()
+	if err != nil {
+		return fmt.Errorf("open the node's netns: %w", err)
+	}
+	defer node.Close()
+	// Creating the "pod" end in the node's own netns would put a second
+	// eth0 next to the node's NIC.
+	if vnetns.NsHandle(node.Fd()).Equal(vnetns.NsHandle(netns.Fd())) {
+		return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("CNI_NETNS %s is the node's own network namespace", netnsPath), "")
+	}
+	return nil
 }
 
-// CreateVeth makes the pair with the pod end created straight inside the
-// pod's netns under its final name, so no temporary name is ever visible on
-// the host. A host end left by an earlier, failed attempt is replaced.
-func (l linuxNetwork) CreateVeth(netnsPath, hostName, podName string) (net.HardwareAddr, error) {
+// CreateVeth makes the pair from the node's netns: the pod end is created
+// straight inside the pod's netns under its final name (no temporary name
+// is ever visible on the host) with a MAC chosen here, so nothing has to be
+// read back from inside. The host end is born up, in the same request: the
+// agent's /32 route needs it up (the kernel refuses routes through a device
+// that is down), and a pair whose host end cannot come up is not created.
+// The kernel creates both ends or neither.
+func (linuxPodNetwork) CreateVeth(netnsPath, hostName, podName string) (net.HardwareAddr, error) {
 	netns, err := openNetns(netnsPath)
 	if err != nil {
 		return nil, err
 	}
 	defer netns.Close()
-	if err := l.DeleteHostVeth(hostName); err != nil {
-		return nil, err
-	}
-	// The host end is born up, in the same request: the agent's /32 route
-	// needs it up (the kernel refuses routes through a device that is
-	// down), and a pair whose host end cannot come up is not created.
+	mac := randomMAC()
 	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: hostName, Flags: net.FlagUp},
-		PeerName:      podName,
-		PeerNamespace: netlink.NsFd(int(netns.Fd())),
+		LinkAttrs:        netlink.LinkAttrs{Name: hostName, Flags: net.FlagUp},
+		PeerName:         podName,
+		PeerHardwareAddr: mac,
+		PeerNamespace:    netlink.NsFd(int(netns.Fd())),
 	}
-	if err := netlink.LinkAdd(veth); err != nil {
+	err = netlink.LinkAdd(veth)
+	if errors.Is(err, unix.EEXIST) {
+		// The agent owns host veths: one of this name is left alone, and
+		// gone once the agent is done with it (DEL, GC).
+		if _, lerr := netlinksafe.LinkByName(hostName); lerr == nil {
+			return nil, fmt.Errorf("host veth %s %w (ADD twice without DEL, or the agent is still deleting the veth of an earlier attempt)", hostName, errExists)
+		}
+		return nil, fmt.Errorf("interface %s %w in pod netns %s (ADD twice without DEL?)", podName, errExists, netnsPath)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("create veth %s with peer %s in %s: %w", hostName, podName, netnsPath, err)
 	}
-	var mac net.HardwareAddr
-	err = netns.Do(func(ns.NetNS) error {
-		l, err := netlinksafe.LinkByName(podName)
-		if err != nil {
-			return fmt.Errorf("find %s in pod netns: %w", podName, err)
-		}
-		mac = l.Attrs().HardwareAddr
-		return nil
-	})
-	return mac, err
+	return mac, nil
 }
 
-// ConfigurePod gives the pod its /32 and a default route via the gateway,
-// with a permanent neighbour entry for it: the pod never ARPs for its
-// gateway.
-func (linuxNetwork) ConfigurePod(netnsPath, ifname string, cfg podConfig) error {
+// randomMAC is a random unicast, locally administered MAC, as the kernel
+// gives a veth end it is not told one for.
+func randomMAC() net.HardwareAddr {
+	mac := make(net.HardwareAddr, 6)
+	rand.Read(mac)
+	mac[0] = mac[0]&^0x01 | 0x02
+	return mac
+}
+
+// ConfigurePod sets the pod end's MTU, gives the pod its /32 and a default
+// route via the gateway, with a permanent neighbour entry for it (the pod
+// never ARPs for its gateway), all in the one entry into the pod's netns
+// an ADD makes.
+func (linuxPodNetwork) ConfigurePod(netnsPath, ifname string, cfg podConfig) error {
 	return ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
 		l, err := netlinksafe.LinkByName(ifname)
 		if err != nil {
@@ -169,18 +185,7 @@ func (linuxNetwork) ConfigurePod(netnsPath, ifname string, cfg podConfig) error 
 	})
 }
 
-func (linuxNetwork) SetHostMTU(hostName string, mtu int) error {
-	l, err := netlinksafe.LinkByName(hostName)
-	if err != nil {
-		return fmt.Errorf("find %s: %w", hostName, err)
-	}
-	if err := netlink.LinkSetMTU(l, mtu); err != nil {
-		return fmt.Errorf("set MTU %d on %s: %w", mtu, hostName, err)
-	}
-	return nil
-}
-
-func (linuxNetwork) DeleteHostVeth(name string) error {
+func (linuxPodNetwork) DeleteHostVeth(name string) error {
 	l, err := netlinksafe.LinkByName(name)
 	if err != nil {
 		if isNotFound(err) {
@@ -195,7 +200,7 @@ func (linuxNetwork) DeleteHostVeth(name string) error {
 	return nil
 }
 
-func (linuxNetwork) RetirePodIface(netnsPath, ifname, hostName string) error {
+func (linuxPodNetwork) RetirePodIface(netnsPath, ifname, hostName string) error {
 	host, err := netlinksafe.LinkByName(hostName)
 	if err != nil {
 		if isNotFound(err) {
@@ -273,7 +278,7 @@ type hostState struct {
 	PeerIndex int // the pod end's ifindex, in the pod's netns
 }
 
-func (linuxNetwork) InspectPod(netnsPath, ifname string) (podState, error) {
+func (linuxPodNetwork) InspectPod(netnsPath, ifname string) (podState, error) {
 	var st podState
 	netns, err := openNetns(netnsPath)
 	if err != nil {
@@ -312,7 +317,7 @@ func (linuxNetwork) InspectPod(netnsPath, ifname string) (podState, error) {
 			rs.GW, _ = netip.AddrFromSlice(r.Gw.To4())
 			st.Routes = append(st.Routes, rs)
 		}
-		neighs, err := neighList(a.Index)
+		neighs, err := netlinkdump.Retry(func() ([]netlink.Neigh, error) { return netlink.NeighList(a.Index, netlink.FAMILY_V4) })
 		if err != nil {
 			return fmt.Errorf("list neighbours of %s: %w", ifname, err)
 		}
@@ -325,7 +330,7 @@ func (linuxNetwork) InspectPod(netnsPath, ifname string) (podState, error) {
 	return st, err
 }
 
-func (linuxNetwork) InspectHost(hostName string) (hostState, error) {
+func (linuxPodNetwork) InspectHost(hostName string) (hostState, error) {
 	l, err := netlinksafe.LinkByName(hostName)
 	if isNotFound(err) {
 		return hostState{}, nil
@@ -341,19 +346,6 @@ func (linuxNetwork) InspectHost(hostName string) (hostState, error) {
 		}
 	}
 	return st, nil
-}
-
-// neighList dumps the IPv4 neighbours of an interface, retrying when churn
-// interrupts the dump.
-func neighList(ifindex int) ([]netlink.Neigh, error) {
-	var err error
-	for range 5 {
-		var n []netlink.Neigh
-		if n, err = netlink.NeighList(ifindex, netlink.FAMILY_V4); !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return n, err
-		}
-	}
-	return nil, err
 }
 
 func isNotFound(err error) bool {

@@ -44,11 +44,13 @@ func TestAddRollbackRealNetwork(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			pod := nettest.NewNS(t, fmt.Sprintf("%s-pod%d", prefix, i))
 			agent := newFakeAgent()
+			// The agent deletes the host veth of an endpoint it releases.
+			agent.deleteVeth = linuxPodNetwork{}.DeleteHostVeth
 			failAt, out := tt.setup(agent)
 			if out == nil {
 				out = io.Discard
 			}
-			p := newTestPlugin(t, testConf, agent, failingNetwork{linuxNetwork{}, failAt}, out)
+			p := newTestPlugin(t, testConf, agent, failingPodNetwork{linuxPodNetwork{}, failAt}, out)
 			args := testArgs()
 			args.Netns = pod.Path()
 			err := cniCode(node.Do(func() error { return p.add(context.Background(), args) }))
@@ -78,7 +80,7 @@ func TestAddCheckDelRealNetwork(t *testing.T) {
 	agent := newFakeAgent()
 	agent.realHostMAC = true
 	var out bytes.Buffer
-	p := newTestPlugin(t, testConf, agent, linuxNetwork{}, &out)
+	p := newTestPlugin(t, testConf, agent, linuxPodNetwork{}, &out)
 	args := testArgs()
 	args.Netns = pod.Path()
 	if err := node.Do(func() error { return p.add(context.Background(), args) }); err != nil {
@@ -91,7 +93,7 @@ func TestAddCheckDelRealNetwork(t *testing.T) {
 
 	// CHECK reads the result back as prevResult.
 	conf := strings.TrimSuffix(testConf, "}") + `,"prevResult":` + out.String() + "}"
-	check := newTestPlugin(t, conf, agent, linuxNetwork{}, io.Discard)
+	check := newTestPlugin(t, conf, agent, linuxPodNetwork{}, io.Discard)
 	if err := node.Do(func() error { return check.check(context.Background(), args) }); err != nil {
 		t.Fatalf("CHECK right after ADD: %v", err)
 	}
@@ -143,7 +145,7 @@ func TestCheckPodNetns(t *testing.T) {
 		"own":     node.Path(),
 	} {
 		t.Run(name, func(t *testing.T) {
-			err := node.Do(func() error { return linuxNetwork{}.CheckPodNetns(path, "eth0") })
+			err := node.Do(func() error { return linuxPodNetwork{}.CheckPodNetns(path) })
 			if e := cniCode(err); e == nil || e.Code != types.ErrInvalidNetNS || !strings.Contains(e.Msg, path) {
 				t.Fatalf("got %v, want code 8 naming %s", err, path)
 			}
@@ -158,7 +160,7 @@ func TestInspectFindsWhatConfigureMade(t *testing.T) {
 	prefix := nettest.Prefix()
 	node := nettest.NewNS(t, prefix+"-node")
 	pod := nettest.NewNS(t, prefix+"-pod")
-	hn := linuxNetwork{}
+	hn := linuxPodNetwork{}
 	err := node.Do(func() error {
 		podMAC, err := hn.CreateVeth(pod.Path(), "pvtest", "eth0")
 		if err != nil {

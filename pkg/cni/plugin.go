@@ -43,7 +43,7 @@ type plugin struct {
 	conf  *NetConf
 	log   *zap.Logger
 	agent agentClient
-	net   hostNetwork
+	net   podNetwork
 	queue agentapi.DelQueue
 	out   io.Writer // stdout: the result or error JSON and nothing else
 }
@@ -72,7 +72,7 @@ func command(name string, timeout time.Duration, run func(*plugin, context.Conte
 		log = log.With(zap.String("cmd", name), zap.String("container_id", args.ContainerID),
 			zap.String("ifname", args.IfName), zap.String("netns", args.Netns))
 		p := &plugin{
-			conf: conf, log: log, agent: agentapi.NewClient(conf.Socket), net: linuxNetwork{},
+			conf: conf, log: log, agent: agentapi.NewClient(conf.Socket), net: linuxPodNetwork{},
 			queue: agentapi.DelQueue{Dir: conf.DelQueueDir}, out: os.Stdout,
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -123,29 +123,31 @@ func newLogger(conf *NetConf) (*zap.Logger, func()) {
 // agentError turns an agent failure into the CNI error a runtime acts on.
 func agentError(op string, err error) error {
 	var unreachable *agentapi.UnreachableError
-	var apiErr *agentapi.APIError
 	switch {
 	case errors.As(err, &unreachable):
 		return types.NewError(types.ErrTryAgainLater,
 			fmt.Sprintf("%s: podvnet agent not reachable at %s (is the podvnet agent running on this node?)", op, unreachable.Socket),
 			err.Error())
-	case errors.As(err, &apiErr) && apiErr.Code == agentapi.CodePoolExhausted:
-		return types.NewError(types.ErrTryAgainLater, op+": no pod IP left on this node: "+apiErr.Message, "")
-	case errors.As(err, &apiErr) && apiErr.Code == agentapi.CodeBadRequest:
-		return types.NewError(types.ErrInvalidEnvironmentVariables, op+": agent refused the request: "+apiErr.Message, "")
+	case agentapi.IsCode(err, agentapi.CodePoolExhausted):
+		return types.NewError(types.ErrTryAgainLater, op+": no pod IP left on this node: "+err.Error(), "")
+	case agentapi.IsCode(err, agentapi.CodeBadRequest):
+		return types.NewError(types.ErrInvalidEnvironmentVariables, op+": agent refused the request: "+err.Error(), "")
 	default:
 		return types.NewError(types.ErrInternal, op+": "+err.Error(), "")
 	}
 }
 
 // add wires the pod: veth, endpoint at the agent, pod side, result. Any
-// failure undoes what this call made, newest first.
+// failure undoes what this call made: the agent owns the host veth from the
+// ADD request on and removes it with the endpoint; when it does not have
+// the veth (the request never reached it, or it cannot be reached to
+// release), the plugin deletes it itself, the one fallback.
 func (p *plugin) add(ctx context.Context, args *skel.CmdArgs) (err error) {
 	k8s, err := ParseArgs(args.Args)
 	if err != nil {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, err.Error(), "")
 	}
-	if err := p.net.CheckPodNetns(args.Netns, args.IfName); err != nil {
+	if err := p.net.CheckPodNetns(args.Netns); err != nil {
 		return err
 	}
 	hostName := agentapi.HostVethName(args.ContainerID, args.IfName)
@@ -153,32 +155,31 @@ func (p *plugin) add(ctx context.Context, args *skel.CmdArgs) (err error) {
 
 	var vethMade, agentAsked bool
 	defer func() {
-		if err == nil {
+		if err == nil || !vethMade {
 			return
 		}
+		var rerr error
 		if agentAsked {
 			// ctx may be what ran out; the rollback gets its own time.
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), delTimeout)
 			defer cancel()
-			rerr := p.agent.Del(rctx, delReq)
-			var unreachable *agentapi.UnreachableError
-			if errors.As(rerr, &unreachable) {
-				rerr = p.queueRelease(delReq, "")
-			}
-			if rerr != nil {
-				p.log.Error("roll back endpoint at the agent", zap.Error(rerr))
-			}
+			rerr = p.agent.Del(rctx, delReq)
 		}
-		if vethMade {
-			if rerr := p.net.DeleteHostVeth(hostName); rerr != nil {
-				p.log.Error("roll back veth", zap.String("host_ifname", hostName), zap.Error(rerr))
-			}
+		var unreachable *agentapi.UnreachableError
+		if !agentAsked || errors.As(rerr, &unreachable) {
+			verr, qerr := p.withoutAgent(delReq, agentAsked, "")
+			rerr = errors.Join(verr, qerr)
+		}
+		if rerr != nil {
+			p.log.Error("roll back", zap.String("host_ifname", hostName), zap.Error(rerr))
 		}
 	}()
 
 	vethMade = true // a half-made pair is removed too
 	podMAC, err := p.net.CreateVeth(args.Netns, hostName, args.IfName)
 	if err != nil {
+		// A name taken belongs to another veth, which is not this ADD's.
+		vethMade = !errors.Is(err, errExists)
 		return err
 	}
 	agentAsked = true
@@ -198,11 +199,6 @@ func (p *plugin) add(ctx context.Context, args *skel.CmdArgs) (err error) {
 	}
 	if err := p.net.ConfigurePod(args.Netns, args.IfName, cfg); err != nil {
 		return err
-	}
-	if cfg.MTU > 0 {
-		if err := p.net.SetHostMTU(hostName, cfg.MTU); err != nil {
-			return err
-		}
 	}
 	res, err := buildResult(p.conf, attachment{
 		HostName: hostName, HostMAC: cfg.HostMAC.String(), PodName: args.IfName, PodMAC: podMAC.String(),
@@ -238,19 +234,26 @@ func parseAddResponse(resp agentapi.AddResponse) (podConfig, error) {
 	return podConfig{IP: ip, Gateway: gw, HostMAC: hostMAC, MTU: resp.MTU}, nil
 }
 
-// queueRelease leaves the release of an endpoint to the agent, durably,
-// for when the agent cannot be asked now.
-func (p *plugin) queueRelease(req agentapi.DelRequest, ip string) error {
-	return p.queue.Put(agentapi.QueuedDel{
-		Network: req.Network, ContainerID: req.ContainerID, IfName: req.IfName, IP: ip, QueuedAt: time.Now().UTC(),
-	})
+// withoutAgent is the plugin's one fallback for an attachment the agent
+// cannot take care of: it deletes the host veth itself (the agent's job
+// otherwise), and when the agent may hold the endpoint (queue), leaves its
+// release to the agent, durably, in the DEL queue. ip is for the agent's
+// logs.
+func (p *plugin) withoutAgent(req agentapi.DelRequest, queue bool, ip string) (vethErr, queueErr error) {
+	vethErr = p.net.DeleteHostVeth(agentapi.HostVethName(req.ContainerID, req.IfName))
+	if queue {
+		queueErr = p.queue.Put(agentapi.QueuedDel{
+			Network: req.Network, ContainerID: req.ContainerID, IfName: req.IfName, IP: ip, QueuedAt: time.Now().UTC(),
+		})
+	}
+	return vethErr, queueErr
 }
 
-// del releases the endpoint and removes the veth. It succeeds when things
-// are already gone, when the netns is gone or empty (the veth is found by
-// its derived name), and while the agent is unreachable: pod deletion must
-// never wait for the agent, so the plugin removes the veth itself and
-// queues the release for the agent.
+// del releases the endpoint. It succeeds when things are already gone, when
+// the netns is gone or empty (the veth is found by its derived name), and
+// while the agent is unreachable: pod deletion must never wait for the
+// agent, so the plugin then deletes the veth itself and queues the release
+// for the agent.
 func (p *plugin) del(ctx context.Context, args *skel.CmdArgs) error {
 	hostName := agentapi.HostVethName(args.ContainerID, args.IfName)
 	req := agentapi.DelRequest{Network: p.conf.Name, ContainerID: args.ContainerID, IfName: args.IfName}
@@ -258,8 +261,8 @@ func (p *plugin) del(ctx context.Context, args *skel.CmdArgs) error {
 	var unreachable *agentapi.UnreachableError
 	switch {
 	case errors.As(err, &unreachable):
-		verr := p.net.DeleteHostVeth(hostName)
-		if qerr := p.queueRelease(req, prevResultIP(p.conf, args)); qerr != nil {
+		verr, qerr := p.withoutAgent(req, true, prevResultIP(p.conf, args))
+		if qerr != nil {
 			return types.NewError(types.ErrTryAgainLater,
 				fmt.Sprintf("DEL: podvnet agent not reachable at %s and the release could not be queued in %s", p.conf.Socket, p.queue.Dir),
 				errors.Join(err, qerr, verr).Error())
@@ -273,10 +276,10 @@ func (p *plugin) del(ctx context.Context, args *skel.CmdArgs) error {
 	case err != nil:
 		return agentError("DEL", err)
 	}
-	// The agent owns the veth from here: it has unrouted the pod and
-	// deletes the veth in the background (deleting a device waits for the
-	// kernel's RCU grace periods, which pod deletion need not wait for).
-	// The pod end moves out of the way, for an ADD in the same netns.
+	// The agent has unrouted the pod and deletes the veth in the background
+	// (deleting a device waits for the kernel's RCU grace periods, which
+	// pod deletion need not wait for). The pod end moves out of the way,
+	// for an ADD in the same netns.
 	if args.Netns != "" {
 		if err := p.net.RetirePodIface(args.Netns, args.IfName, hostName); err != nil {
 			p.log.Warn("pod interface left in place; the agent deletes it shortly", zap.Error(err))

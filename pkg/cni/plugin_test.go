@@ -22,7 +22,7 @@ import (
 
 const testConf = `{"cniVersion":"1.0.0","name":"podvnet","type":"podvnet","socket":"/run/test/agent.sock"}`
 
-func newTestPlugin(t *testing.T, conf string, agent agentClient, hn hostNetwork, out io.Writer) *plugin {
+func newTestPlugin(t *testing.T, conf string, agent agentClient, hn podNetwork, out io.Writer) *plugin {
 	t.Helper()
 	c, err := ParseConf([]byte(conf))
 	if err != nil {
@@ -63,18 +63,19 @@ var addFailures = []struct {
 		return "", nil
 	}, types.ErrInternal},
 	{"pod configuration", func(*fakeAgent) (string, io.Writer) { return "ConfigurePod", nil }, types.ErrInternal},
-	{"host MTU", func(*fakeAgent) (string, io.Writer) { return "SetHostMTU", nil }, types.ErrInternal},
 	{"printing the result", func(*fakeAgent) (string, io.Writer) { return "", failingWriter{} }, types.ErrInternal},
 }
 
 // TestAddRollsBackEachStep fails ADD at every step and checks that what
-// the earlier steps made is undone: the veth, the agent's endpoint.
+// the earlier steps made is undone: the veth, the agent's endpoint. The
+// plugin deletes the veth only when the agent does not have it.
 func TestAddRollsBackEachStep(t *testing.T) {
 	for _, tt := range addFailures {
 		t.Run(tt.name, func(t *testing.T) {
 			agent := newFakeAgent()
 			failAt, out := tt.setup(agent)
-			hn := newFakeNetwork(failAt)
+			hn := newFakePodNetwork(failAt)
+			agent.deleteVeth = hn.removeVeth
 			var stdout bytes.Buffer
 			if out == nil {
 				out = &stdout
@@ -100,8 +101,14 @@ func TestAddRollsBackEachStep(t *testing.T) {
 			// and nothing was registered before the agent was asked.
 			asked := slices.Contains(agent.calls, "Add")
 			neverSent := agent.addErr != nil && agentapi.NeverSent(agent.addErr)
-			if wantDel := asked && !neverSent; slices.Contains(agent.calls, "Del") != wantDel {
+			wantDel := asked && !neverSent
+			if slices.Contains(agent.calls, "Del") != wantDel {
 				t.Errorf("agent calls %v: a release at the agent is wanted: %v", agent.calls, wantDel)
+			}
+			// The agent owns the veth once it may have been told of it.
+			madeVeth := failAt != "CheckPodNetns"
+			if wantPluginDelete := madeVeth && !wantDel; (hn.vethDeletes > 0) != wantPluginDelete {
+				t.Errorf("the plugin deleted the veth %d times; it must exactly when the agent does not have it (%v)", hn.vethDeletes, wantPluginDelete)
 			}
 		})
 	}
@@ -113,7 +120,8 @@ func TestAddRollsBackEachStep(t *testing.T) {
 func TestAddRollbackWhenTheAgentVanishes(t *testing.T) {
 	agent := newFakeAgent()
 	agent.delErr = unreachable(false)
-	hn := newFakeNetwork("ConfigurePod")
+	hn := newFakePodNetwork("ConfigurePod")
+	agent.deleteVeth = hn.removeVeth
 	p := newTestPlugin(t, testConf, agent, hn, io.Discard)
 	if err := p.add(context.Background(), testArgs()); err == nil {
 		t.Fatal("ADD succeeded")
@@ -125,8 +133,27 @@ func TestAddRollbackWhenTheAgentVanishes(t *testing.T) {
 	if len(entries) != 1 || entries[0].ContainerID != "c0ffee" || entries[0].IfName != "eth0" || entries[0].Network != "podvnet" {
 		t.Fatalf("queued releases %+v, want the one of c0ffee/eth0", entries)
 	}
-	if len(hn.veths) > 0 {
-		t.Errorf("left veths %v", hn.veths)
+	if len(hn.veths) > 0 || hn.vethDeletes != 1 {
+		t.Errorf("left veths %v after %d deletions by the plugin; with the agent gone, the plugin deletes it", hn.veths, hn.vethDeletes)
+	}
+}
+
+// TestAddLeavesATakenNameAlone: a veth of the same name (ADD twice, or one
+// the agent is still deleting) belongs to another attachment; the failed
+// ADD touches neither it nor the agent.
+func TestAddLeavesATakenNameAlone(t *testing.T) {
+	agent := newFakeAgent()
+	hn := newFakePodNetwork("")
+	agent.deleteVeth = hn.removeVeth
+	host := agentapi.HostVethName(testArgs().ContainerID, testArgs().IfName)
+	hn.veths[host] = true
+	err := newTestPlugin(t, testConf, agent, hn, io.Discard).add(context.Background(), testArgs())
+	if err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Fatalf("ADD over a taken name: %v", err)
+	}
+	if !hn.veths[host] || hn.vethDeletes > 0 || len(agent.calls) > 0 {
+		t.Fatalf("veth kept %v, deleted by the plugin %d times, agent calls %v: want it kept and the agent not asked",
+			hn.veths[host], hn.vethDeletes, agent.calls)
 	}
 }
 
@@ -136,7 +163,7 @@ func TestAddResult(t *testing.T) {
 			conf := `{"cniVersion":"` + ver + `","name":"podvnet","type":"podvnet",
 				"dns":{"nameservers":["10.0.0.10"],"search":["svc.cluster.local"]}}`
 			var out bytes.Buffer
-			p := newTestPlugin(t, conf, newFakeAgent(), newFakeNetwork(""), &out)
+			p := newTestPlugin(t, conf, newFakeAgent(), newFakePodNetwork(""), &out)
 			if err := p.add(context.Background(), testArgs()); err != nil {
 				t.Fatal(err)
 			}
@@ -172,7 +199,7 @@ func TestAddAppendsToPrevResult(t *testing.T) {
 	conf := `{"cniVersion":"1.0.0","name":"podvnet","type":"podvnet","prevResult":{"cniVersion":"1.0.0",
 		"interfaces":[{"name":"lo","sandbox":"/run/netns/test-pod"}],"ips":[{"address":"127.0.0.1/8","interface":0}]}}`
 	var out bytes.Buffer
-	p := newTestPlugin(t, conf, newFakeAgent(), newFakeNetwork(""), &out)
+	p := newTestPlugin(t, conf, newFakeAgent(), newFakePodNetwork(""), &out)
 	if err := p.add(context.Background(), testArgs()); err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +236,7 @@ func TestDel(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			agent := newFakeAgent()
 			agent.delErr = tt.delErr
-			hn := newFakeNetwork("")
+			hn := newFakePodNetwork("")
 			hostName := agentapi.HostVethName("c0ffee", "eth0")
 			hn.veths[hostName] = true
 			conf := strings.TrimSuffix(testConf, "}") + prev + "}"
@@ -233,7 +260,7 @@ func TestDel(t *testing.T) {
 				if hn.veths[hostName] {
 					t.Error("the host veth survived a DEL without the agent")
 				}
-			case tt.delErr == nil && !hn.veths[hostName]:
+			case hn.vethDeletes > 0:
 				// The agent deletes it in the background; deleting it here
 				// would make every DEL wait for the kernel.
 				t.Error("the plugin deleted the veth the agent owns")
@@ -267,7 +294,7 @@ func TestStatus(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			agent := newFakeAgent()
 			agent.status, agent.statusErr = tt.status, tt.err
-			err := cniCode(newTestPlugin(t, testConf, agent, newFakeNetwork(""), io.Discard).status(context.Background(), nil))
+			err := cniCode(newTestPlugin(t, testConf, agent, newFakePodNetwork(""), io.Discard).status(context.Background(), nil))
 			if tt.code == 0 {
 				if err != nil {
 					t.Fatal(err)
@@ -299,7 +326,7 @@ func TestGC(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			agent := newFakeAgent()
-			err := cniCode(newTestPlugin(t, tt.conf, agent, newFakeNetwork(""), io.Discard).gc(context.Background(), nil))
+			err := cniCode(newTestPlugin(t, tt.conf, agent, newFakePodNetwork(""), io.Discard).gc(context.Background(), nil))
 			if tt.code != 0 {
 				if err == nil || err.Code != tt.code {
 					t.Fatalf("GC: %v, want code %d", err, tt.code)
@@ -319,7 +346,7 @@ func TestGC(t *testing.T) {
 	}
 	agent := newFakeAgent()
 	agent.gcErr = unreachable(false)
-	err := cniCode(newTestPlugin(t, base+`,"cni.dev/valid-attachments":[]}`, agent, newFakeNetwork(""), io.Discard).gc(context.Background(), nil))
+	err := cniCode(newTestPlugin(t, base+`,"cni.dev/valid-attachments":[]}`, agent, newFakePodNetwork(""), io.Discard).gc(context.Background(), nil))
 	if err == nil || err.Code != types.ErrTryAgainLater {
 		t.Fatalf("GC with the agent unreachable: %v, want code 11", err)
 	}

@@ -158,7 +158,7 @@ func ParseNMAgent(b []byte) ([]Interface, error) {
 		var err error
 		if x.MacAddress != "" {
 			if in.MAC, err = ParseMAC(x.MacAddress); err != nil {
-				return nil, fmt.Errorf("Interface[%d] MacAddress: %w", i, err)
+				return nil, fmt.Errorf("NMAgent Interface[%d] MacAddress: %w", i, err)
 			}
 		}
 		in.Primary = isTrue(x.IsPrimary)
@@ -169,7 +169,7 @@ func ParseNMAgent(b []byte) ([]Interface, error) {
 			if s.Prefix != "" {
 				p, err := netip.ParsePrefix(s.Prefix)
 				if err != nil || !p.Addr().Is4() {
-					return nil, fmt.Errorf("Interface[%d] IPSubnet[%d] Prefix %q: not an IPv4 CIDR", i, j, s.Prefix)
+					return nil, fmt.Errorf("NMAgent Interface[%d] IPSubnet[%d] Prefix %q: not an IPv4 CIDR", i, j, s.Prefix)
 				}
 				subnets = append(subnets, p)
 			}
@@ -179,7 +179,7 @@ func ParseNMAgent(b []byte) ([]Interface, error) {
 				}
 				ip, err := netip.ParseAddr(a.Address)
 				if err != nil || !ip.Is4() {
-					return nil, fmt.Errorf("Interface[%d] IPSubnet[%d] IPAddress[%d] Address %q: not an IPv4 address", i, j, k, a.Address)
+					return nil, fmt.Errorf("NMAgent Interface[%d] IPSubnet[%d] IPAddress[%d] Address %q: not an IPv4 address", i, j, k, a.Address)
 				}
 				if isTrue(a.IsPrimary) && !primary.IsValid() {
 					primary = ip

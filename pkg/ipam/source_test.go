@@ -15,7 +15,6 @@ import (
 // fakeFabric serves one document like IMDS or the wireserver does, first
 // answering with the statuses in fail, one per request.
 type fakeFabric struct {
-	t          *testing.T
 	path       string
 	doc        []byte
 	needHeader bool // IMDS: 400 without "Metadata: true"

@@ -1,7 +1,6 @@
 package ipam
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +9,7 @@ import (
 	"os"
 
 	"github.com/podvnet/podvnet/internal/atomicfile"
+	"github.com/podvnet/podvnet/internal/strictjson"
 )
 
 // StateVersion is the format version of the state file this agent writes.
@@ -71,13 +71,8 @@ func (f FileStore) Load() (*State, error) {
 // DecodeState parses and checks a state file's contents.
 func DecodeState(b []byte) (*State, error) {
 	var s State
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&s); err != nil {
+	if err := strictjson.Unmarshal(b, &s); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorruptState, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: trailing data after the JSON document", ErrCorruptState)
 	}
 	if s.Version < oldestStateVersion || s.Version > StateVersion {
 		return nil, fmt.Errorf("%w: version %d, this agent reads versions %d to %d", ErrCorruptState, s.Version, oldestStateVersion, StateVersion)

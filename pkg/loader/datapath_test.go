@@ -121,7 +121,7 @@ type skbCtx struct {
 
 // run feeds frame to the hook's program as if it arrived on ifindex and
 // returns the verdict and the frame as the program left it.
-func (tb *testbed) run(t *testing.T, h Hook, ifindex int, frame []byte) (uint32, packet.Frame) {
+func (tb *testbed) run(t *testing.T, h maps.Hook, ifindex int, frame []byte) (uint32, packet.Frame) {
 	t.Helper()
 	ret, out, err := tb.tryRun(h, ifindex, frame)
 	if err != nil {
@@ -130,7 +130,7 @@ func (tb *testbed) run(t *testing.T, h Hook, ifindex int, frame []byte) (uint32,
 	return ret, out
 }
 
-func (tb *testbed) tryRun(h Hook, ifindex int, frame []byte) (uint32, packet.Frame, error) {
+func (tb *testbed) tryRun(h maps.Hook, ifindex int, frame []byte) (uint32, packet.Frame, error) {
 	out := make([]byte, len(frame)+64)
 	opts := &ebpf.RunOptions{Data: frame, DataOut: out, Context: skbCtx{Ifindex: uint32(ifindex)}}
 	var ret uint32
@@ -150,7 +150,7 @@ func TestTruncatedFrames(t *testing.T) {
 	tb := newTestbed(t)
 	full := packet.IPv4{SrcMAC: podAMAC, DstMAC: hostAMAC, Src: podA, Dst: remote}.Build()
 	for n := 0; n < 34; n++ {
-		for _, h := range []Hook{HookPod, HookNIC} {
+		for _, h := range []maps.Hook{maps.HookPod, maps.HookNIC} {
 			verdict, _, err := tb.tryRun(h, tb.podAIdx, full[:n])
 			if errors.Is(err, unix.EINVAL) {
 				continue
@@ -159,7 +159,7 @@ func TestTruncatedFrames(t *testing.T) {
 				t.Fatalf("%s, %d bytes: %v", h, n, err)
 			}
 			want := uint32(actShot)
-			if h == HookNIC {
+			if h == maps.HookNIC {
 				want = actOK
 			}
 			if verdict != want {
@@ -167,6 +167,27 @@ func TestTruncatedFrames(t *testing.T) {
 			}
 		}
 	}
+}
+
+// runCounted runs frame through the hook's program, arriving on ifindex,
+// checks the verdict and that reason counted the frame once, with its
+// bytes, and returns the frame as the program left it.
+func (tb *testbed) runCounted(t *testing.T, h maps.Hook, ifindex int, frame []byte, verdict uint32, reason maps.Reason) packet.Frame {
+	t.Helper()
+	size := uint64(len(frame))
+	before := tb.counters(t)
+	got, out := tb.run(t, h, ifindex, frame)
+	if got != verdict {
+		t.Fatalf("verdict %d, want %d", got, verdict)
+	}
+	after := tb.counters(t)
+	if d := after[reason].Packets - before[reason].Packets; d != 1 {
+		t.Errorf("counter %s moved by %d, want 1", reason, d)
+	}
+	if d := after[reason].Bytes - before[reason].Bytes; d != size {
+		t.Errorf("counter %s bytes moved by %d, want %d", reason, d, size)
+	}
+	return out
 }
 
 // counters is indexed by Reason: All lists every reason in enum order.
@@ -228,19 +249,8 @@ func TestFromPod(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := tb.counters(t)
 			in := append([]byte(nil), tt.frame...)
-			verdict, out := tb.run(t, HookPod, tb.podAIdx, tt.frame)
-			if verdict != tt.verdict {
-				t.Fatalf("verdict %d, want %d", verdict, tt.verdict)
-			}
-			after := tb.counters(t)
-			if got := after[tt.reason].Packets - before[tt.reason].Packets; got != 1 {
-				t.Errorf("counter %s moved by %d, want 1", tt.reason, got)
-			}
-			if got := after[tt.reason].Bytes - before[tt.reason].Bytes; got != uint64(len(in)) {
-				t.Errorf("counter %s bytes moved by %d, want %d", tt.reason, got, len(in))
-			}
+			out := tb.runCounted(t, maps.HookPod, tb.podAIdx, tt.frame, tt.verdict, tt.reason)
 			if tt.ttl == 0 {
 				return
 			}
@@ -281,14 +291,7 @@ func TestARPResponder(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := tb.counters(t)
-			verdict, out := tb.run(t, HookPod, tb.podAIdx, tt.frame)
-			if verdict != tt.verdict {
-				t.Fatalf("verdict %d, want %d", verdict, tt.verdict)
-			}
-			if got := tb.counters(t)[tt.reason].Packets - before[tt.reason].Packets; got != 1 {
-				t.Errorf("counter %s moved by %d, want 1", tt.reason, got)
-			}
+			out := tb.runCounted(t, maps.HookPod, tb.podAIdx, tt.frame, tt.verdict, tt.reason)
 			if tt.reason != maps.ReasonPodARPReply {
 				return
 			}
@@ -309,7 +312,7 @@ func TestFromPodOnInterfaceOfAnotherPod(t *testing.T) {
 	// Pod B's own, well-formed frame, but arriving on pod A's veth: B's IP
 	// does not belong to this interface.
 	f := packet.IPv4{SrcMAC: podBMAC, DstMAC: hostAMAC, Src: podB, Dst: remote}.Build()
-	if v, _ := tb.run(t, HookPod, tb.podAIdx, f); v != actShot {
+	if v, _ := tb.run(t, maps.HookPod, tb.podAIdx, f); v != actShot {
 		t.Fatalf("verdict %d, want drop", v)
 	}
 }
@@ -341,15 +344,7 @@ func TestFromNIC(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := tb.counters(t)
-			verdict, out := tb.run(t, HookNIC, tb.nicIdx, tt.frame)
-			if verdict != tt.verdict {
-				t.Fatalf("verdict %d, want %d", verdict, tt.verdict)
-			}
-			after := tb.counters(t)
-			if got := after[tt.reason].Packets - before[tt.reason].Packets; got != 1 {
-				t.Errorf("counter %s moved by %d, want 1", tt.reason, got)
-			}
+			out := tb.runCounted(t, maps.HookNIC, tb.nicIdx, tt.frame, tt.verdict, tt.reason)
 			if tt.dstMAC != nil {
 				if !bytes.Equal(out.DstMAC(), tt.dstMAC) || !bytes.Equal(out.SrcMAC(), tt.srcMAC) {
 					t.Errorf("MACs %s <- %s, want %s <- %s", out.DstMAC(), out.SrcMAC(), tt.dstMAC, tt.srcMAC)
@@ -413,8 +408,8 @@ func TestMonitorEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tb.run(t, HookPod, tb.podAIdx, genuine) // a redirect: not a drop, not reported
-	tb.run(t, HookPod, tb.podAIdx, spoofed)
+	tb.run(t, maps.HookPod, tb.podAIdx, genuine) // a redirect: not a drop, not reported
+	tb.run(t, maps.HookPod, tb.podAIdx, spoofed)
 	ev, err := mon.Read(time.Now().Add(time.Second))
 	if err != nil {
 		t.Fatalf("no event for a drop: %v", err)
@@ -436,8 +431,8 @@ func TestMonitorEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer other.Close()
-	tb.run(t, HookPod, tb.podAIdx, spoofed)
-	tb.run(t, HookPod, tb.podAIdx, genuine)
+	tb.run(t, maps.HookPod, tb.podAIdx, spoofed)
+	tb.run(t, maps.HookPod, tb.podAIdx, genuine)
 	if ev, err := other.Read(time.Now().Add(100 * time.Millisecond)); err == nil {
 		t.Errorf("event %+v passed a filter for 10.9.9.9", ev)
 	}
@@ -453,15 +448,15 @@ func TestShapedEndpoint(t *testing.T) {
 	shapedA.Flags = maps.EndpointShaped
 	must(t, tb.dp.Maps.Endpoints.Put(podA, shapedA))
 	fromA := packet.IPv4{SrcMAC: podAMAC, DstMAC: hostAMAC, Src: podA, Dst: remote}.Build()
-	if v, _ := tb.run(t, HookPod, tb.podAIdx, fromA); v != actUnspec {
+	if v, _ := tb.run(t, maps.HookPod, tb.podAIdx, fromA); v != actUnspec {
 		t.Errorf("from a shaped pod: verdict %d, want TC_ACT_UNSPEC", int32(v))
 	}
 	spoofed := packet.IPv4{SrcMAC: podAMAC, DstMAC: hostAMAC, Src: podB, Dst: remote}.Build()
-	if v, _ := tb.run(t, HookPod, tb.podAIdx, spoofed); v != actShot {
+	if v, _ := tb.run(t, maps.HookPod, tb.podAIdx, spoofed); v != actShot {
 		t.Errorf("shaping must not skip anti-spoofing: verdict %d", v)
 	}
 	toA := packet.IPv4{SrcMAC: fabricMA, DstMAC: nicMAC, Src: remote, Dst: podA}.Build()
-	if v, _ := tb.run(t, HookNIC, tb.nicIdx, toA); v != actOK {
+	if v, _ := tb.run(t, maps.HookNIC, tb.nicIdx, toA); v != actOK {
 		t.Errorf("from the NIC to a shaped pod: verdict %d, want the stack", v)
 	}
 	c := tb.counters(t)
@@ -480,7 +475,7 @@ func TestSubnetWithoutShortcut(t *testing.T) {
 	must(t, tb.dp.Maps.Config.Set(cfg))
 	for dst, want := range map[netip.Addr]uint32{remote: actRedirect, inet: actOK} {
 		f := packet.IPv4{SrcMAC: podAMAC, DstMAC: hostAMAC, Src: podA, Dst: dst}.Build()
-		if v, _ := tb.run(t, HookPod, tb.podAIdx, f); v != want {
+		if v, _ := tb.run(t, maps.HookPod, tb.podAIdx, f); v != want {
 			t.Errorf("to %s: verdict %d, want %d", dst, v, want)
 		}
 	}

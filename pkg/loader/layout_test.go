@@ -14,7 +14,7 @@ import (
 // shared with C must have the same size, member order, names and offsets as
 // the object's BTF, and the reason enum the same names and values.
 func TestLayoutMatchesBTF(t *testing.T) {
-	spec, err := loadFromPod()
+	spec, err := loadPodvnet()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,6 +23,8 @@ func TestLayoutMatchesBTF(t *testing.T) {
 		"pv_endpoint":     maps.Endpoint{},
 		"pv_config":       maps.Config{},
 		"pv_nosnat_key":   maps.NoSNATKey{},
+		"pv_blocked_key":  maps.BlockedKey{},
+		"pv_blocked":      maps.BlockedValue{},
 		"pv_counter":      maps.Counter{},
 		"pv_event":        maps.Event{},
 		"pv_monitor":      maps.Monitor{},
@@ -66,6 +68,19 @@ func TestLayoutMatchesBTF(t *testing.T) {
 			if want[v.Name] != maps.Hook(v.Value) {
 				t.Errorf("%s = %d in C, %d in Go", v.Name, v.Value, want[v.Name])
 			}
+		}
+	})
+
+	// Every hook names its program in the object: Program(h) loads it, and
+	// `debug monitor` prints the name.
+	t.Run("programs", func(t *testing.T) {
+		for _, h := range maps.Hooks {
+			if _, ok := spec.Programs[h.Program()]; !ok {
+				t.Errorf("hook %s: no program %s in the object", h, h.Program())
+			}
+		}
+		if len(spec.Programs) != len(maps.Hooks) {
+			t.Errorf("the object has %d programs, Go knows %d hooks", len(spec.Programs), len(maps.Hooks))
 		}
 	})
 

@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/podvnet/podvnet/pkg/maps"
+	"github.com/podvnet/podvnet/pkg/paths"
 )
 
 // Datapath is the loaded programs and the pinned maps they share.
@@ -22,25 +22,25 @@ type Datapath struct {
 	noTCX      atomic.Bool // the kernel refused a tcx attachment
 	ctOptsSize uint32
 	Maps       *maps.Set
-	fromPod    *ebpf.Program
-	fromNIC    *ebpf.Program
+	progs      podvnetPrograms
 	rawMaps    map[string]*ebpf.Map
+
+	// Replaced lists the pinned maps of another layout that Load replaced
+	// (name: what differed), for the agent to log.
+	Replaced []string
 }
 
 // Load makes sure root is on a bpffs, adopts the maps pinned there (or
-// creates and pins them), and loads both programs against those maps.
+// creates and pins them, replacing any of another layout), and loads every
+// program against those maps.
 // Nothing is attached yet.
 func Load(root string) (_ *Datapath, err error) {
 	if err := EnsureBPFFS(root); err != nil {
 		return nil, err
 	}
-	podSpec, err := loadFromPod()
+	spec, err := loadPodvnet()
 	if err != nil {
-		return nil, fmt.Errorf("parse from_pod object: %w", err)
-	}
-	nicSpec, err := loadFromNic()
-	if err != nil {
-		return nil, fmt.Errorf("parse from_nic object: %w", err)
+		return nil, fmt.Errorf("parse BPF object: %w", err)
 	}
 
 	d := &Datapath{root: root, rawMaps: map[string]*ebpf.Map{}}
@@ -50,18 +50,21 @@ func Load(root string) (_ *Datapath, err error) {
 		}
 	}()
 
-	dir := maps.PinDir(root)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	pins := paths.Node{BPFFSRoot: root}
+	if err := os.MkdirAll(pins.MapsDir(), 0o700); err != nil {
 		return nil, fmt.Errorf("create map pin dir: %w", err)
 	}
 	for _, name := range maps.Names {
-		spec, ok := podSpec.Maps[name]
+		ms, ok := spec.Maps[name]
 		if !ok {
 			return nil, fmt.Errorf("object has no map %q", name)
 		}
-		m, err := openOrCreateMap(spec, filepath.Join(dir, name))
+		m, replaced, err := openOrCreateMap(ms, pins.MapPin(name))
 		if err != nil {
 			return nil, err
+		}
+		if replaced != nil {
+			d.Replaced = append(d.Replaced, fmt.Sprintf("%s: %v", name, replaced))
 		}
 		d.rawMaps[name] = m
 	}
@@ -70,26 +73,18 @@ func Load(root string) (_ *Datapath, err error) {
 	}
 
 	d.ctOptsSize = kernelCTOptsSize()
-	for name, spec := range map[string]*ebpf.CollectionSpec{"from_pod": podSpec, "from_nic": nicSpec} {
-		v, ok := spec.Variables["pv_ct_opts_size"]
-		if !ok {
-			return nil, fmt.Errorf("%s object has no pv_ct_opts_size", name)
-		}
-		if err := v.Set(d.ctOptsSize); err != nil {
-			return nil, fmt.Errorf("set pv_ct_opts_size in %s: %w", name, err)
-		}
+	v, ok := spec.Variables[podvnetVarPvCtOptsSize]
+	if !ok {
+		return nil, fmt.Errorf("object has no %s", podvnetVarPvCtOptsSize)
 	}
-	collOpts := &ebpf.CollectionOptions{MapReplacements: d.rawMaps}
-	var podProgs fromPodPrograms
-	if err := podSpec.LoadAndAssign(&podProgs, collOpts); err != nil {
-		return nil, loadError("from_pod", err)
+	if err := v.Set(d.ctOptsSize); err != nil {
+		return nil, fmt.Errorf("set %s: %w", podvnetVarPvCtOptsSize, err)
 	}
-	d.fromPod = podProgs.FromPod
-	var nicProgs fromNicPrograms
-	if err := nicSpec.LoadAndAssign(&nicProgs, collOpts); err != nil {
-		return nil, loadError("from_nic", err)
+	// The replacements are the pinned maps: the programs use what is
+	// pinned, not fresh copies.
+	if err := spec.LoadAndAssign(&d.progs, &ebpf.CollectionOptions{MapReplacements: d.rawMaps}); err != nil {
+		return nil, loadError(err)
 	}
-	d.fromNIC = nicProgs.FromNic
 	return d, nil
 }
 
@@ -120,35 +115,60 @@ func kernelCTOptsSize() uint32 {
 func (d *Datapath) ConntrackLookup() bool { return d.ctOptsSize != 0 }
 
 // loadError keeps the whole verifier log: a rejected program must explain
-// itself without a rebuild.
-func loadError(prog string, err error) error {
+// itself without a rebuild. err names the program.
+func loadError(err error) error {
 	var ve *ebpf.VerifierError
 	if errors.As(err, &ve) {
-		return fmt.Errorf("load %s: verifier rejected it:\n%+v", prog, ve)
+		return fmt.Errorf("load programs: %w; verifier log:\n%+v", err, ve)
 	}
-	return fmt.Errorf("load %s: %w", prog, err)
+	return fmt.Errorf("load programs: %w", err)
 }
 
-// openOrCreateMap adopts the map pinned at path, refusing one whose layout
-// differs from spec, or creates and pins a new one.
-func openOrCreateMap(spec *ebpf.MapSpec, path string) (*ebpf.Map, error) {
-	m, err := ebpf.LoadPinnedMap(path, nil)
+// openOrCreateMap adopts the map pinned at path, or creates and pins a new
+// one. A pinned map whose layout differs from spec (another podvnet release
+// wrote it) is replaced, never reinterpreted: every map's content is
+// rebuilt by the agent at start (endpoints from the allocation state,
+// config and range maps from the settings), counters start again at zero.
+// The programs still attached keep the old map until their links are
+// updated to the new programs, so forwarding never sees a half-built map
+// of the wrong shape. replaced names why the old map went.
+func openOrCreateMap(spec *ebpf.MapSpec, path string) (m *ebpf.Map, replaced error, err error) {
+	m, err = ebpf.LoadPinnedMap(path, nil)
 	switch {
 	case err == nil:
-		if err := checkLayout(spec, m); err != nil {
-			m.Close()
-			return nil, fmt.Errorf("pinned map %s was written by an incompatible podvnet (%w); "+
-				"run `podvnet-agent cleanup` to remove the old data path, then start again", path, err)
+		layoutErr := checkLayout(spec, m)
+		if layoutErr == nil {
+			return m, nil, nil
 		}
-		return m, nil
+		m.Close()
+		m, err = createPinnedMap(spec, path)
+		if err != nil {
+			return nil, nil, fmt.Errorf("replace pinned map %s of another layout (%v): %w", path, layoutErr, err)
+		}
+		return m, layoutErr, nil
 	case !errors.Is(err, fs.ErrNotExist):
-		return nil, fmt.Errorf("open pinned map %s: %w", path, err)
+		return nil, nil, fmt.Errorf("open pinned map %s: %w", path, err)
 	}
-	m, err = ebpf.NewMap(spec)
+	m, err = createPinnedMap(spec, path)
+	return m, nil, err
+}
+
+// createPinnedMap creates a map and pins it at path, over whatever is
+// pinned there, in one rename: a reader of the pin sees the old map or the
+// new one, never none.
+func createPinnedMap(spec *ebpf.MapSpec, path string) (*ebpf.Map, error) {
+	m, err := ebpf.NewMap(spec)
 	if err != nil {
 		return nil, fmt.Errorf("create map %s: %w", spec.Name, err)
 	}
-	if err := m.Pin(path); err != nil {
+	tmp := path + "_replacing" // bpffs refuses names with a dot
+	os.Remove(tmp)             // a crash between pin and rename left it
+	if err := m.Pin(tmp); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("pin map %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		m.Unpin()
 		m.Close()
 		return nil, fmt.Errorf("pin map %s: %w", path, err)
 	}
@@ -156,11 +176,14 @@ func openOrCreateMap(spec *ebpf.MapSpec, path string) (*ebpf.Map, error) {
 }
 
 // Program returns the loaded program for a hook.
-func (d *Datapath) Program(h Hook) *ebpf.Program {
-	if h == HookPod {
-		return d.fromPod
+func (d *Datapath) Program(h maps.Hook) *ebpf.Program {
+	switch h {
+	case maps.HookPod:
+		return d.progs.FromPod
+	case maps.HookNIC:
+		return d.progs.FromNic
 	}
-	return d.fromNIC
+	return nil
 }
 
 // Root is the bpffs root the data path is pinned under.
@@ -168,12 +191,7 @@ func (d *Datapath) Root() string { return d.root }
 
 // Close releases file descriptors; pins stay and the data path keeps running.
 func (d *Datapath) Close() error {
-	var errs []error
-	for _, p := range []*ebpf.Program{d.fromPod, d.fromNIC} {
-		if p != nil {
-			errs = append(errs, p.Close())
-		}
-	}
+	errs := []error{d.progs.Close()}
 	for _, m := range d.rawMaps {
 		errs = append(errs, m.Close())
 	}

@@ -1,6 +1,8 @@
 package loader
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/podvnet/podvnet/internal/nettest"
 	"github.com/podvnet/podvnet/pkg/maps"
+	"github.com/podvnet/podvnet/pkg/paths"
 )
 
 func TestLoadAdoptsPinnedMaps(t *testing.T) {
@@ -39,11 +42,13 @@ func TestLoadAdoptsPinnedMaps(t *testing.T) {
 	}
 }
 
-// TestLoadRefusesChangedLayout: a map pinned by a build with another layout
-// is refused with an error naming the pin, never silently reinterpreted.
-func TestLoadRefusesChangedLayout(t *testing.T) {
+// TestLoadReplacesChangedLayout: a map pinned by a build with another
+// layout is replaced by one of this build's layout, pinned at the same
+// path, never silently reinterpreted; the old map lives on for whoever
+// still holds it (the programs attached before the upgrade).
+func TestLoadReplacesChangedLayout(t *testing.T) {
 	nettest.RequireRoot(t)
-	spec, err := loadFromPod()
+	spec, err := loadPodvnet()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,22 +91,51 @@ func TestLoadRefusesChangedLayout(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer m.Close()
-			pin := filepath.Join(maps.PinDir(root), maps.EndpointsMap)
-			if err := os.MkdirAll(maps.PinDir(root), 0o700); err != nil {
+			pin := paths.Node{BPFFSRoot: root}.MapPin(maps.EndpointsMap)
+			if err := os.MkdirAll(filepath.Dir(pin), 0o700); err != nil {
 				t.Fatal(err)
 			}
 			if err := m.Pin(pin); err != nil {
 				t.Fatal(err)
 			}
 			d, err := Load(root)
-			if err == nil {
-				d.Close()
-				t.Fatal("a pinned map with another layout was adopted")
+			if err != nil {
+				t.Fatalf("a pinned map of another layout must be replaced: %v", err)
 			}
-			for _, w := range []string{pin, "incompatible", tt.want} {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not mention %q", err, w)
-				}
+			defer d.Close()
+			if len(d.Replaced) != 1 || !strings.Contains(d.Replaced[0], maps.EndpointsMap) ||
+				!strings.Contains(d.Replaced[0], tt.want) {
+				t.Errorf("Replaced = %q, want one entry naming %s and %q", d.Replaced, maps.EndpointsMap, tt.want)
+			}
+			pinned, err := ebpf.LoadPinnedMap(pin, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pinned.Close()
+			if err := checkLayout(orig, pinned); err != nil {
+				t.Errorf("the pin still holds the old layout: %v", err)
+			}
+			oldInfo, err1 := m.Info()
+			newInfo, err2 := pinned.Info()
+			if err1 != nil || err2 != nil {
+				t.Fatal(err1, err2)
+			}
+			oldID, _ := oldInfo.ID()
+			newID, _ := newInfo.ID()
+			if oldID == newID {
+				t.Error("the pin still names the old map")
+			}
+			if _, err := os.Stat(pin + "_replacing"); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("temporary pin left behind: %v", err)
+			}
+			// Loading again adopts the replacement: nothing is replaced twice.
+			d2, err := Load(root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d2.Close()
+			if len(d2.Replaced) != 0 {
+				t.Errorf("second load replaced %q", d2.Replaced)
 			}
 		})
 	}

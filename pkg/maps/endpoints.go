@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"slices"
 
 	"github.com/cilium/ebpf"
 )
@@ -71,20 +70,9 @@ func (e *Endpoints) Get(ip netip.Addr) (Endpoint, bool, error) {
 
 // List returns every endpoint, sorted by IP.
 func (e *Endpoints) List() ([]EndpointEntry, error) {
-	var (
-		k   EndpointKey
-		ep  Endpoint
-		out []EndpointEntry
-	)
-	it := e.m.Iterate()
-	for it.Next(&k, &ep) {
-		out = append(out, EndpointEntry{IP: netip.AddrFrom4(k.IP), Endpoint: ep})
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterate endpoints: %w", err)
-	}
-	slices.SortFunc(out, func(a, b EndpointEntry) int { return a.IP.Compare(b.IP) })
-	return out, nil
+	return listMap(e.m, "endpoints", func(k EndpointKey, ep Endpoint) EndpointEntry {
+		return EndpointEntry{IP: netip.AddrFrom4(k.IP), Endpoint: ep}
+	}, func(a, b EndpointEntry) int { return a.IP.Compare(b.IP) })
 }
 
 // MAC formats a MAC from a map value.

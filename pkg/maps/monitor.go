@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"path/filepath"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/podvnet/podvnet/pkg/paths"
 	"golang.org/x/sys/unix"
 )
 
@@ -37,7 +37,7 @@ var ErrMonitorBusy = errors.New("another debug monitor is running on this node")
 // one read position, so a second session would change the first one's
 // filter and take its events. A live lease refuses the second.
 func OpenMonitor(root string, flags uint32, ip netip.Addr) (*MonitorSession, error) {
-	lease, err := ebpf.LoadPinnedMap(filepath.Join(PinDir(root), MonitorMap), nil)
+	lease, err := ebpf.LoadPinnedMap(paths.Node{BPFFSRoot: root}.MapPin(MonitorMap), nil)
 	if err != nil {
 		return nil, fmt.Errorf("open monitor lease: %w", err)
 	}
@@ -51,7 +51,7 @@ func OpenMonitor(root string, flags uint32, ip netip.Addr) (*MonitorSession, err
 		return nil, fmt.Errorf("%w (or one just died: its lease ends in %s); run one at a time",
 			ErrMonitorBusy, left.Round(100*time.Millisecond))
 	}
-	ev, err := ebpf.LoadPinnedMap(filepath.Join(PinDir(root), EventsMap), nil)
+	ev, err := ebpf.LoadPinnedMap(paths.Node{BPFFSRoot: root}.MapPin(EventsMap), nil)
 	if err != nil {
 		lease.Close()
 		return nil, fmt.Errorf("open event ring buffer: %w", err)

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 
 	"github.com/cilium/ebpf"
 )
@@ -26,25 +25,14 @@ func nosnatKeyOf(p netip.Prefix) (NoSNATKey, error) {
 
 // List returns the ranges in the map, sorted.
 func (n *NoSNAT) List() ([]netip.Prefix, error) {
-	var (
-		k   NoSNATKey
-		v   uint8
-		out []netip.Prefix
-	)
-	it := n.m.Iterate()
-	for it.Next(&k, &v) {
-		out = append(out, netip.PrefixFrom(netip.AddrFrom4(k.Addr), int(k.Prefixlen)))
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterate no-SNAT ranges: %w", err)
-	}
-	slices.SortFunc(out, func(a, b netip.Prefix) int {
+	return listMap(n.m, "no-SNAT ranges", func(k NoSNATKey, _ uint8) netip.Prefix {
+		return netip.PrefixFrom(netip.AddrFrom4(k.Addr), int(k.Prefixlen))
+	}, func(a, b netip.Prefix) int {
 		if c := a.Addr().Compare(b.Addr()); c != 0 {
 			return c
 		}
 		return a.Bits() - b.Bits()
 	})
-	return out, nil
 }
 
 // Sync makes the map hold exactly want: new ranges are added before stale

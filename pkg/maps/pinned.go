@@ -4,9 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"path/filepath"
 
 	"github.com/cilium/ebpf"
+	"github.com/podvnet/podvnet/pkg/paths"
 )
 
 // Set is every podvnet map, opened.
@@ -15,6 +15,7 @@ type Set struct {
 	Config    *ConfigArray
 	Counters  *Counters
 	NoSNAT    *NoSNAT
+	Blocked   *Blocked
 
 	all []*ebpf.Map
 }
@@ -35,6 +36,7 @@ func NewSet(m map[string]*ebpf.Map) (*Set, error) {
 	s.Config = NewConfigArray(m[ConfigMap])
 	s.Counters = NewCounters(m[CountersMap])
 	s.NoSNAT = NewNoSNAT(m[NoSNATMap])
+	s.Blocked = NewBlocked(m[BlockedMap], m[BlockedFilterMap])
 	return s, nil
 }
 
@@ -48,7 +50,7 @@ func OpenPinned(root string) (*Set, error) {
 		}
 	}
 	for _, name := range Names {
-		path := filepath.Join(PinDir(root), name)
+		path := paths.Node{BPFFSRoot: root}.MapPin(name)
 		m, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})
 		if err != nil {
 			closeAll()

@@ -1,14 +1,15 @@
-// Package maps gives typed Go views of podvnet's pinned BPF maps: endpoints,
-// node config, counters and no-SNAT ranges. It takes opened maps (or opens
-// the pins read-only for `debug`) and never loads programs.
+// Package maps gives typed Go views of podvnet's pinned BPF maps (endpoints,
+// node config, counters, no-SNAT ranges, blocked destinations, the monitor)
+// and holds the Go mirrors of the types the C side shares with Go. It takes
+// opened maps (or opens the pins read-only for `debug`) and never loads
+// programs.
 package maps
 
 import (
 	"fmt"
-	"path/filepath"
 )
 
-// Go mirrors of the structs in bpf/include/podvnet.h. Keep in sync:
+// Go mirrors of the structs and enums in bpf/include/podvnet.h. Keep in sync:
 // TestLayoutMatchesBTF (pkg/loader) compares them with the object's BTF.
 // Addresses are [4]byte in network order, as the programs see them.
 
@@ -41,6 +42,21 @@ type Config struct {
 type NoSNATKey struct {
 	Prefixlen uint32
 	Addr      [4]byte
+}
+
+// BlockedKey mirrors struct pv_blocked_key: a destination pods must not
+// reach. Port 0 is the guard for fragments (see Blocked).
+type BlockedKey struct {
+	Addr  [4]byte
+	Port  [2]byte // network order
+	Proto uint8
+	Pad   uint8
+}
+
+// BlockedValue mirrors struct pv_blocked: the reason a blocked destination
+// is counted under.
+type BlockedValue struct {
+	Reason Reason
 }
 
 // Counter mirrors struct pv_counter.
@@ -86,30 +102,38 @@ const (
 	ReasonDropSpoofedIP
 	ReasonDropSpoofedMAC
 	ReasonDropTTLExceeded
+	ReasonDropWireserver
+	ReasonDropHostGAPlugin
+	ReasonDropIMDS
+	ReasonDropBlockedEndpoint
 	ReasonMax
 )
 
 // reasonNames are the C enumerator names without the PV_ prefix, lower-cased
 // for people; TestLayoutMatchesBTF checks them against the enum.
 var reasonNames = [ReasonMax]string{
-	ReasonPodToStack:        "pod_to_stack",
-	ReasonPodToStackNAT:     "pod_to_stack_nat",
-	ReasonPodToStackFrag:    "pod_to_stack_frag",
-	ReasonPodToLocal:        "pod_to_local",
-	ReasonPodToNIC:          "pod_to_nic",
-	ReasonPodARP:            "pod_arp",
-	ReasonPodARPReply:       "pod_arp_reply",
-	ReasonPodShaped:         "pod_shaped",
-	ReasonNICToStack:        "nic_to_stack",
-	ReasonNICToStackNAT:     "nic_to_stack_nat",
-	ReasonNICToStackFrag:    "nic_to_stack_frag",
-	ReasonNICShaped:         "nic_shaped",
-	ReasonNICToLocal:        "nic_to_local",
-	ReasonDropMalformed:     "drop_malformed",
-	ReasonDropUnsupportedL3: "drop_unsupported_l3",
-	ReasonDropSpoofedIP:     "drop_spoofed_ip",
-	ReasonDropSpoofedMAC:    "drop_spoofed_mac",
-	ReasonDropTTLExceeded:   "drop_ttl_exceeded",
+	ReasonPodToStack:          "pod_to_stack",
+	ReasonPodToStackNAT:       "pod_to_stack_nat",
+	ReasonPodToStackFrag:      "pod_to_stack_frag",
+	ReasonPodToLocal:          "pod_to_local",
+	ReasonPodToNIC:            "pod_to_nic",
+	ReasonPodARP:              "pod_arp",
+	ReasonPodARPReply:         "pod_arp_reply",
+	ReasonPodShaped:           "pod_shaped",
+	ReasonNICToStack:          "nic_to_stack",
+	ReasonNICToStackNAT:       "nic_to_stack_nat",
+	ReasonNICToStackFrag:      "nic_to_stack_frag",
+	ReasonNICShaped:           "nic_shaped",
+	ReasonNICToLocal:          "nic_to_local",
+	ReasonDropMalformed:       "drop_malformed",
+	ReasonDropUnsupportedL3:   "drop_unsupported_l3",
+	ReasonDropSpoofedIP:       "drop_spoofed_ip",
+	ReasonDropSpoofedMAC:      "drop_spoofed_mac",
+	ReasonDropTTLExceeded:     "drop_ttl_exceeded",
+	ReasonDropWireserver:      "drop_wireserver",
+	ReasonDropHostGAPlugin:    "drop_hostgaplugin",
+	ReasonDropIMDS:            "drop_imds",
+	ReasonDropBlockedEndpoint: "drop_blocked_endpoint",
 }
 
 func (r Reason) String() string {
@@ -166,26 +190,50 @@ const (
 	MonitorTrace uint32 = 1 << 1
 )
 
-// Hook mirrors enum pv_hook: which program saw a packet.
+// Hook mirrors enum pv_hook: which program, at which attach point. The
+// same value names the program in monitor events and the attachment in
+// pins and listings.
 type Hook uint8
 
 // The values of enum pv_hook.
 const (
-	HookPod Hook = 1
-	HookNIC Hook = 2
+	HookPod Hook = 1 // host-side veth ingress: from_pod
+	HookNIC Hook = 2 // VNet NIC ingress: from_nic
 )
 
+// Hooks lists every hook.
+var Hooks = []Hook{HookPod, HookNIC}
+
+// String is the hook's short name, "pod" or "nic": the directory its links
+// are pinned in, the name of its legacy tc filter, what `debug links` shows.
 func (h Hook) String() string {
 	switch h {
 	case HookPod:
-		return "from_pod"
+		return "pod"
 	case HookNIC:
-		return "from_nic"
+		return "nic"
 	}
 	return fmt.Sprintf("hook_%d", uint8(h))
 }
 
-// Map names as in the ELF object; each is pinned under PinDir(root).
+// Program is the name of the hook's program in the object, "from_pod" or
+// "from_nic", as `debug monitor` shows it.
+func (h Hook) Program() string { return "from_" + h.String() }
+
+// ParseHook reads a hook's short name (String).
+func ParseHook(s string) (Hook, error) {
+	for _, h := range Hooks {
+		if h.String() == s {
+			return h, nil
+		}
+	}
+	return 0, fmt.Errorf("hook %q: want pod or nic", s)
+}
+
+// MarshalText writes the short name, so JSON shows "pod", not a number.
+func (h Hook) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
+
+// Map names as in the ELF object; each is pinned at paths.Node.MapPin(name).
 const (
 	EndpointsMap = "endpoints"
 	ConfigMap    = "config"
@@ -193,10 +241,10 @@ const (
 	NoSNATMap    = "nosnat"
 	EventsMap    = "events"
 	MonitorMap   = "monitor"
+	BlockedMap   = "blocked"
+	// BlockedFilterMap spares most packets the lookup in BlockedMap.
+	BlockedFilterMap = "blocked_filter"
 )
 
 // Names lists every map podvnet pins.
-var Names = []string{EndpointsMap, ConfigMap, CountersMap, NoSNATMap, EventsMap, MonitorMap}
-
-// PinDir is where the maps are pinned under a bpffs root.
-func PinDir(root string) string { return filepath.Join(root, "maps") }
+var Names = []string{EndpointsMap, ConfigMap, CountersMap, NoSNATMap, EventsMap, MonitorMap, BlockedMap, BlockedFilterMap}

@@ -2,6 +2,8 @@
 // outside the no-SNAT ranges (the Internet) is masqueraded to the node's IP.
 // Traffic to the VNet and peered ranges keeps the pod's own IP, and most of it
 // never reaches netfilter at all (from_pod redirects it past the stack).
+// The same table drops forwarded pod traffic to the blocked platform
+// endpoints (blocked.go), for the packets that take the kernel path.
 package snat
 
 import (
@@ -14,6 +16,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
+
+	"github.com/podvnet/podvnet/pkg/platform"
 )
 
 // TableName is podvnet's one nftables table (family ip).
@@ -26,6 +30,8 @@ type Rules struct {
 	PodIfPrefix string
 	// NoSNAT are destinations pods reach with their own IP.
 	NoSNAT []netip.Prefix
+	// Blocked are destinations pods must not reach (blocked.go).
+	Blocked []platform.Endpoint
 }
 
 // Apply replaces the table in one netlink transaction: readers never see
@@ -38,6 +44,7 @@ type Rules struct {
 //	    ip daddr 10.240.0.0/16 return        # one rule per no-SNAT range
 //	    counter masquerade
 //	  }
+//	  chain forward { ... }                  # with Blocked: blocked.go
 //	}
 func Apply(r Rules) error {
 	if r.PodIfPrefix == "" {
@@ -73,6 +80,7 @@ func Apply(r Rules) error {
 		&expr.Counter{},
 		&expr.Masq{},
 	}})
+	addBlocked(c, t, r)
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("replace nftables table %s: %w", TableName, err)
 	}

@@ -27,19 +27,7 @@ func TestMergePrefixes(t *testing.T) {
 // table back with nft: one table, the second set of ranges, no leftovers;
 // Remove deletes it and tolerates a second call.
 func TestApplyReplacesAtomically(t *testing.T) {
-	nettest.RequireRoot(t)
-	nettest.RequireTool(t, "nft", "(package nftables) to read the table back")
-	ns := nettest.NewNS(t, nettest.Prefix()+"-snat")
-	list := func() string {
-		out, _ := exec.Command("ip", "netns", "exec", ns.Name, "nft", "list", "table", "ip", TableName).CombinedOutput()
-		return string(out)
-	}
-	apply := func(r Rules) {
-		t.Helper()
-		if err := ns.Do(func() error { return Apply(r) }); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ns, apply, list := tableNS(t, "snat")
 	apply(Rules{PodIfPrefix: "pv", NoSNAT: []netip.Prefix{netip.MustParsePrefix("10.240.0.0/16")}})
 	apply(Rules{PodIfPrefix: "pv", NoSNAT: []netip.Prefix{netip.MustParsePrefix("10.240.0.0/16"), netip.MustParsePrefix("172.16.0.0/12")}})
 	out := list()
@@ -59,4 +47,24 @@ func TestApplyReplacesAtomically(t *testing.T) {
 	if out := list(); strings.Contains(out, "masquerade") {
 		t.Errorf("table still there after Remove:\n%s", out)
 	}
+}
+
+// tableNS gives a test a private netns, Apply in it, and the table as nft
+// lists it there.
+func tableNS(t *testing.T, name string) (ns *nettest.NS, apply func(Rules), list func() string) {
+	t.Helper()
+	nettest.RequireRoot(t)
+	nettest.RequireTool(t, "nft", "(package nftables) to read the table back")
+	ns = nettest.NewNS(t, nettest.Prefix()+"-"+name)
+	apply = func(r Rules) {
+		t.Helper()
+		if err := ns.Do(func() error { return Apply(r) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list = func() string {
+		out, _ := exec.Command("ip", "netns", "exec", ns.Name, "nft", "list", "table", "ip", TableName).CombinedOutput()
+		return string(out)
+	}
+	return ns, apply, list
 }

@@ -70,24 +70,50 @@ func (r *Results) writeAnalysis(w io.Writer) {
 			pv.AddMedMS, r.AgentAddMS, r.ExecMS["podvnet"], r.ExecMS["ptp"], r.ExecMS["host-local"], tcxADD(r))
 	}
 
-	missed := false
+	r.writeService(w)
+
+	open := false
 	said := map[string]bool{}
 	for _, t := range r.Targets {
 		if t.Met {
 			continue
 		}
-		if !missed {
-			fmt.Fprintf(w, "## Missed targets and what would close them\n\n")
-			missed = true
+		if !open {
+			fmt.Fprintf(w, "## Targets not met and what would close them\n\n")
+			open = true
 		}
 		why := r.closeGap(t)
 		if said[why] {
 			why = "As above."
 		}
 		said[why] = true
-		fmt.Fprintf(w, "- **%s**: want %s, got %.2f%s. %s\n", t.Name, t.Want, t.Got, t.Unit, why)
+		fmt.Fprintf(w, "- **%s**: want %s, got %s, %s. %s\n", t.Name, t.Want, t.got(), t.Detail, why)
 	}
 	fmt.Fprintln(w)
+}
+
+// writeService compares ptp and podvnet through a Service, per profile.
+func (r *Results) writeService(w io.Writer) {
+	first := true
+	for _, profile := range []string{"bare", "loaded"} {
+		pv, ptp := r.row(profile, "podvnet", viaService), r.row(profile, "ptp", viaService)
+		if pv == nil || ptp == nil {
+			continue
+		}
+		if first {
+			fmt.Fprintf(w, "**Through a Service.** On the client's node both plugins hand the request to the kernel,\n"+
+				"where kube-proxy's DNAT sends it to the backend; podvnet's programs then take it past the stack\n"+
+				"into the backend on the other node and the reply out of it, and on the client's node from_nic\n"+
+				"finds the reply's connection NAT'd and hands it to the stack, which translates it back.\n")
+			first = false
+		}
+		fmt.Fprintf(w, "In the %s profile: podvnet %.0f kpps and RR p50 %.1f us, ptp %.0f kpps and %.1f us (UDP %s, RR %s).\n",
+			profile, pv.UDPKpps.Median, pv.RRP50.Median, ptp.UDPKpps.Median, ptp.RRP50.Median,
+			r.ratio(profile, viaService, "podvnet", metricUDP, "ptp"), r.ratio(profile, viaService, "podvnet", metricRRP50, "ptp"))
+	}
+	if !first {
+		fmt.Fprintln(w)
+	}
 }
 
 func tcxADD(r *Results) string {

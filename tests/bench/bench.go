@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"net/netip"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -20,7 +23,7 @@ type bench struct {
 	work      string
 	binDir    string
 	cniBinDir string
-	reps      int
+	rounds    int
 	dur       time.Duration
 	smoke     bool
 	agentArgs []string // extra flags for podvnet-agent run
@@ -33,173 +36,287 @@ func (b *bench) logf(format string, args ...any) {
 	fmt.Fprintf(b.progress, "[%s] "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
 
-// Stat is a measurement repeated: median with min and max.
-type Stat struct {
-	Median float64   `json:"median"`
-	Min    float64   `json:"min"`
-	Max    float64   `json:"max"`
-	All    []float64 `json:"samples"`
-}
-
-func stat(xs []float64) Stat {
-	if len(xs) == 0 {
-		return Stat{}
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	med := s[len(s)/2]
-	if len(s)%2 == 0 {
-		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	return Stat{Median: med, Min: s[0], Max: s[len(s)-1], All: xs}
-}
-
-// DataRow is one path measured between one pair in one node profile.
+// DataRow is one path measured between one pair in one node profile, every
+// metric once per round.
 type DataRow struct {
 	Profile string `json:"profile"` // bare or loaded
-	Path    string `json:"path"`    // limit, ptp, bridge, podvnet
-	Pair    string `json:"pair"`    // across_nodes or same_node
+	Path    string `json:"path"`    // limit, ptp, bridge, podvnet, podvnet-tcx
+	Pair    string `json:"pair"`    // same_node, across_nodes or service
 	UDPKpps Stat   `json:"udp_kpps"`
 	RRP50   Stat   `json:"rr_p50_us"`
 	RRP99   Stat   `json:"rr_p99_us"`
-	TCPGbps Stat   `json:"tcp_gbps"`
+	TCPGbps Stat   `json:"tcp_gbps,omitzero"` // not measured through a Service
 }
 
-// measure runs every data metric reps times between src and dst.
-func (b *bench) measure(ctx context.Context, profile, path, pair string, src, dst peer) error {
-	if err := reachable(ctx, src, dst); err != nil {
-		return fmt.Errorf("%s %s %s: %w", profile, path, pair, err)
+// Pairs of a row.
+const (
+	sameNode    = "same_node"
+	acrossNodes = "across_nodes"
+	viaService  = "service" // pod -> ClusterIP -> pod on the other node
+)
+
+// bed is one simulated VNet given to one path: its own fabric and nodes,
+// so that no path's programs, routes or netfilter tables touch another's
+// packets (podvnet's from_nic runs on every packet its node's NIC receives
+// and its masquerade table makes conntrack track every packet the node
+// forwards; ptp's and bridge's routes and gateways would meet on one node).
+// Its pods are made once, before the rounds: setup stays out of every
+// measurement and each row keeps the same pods throughout.
+type bed struct {
+	path    string
+	service bool    // kube-proxy forwards clusterIP to the pod on node 2
+	pl      *plugin // nil for the node-to-node limit
+	v       *vnet.VNet
+	pods    []*pod
+}
+
+// series is one row being measured: its flow and the samples so far.
+type series struct {
+	profile, path, pair string
+	flow
+	udp, p50, p99, gbps []float64
+}
+
+func (s *series) row() DataRow {
+	return DataRow{Profile: s.profile, Path: s.path, Pair: s.pair,
+		UDPKpps: stat(s.udp), RRP50: stat(s.p50), RRP99: stat(s.p99), TCPGbps: stat(s.gbps)}
+}
+
+// Metrics, in the order each round measures them.
+const (
+	runUDP = "UDP flood"
+	runRR  = "TCP RR"
+	runTCP = "TCP stream"
+)
+
+// measures says whether the row has the metric: single-stream throughput
+// through a Service would only repeat what the stream across nodes shows.
+func (s *series) measures(metric string) bool {
+	return metric != runTCP || s.pair != viaService
+}
+
+// measure runs one metric once and keeps the sample.
+func (s *series) measure(ctx context.Context, metric string, d time.Duration) error {
+	switch metric {
+	case runUDP:
+		k, err := udpKpps(ctx, s.flow, d)
+		s.udp = append(s.udp, k)
+		return err
+	case runRR:
+		l50, l99, err := tcpRR(ctx, s.flow, d)
+		s.p50, s.p99 = append(s.p50, l50), append(s.p99, l99)
+		return err
+	case runTCP:
+		g, err := tcpGbps(ctx, s.flow, d)
+		s.gbps = append(s.gbps, g)
+		return err
 	}
-	var udp, p50, p99, tcp []float64
-	for i := range b.reps {
-		b.logf("%s %s %s: repetition %d of %d", profile, path, pair, i+1, b.reps)
-		k, err := udpKpps(ctx, src, dst, b.dur)
-		if err != nil {
-			return err
+	return fmt.Errorf("unknown metric %q", metric)
+}
+
+// orderSeed fixes the shuffled order of the rows in every round, so that a
+// rerun measures in the same order.
+const orderSeed = 18
+
+// interleaved measures every row once per round, metric by metric, each metric's
+// rows in a new shuffled order: rows compared with each other run minutes
+// apart at most, under the same drift, and no row always runs first or
+// after the same neighbour.
+func (b *bench) interleaved(ctx context.Context, all []*series) error {
+	order := rand.New(rand.NewPCG(orderSeed, 0))
+	for r := range b.rounds {
+		for _, metric := range []string{runUDP, runRR, runTCP} {
+			for _, i := range order.Perm(len(all)) {
+				s := all[i]
+				if !s.measures(metric) {
+					continue
+				}
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				b.logf("%s round %d of %d, %s: %s %s %s", s.profile, r+1, b.rounds, metric, s.path, s.pair, s.flow)
+				if err := s.measure(ctx, metric, b.dur); err != nil {
+					return fmt.Errorf("%s %s %s: %w", s.profile, s.path, s.pair, err)
+				}
+			}
 		}
-		l50, l99, err := tcpRR(ctx, src, dst, b.dur)
-		if err != nil {
-			return err
-		}
-		g, err := tcpGbps(ctx, src, dst, b.dur)
-		if err != nil {
-			return err
-		}
-		udp, p50, p99, tcp = append(udp, k), append(p50, l50), append(p99, l99), append(tcp, g)
 	}
-	b.res.Data = append(b.res.Data, DataRow{Profile: profile, Path: path, Pair: pair,
-		UDPKpps: stat(udp), RRP50: stat(p50), RRP99: stat(p99), TCPGbps: stat(tcp)})
 	return nil
-}
-
-// loadedRules is what a real node carries besides the CNI: kube-proxy at
-// scale (5,000 Service DNAT rules walked by every new connection, as
-// iptables mode does), its conntrack-based forward rules, and a masquerade
-// rule. Conntrack then tracks every packet the kernel forwards.
-func loadedRules(services int) string {
-	var b strings.Builder
-	b.WriteString(`table ip kubeproxy {
-  chain prerouting { type nat hook prerouting priority -100; policy accept; jump services; }
-  chain output { type nat hook output priority -100; policy accept; jump services; }
-  chain postrouting { type nat hook postrouting priority 100; policy accept;
-    meta mark & 0x4000 == 0x4000 masquerade
-    ip saddr 10.240.0.0/16 ip daddr != 10.240.0.0/16 masquerade
-  }
-  chain forward { type filter hook forward priority 0; policy accept;
-    ct state invalid drop
-    ct state related,established accept
-  }
-  chain services {
-`)
-	for i := range services {
-		fmt.Fprintf(&b, "    ip daddr 10.0.%d.%d tcp dport 80 dnat to 10.240.200.%d:8080\n", i/250, i%250+1, i%250+1)
-	}
-	b.WriteString("  }\n}\n")
-	return b.String()
 }
 
 func nodePeer(n *vnet.Node) peer {
 	return peer{name: n.Name, nsPath: n.NS.Path(), ip: n.Pool.Primary}
 }
 
-// dataPhase builds the simulated VNet for a profile and measures every
-// path on it: the node-to-node limit, then each plugin in turn with two
-// pods on node1 and one on node2.
-func (b *bench) dataPhase(ctx context.Context, profile string) (err error) {
-	v, err := vnet.New(vnet.Options{Prefix: b.prefix + profile[:1], PerNode: 30, AlignedPools: true,
-		BinDir: b.binDir, WorkDir: b.work + "/" + profile})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := v.Close(); cerr != nil && err == nil {
-			err = cerr
-		}
-	}()
-	n1, n2 := v.Nodes[0], v.Nodes[1]
-	if profile == "loaded" {
-		services := 5000
-		for _, n := range v.Nodes {
-			if err := n.NFT(loadedRules(services)); err != nil {
-				return err
-			}
-		}
-	}
-	if b.paths["limit"] {
-		if err := b.measure(ctx, profile, "limit", "across_nodes", nodePeer(n1), nodePeer(n2)); err != nil {
-			return err
-		}
-	}
-	plugins := []plugin{ptpPlugin(b.work + "/" + profile), bridgePlugin(b.work + "/" + profile),
+// plugins are the paths made by a CNI plugin, in the order rows are shown.
+func (b *bench) plugins() []plugin {
+	return []plugin{ptpPlugin(), bridgePlugin(),
 		// No IP cooldown: the control phase reuses the same addresses
 		// round after round, as host-local does.
 		podvnetPlugin("podvnet", append([]string{"--ip-cooldown", "0s"}, b.agentArgs...)...),
 		// The design's alternative for pod veths, side by side.
 		podvnetPlugin("podvnet-tcx", "--ip-cooldown", "0s", "--attach-mode", "tcx"),
 	}
-	for _, pl := range plugins {
-		if !b.paths[pl.name] {
-			continue
-		}
-		if pl.agent != nil {
-			for _, n := range v.Nodes {
-				n.StopAgent(syscall.SIGTERM)
-				if err := n.StartAgent(pl.agent...); err != nil {
-					return err
-				}
+}
+
+// servicePaths are the paths measured through a Service too.
+var servicePaths = map[string]bool{"ptp": true, "podvnet": true}
+
+// dataPhase builds one bed per path of the profile (and one per path
+// measured through a Service), measures every row in interleaved rounds,
+// and in the bare profile profiles the flood and times the control path.
+func (b *bench) dataPhase(ctx context.Context, profile string) (err error) {
+	var beds []*bed
+	defer func() {
+		for i := len(beds) - 1; i >= 0; i-- {
+			if cerr := beds[i].close(ctx); cerr != nil && err == nil {
+				err = cerr
 			}
 		}
-		pods, err := b.attach(ctx, pl, []*vnet.Node{n1, n1, n2}, []string{"a", "b", "c"})
+	}()
+	add := func(path string, pl *plugin, svc bool) error {
+		b.logf("%s: setting up %s%s", profile, path, map[bool]string{true: " behind a Service"}[svc])
+		bd, err := b.newBed(ctx, profile, len(beds), path, pl, svc)
 		if err != nil {
 			return err
 		}
-		if err := b.measure(ctx, profile, pl.name, "same_node", pods[0].peer, pods[1].peer); err != nil {
+		beds = append(beds, bd)
+		return nil
+	}
+	if b.paths["limit"] {
+		if err := add("limit", nil, false); err != nil {
 			return err
 		}
-		if err := b.measure(ctx, profile, pl.name, "across_nodes", pods[0].peer, pods[2].peer); err != nil {
-			return err
-		}
-		if profile == "bare" && (pl.name == "ptp" || pl.name == "podvnet") {
-			b.profileFlood(ctx, pl.name, pods[0].peer, pods[2].peer)
-		}
-		if _, _, err := delAll(ctx, pods, false); err != nil {
-			return err
-		}
-		if pl.name == "bridge" {
-			for _, n := range v.Nodes {
-				if l, err := n.NS.NL.LinkByName("cni0"); err == nil {
-					n.NS.NL.LinkDel(l)
-				}
-			}
+	}
+	for _, pl := range b.plugins() {
+		if !b.paths[pl.name] {
 			continue
 		}
-		if profile == "bare" {
-			if err := b.controlPhase(ctx, v, pl); err != nil {
+		if err := add(pl.name, &pl, false); err != nil {
+			return err
+		}
+		if servicePaths[pl.name] {
+			if err := add(pl.name, &pl, true); err != nil {
 				return err
 			}
 		}
 	}
+
+	var all []*series
+	for _, bd := range beds {
+		for _, s := range bd.series(profile) {
+			if err := reachable(ctx, s.flow); err != nil {
+				return fmt.Errorf("%s %s %s: %w", profile, s.path, s.pair, err)
+			}
+			all = append(all, s)
+		}
+	}
+	if err := b.interleaved(ctx, all); err != nil {
+		return err
+	}
+	for _, s := range all {
+		b.res.Data = append(b.res.Data, s.row())
+	}
+	if profile != "bare" {
+		return nil
+	}
+	for _, s := range all {
+		if s.pair == acrossNodes && (s.path == "ptp" || s.path == "podvnet") {
+			b.profileFlood(ctx, s.path, s.flow)
+		}
+	}
+	for _, bd := range beds {
+		if bd.pl == nil || bd.service || bd.path == "bridge" {
+			continue
+		}
+		// The control phase fills node 1's pool.
+		if _, _, err := delAll(ctx, bd.pods, false); err != nil {
+			return err
+		}
+		bd.pods = nil
+		if err := b.controlPhase(ctx, bd.v, *bd.pl); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// newBed builds a VNet for one path: its agents if the path is podvnet's,
+// the pods (two on node 1 and one on node 2; one on each behind a Service),
+// and kube-proxy's rules where the profile or the Service needs them.
+func (b *bench) newBed(ctx context.Context, profile string, i int, path string, pl *plugin, service bool) (_ *bed, err error) {
+	dir := filepath.Join(b.work, profile, path)
+	if service {
+		dir += "-service"
+	}
+	v, err := vnet.New(vnet.Options{Prefix: fmt.Sprintf("%s%s%d", b.prefix, profile[:1], i), PerNode: 30, AlignedPools: true,
+		BinDir: b.binDir, WorkDir: dir})
+	if err != nil {
+		return nil, err
+	}
+	bd := &bed{path: path, service: service, pl: pl, v: v}
+	defer func() {
+		if err != nil {
+			bd.close(ctx)
+		}
+	}()
+	n1, n2 := v.Nodes[0], v.Nodes[1]
+	if pl != nil {
+		if pl.agent != nil {
+			for _, n := range v.Nodes {
+				if err := n.StartAgent(pl.agent...); err != nil {
+					return nil, err
+				}
+			}
+		}
+		nodes, names := []*vnet.Node{n1, n1, n2}, []string{"a", "b", "c"}
+		if service {
+			nodes, names = []*vnet.Node{n1, n2}, []string{"a", "c"}
+		}
+		if bd.pods, err = b.attach(ctx, *pl, nodes, names); err != nil {
+			return nil, err
+		}
+	}
+	others := 0
+	if profile == "loaded" {
+		others = loadedServices
+	}
+	if others > 0 || service {
+		var backend netip.Addr
+		if service {
+			backend = bd.pods[len(bd.pods)-1].ip
+		}
+		for _, n := range v.Nodes {
+			if err := n.NFT(kubeProxyRules(others, backend)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return bd, nil
+}
+
+// series are the rows the bed measures.
+func (bd *bed) series(profile string) []*series {
+	one := func(pair string, src, dst peer, addr netip.Addr) *series {
+		return &series{profile: profile, path: bd.path, pair: pair, flow: flow{src: src, dst: dst, addr: addr}}
+	}
+	switch {
+	case bd.pl == nil:
+		n1, n2 := nodePeer(bd.v.Nodes[0]), nodePeer(bd.v.Nodes[1])
+		return []*series{one(acrossNodes, n1, n2, n2.ip)}
+	case bd.service:
+		a, c := bd.pods[0].peer, bd.pods[1].peer
+		return []*series{one(viaService, a, c, clusterIP)}
+	}
+	a, pb, c := bd.pods[0].peer, bd.pods[1].peer, bd.pods[2].peer
+	return []*series{one(sameNode, a, pb, pb.ip), one(acrossNodes, a, c, c.ip)}
+}
+
+// close removes the bed's pods and its VNet, also after a cancel.
+func (bd *bed) close(ctx context.Context) error {
+	_, _, derr := delAll(context.WithoutCancel(ctx), bd.pods, false)
+	bd.pods = nil
+	return errors.Join(derr, bd.v.Close())
 }
 
 // attach creates and ADDs one pod per name, on the given nodes.

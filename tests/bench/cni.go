@@ -27,8 +27,9 @@ type plugin struct {
 }
 
 // hostLocal is the IPAM the reference plugins use: the node's own
-// secondary IPs, with the block's .1 as gateway.
-func hostLocal(n *vnet.Node, dataDir string) map[string]any {
+// secondary IPs, with the block's .1 as gateway, its state in the node's
+// work dir.
+func hostLocal(n *vnet.Node) map[string]any {
 	sec := n.Pool.Secondary
 	return map[string]any{
 		"type": "host-local",
@@ -39,7 +40,7 @@ func hostLocal(n *vnet.Node, dataDir string) map[string]any {
 			"gateway":    n.PodBlock.Addr().Next().String(),
 		}}},
 		"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
-		"dataDir": dataDir,
+		"dataDir": filepath.Join(n.Dir, "host-local"),
 	}
 }
 
@@ -48,17 +49,16 @@ func confList(name string, p map[string]any) []byte {
 	return b
 }
 
-func ptpPlugin(work string) plugin {
+func ptpPlugin() plugin {
 	return plugin{name: "ptp", conflist: func(n *vnet.Node) []byte {
-		return confList("ptp", map[string]any{"type": "ptp", "ipMasq": false,
-			"ipam": hostLocal(n, filepath.Join(work, n.Name, "host-local"))})
+		return confList("ptp", map[string]any{"type": "ptp", "ipMasq": false, "ipam": hostLocal(n)})
 	}}
 }
 
-func bridgePlugin(work string) plugin {
+func bridgePlugin() plugin {
 	return plugin{name: "bridge", conflist: func(n *vnet.Node) []byte {
 		return confList("bridge", map[string]any{"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false,
-			"ipam": hostLocal(n, filepath.Join(work, n.Name, "host-local"))})
+			"ipam": hostLocal(n)})
 	}}
 }
 
@@ -93,7 +93,7 @@ func newPod(b *bench, n *vnet.Node, pl plugin, name string) (*pod, error) {
 		return nil, err
 	}
 	p := &pod{ns: ns, node: n, list: list,
-		cni: libcni.NewCNIConfigWithCacheDir([]string{b.binDir, b.cniBinDir}, filepath.Join(b.work, n.Name, "cni-cache"), nil),
+		cni: libcni.NewCNIConfigWithCacheDir([]string{b.binDir, b.cniBinDir}, filepath.Join(n.Dir, "cni-cache"), nil),
 		rt: &libcni.RuntimeConf{ContainerID: fmt.Sprintf("bench%06d%s", podSeq, b.prefix), NetNS: ns.Path(), IfName: "eth0",
 			Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "bench"}, {"K8S_POD_NAME", name}}},
 	}

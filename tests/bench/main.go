@@ -1,8 +1,8 @@
 // Command bench measures podvnet's data path and control path side by side
-// with the node-to-node limit and the reference ptp and bridge plugins, on
-// one simulated VNet per node profile, and reports ratios within the run.
-// `make bench` runs it in full; `make bench-smoke` once, briefly, so the
-// harness never rots.
+// with the node-to-node limit and the reference ptp and bridge plugins, each
+// on its own simulated VNet, in interleaved rounds, and reports ratios within
+// the run with whether each exceeds the noise. `make bench` runs it in full;
+// `make bench-smoke` one short round, so the harness never rots.
 package main
 
 import (
@@ -32,11 +32,11 @@ func run() error {
 	var (
 		binDir    = flag.String("bin-dir", "bin", "directory with podvnet-agent and podvnet")
 		cniBinDir = flag.String("cni-bin-dir", "", "directory with the reference plugins (ptp, bridge, host-local); built with make cni-plugins when empty")
-		reps      = flag.Int("reps", 3, "repetitions of each measurement")
+		rounds    = flag.Int("rounds", 5, "rounds; each measures every row once, in a shuffled order (at least 3 to judge the noise)")
 		dur       = flag.Duration("duration", 5*time.Second, "length of each measurement")
-		smoke     = flag.Bool("smoke", false, "one short repetition of each row: checks the harness, not the numbers")
+		smoke     = flag.Bool("smoke", false, "one short round of every row: checks the harness, not the numbers")
 		profiles  = flag.String("profiles", "bare,loaded", "node profiles to measure")
-		paths     = flag.String("paths", "limit,ptp,bridge,podvnet,podvnet-tcx", "paths to measure (the control path in the bare profile)")
+		paths     = flag.String("paths", "limit,ptp,bridge,podvnet,podvnet-tcx", "paths to measure (ptp and podvnet also through a Service; the control path in the bare profile)")
 		output    = flag.String("o", "table", "table or json")
 		markdown  = flag.String("markdown", "", "also write the report as markdown to this file (docs/benchmarks.md)")
 		agentArgs = flag.String("agent-args", "", "extra flags for podvnet-agent run, space-separated (e.g. \"--attach-mode legacy\")")
@@ -51,7 +51,10 @@ func run() error {
 		}
 	}
 	if *smoke {
-		*reps, *dur = 1, time.Second
+		*rounds, *dur = 1, time.Second
+	}
+	if *rounds < 1 {
+		return fmt.Errorf("--rounds %d: want at least 1", *rounds)
 	}
 	bin, err := filepath.Abs(*binDir)
 	if err != nil {
@@ -74,20 +77,21 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	b := &bench{prefix: nettest.Prefix(), work: work, binDir: bin, cniBinDir: *cniBinDir, reps: *reps, dur: *dur,
-		smoke: *smoke, agentArgs: strings.Fields(*agentArgs), progress: os.Stderr, res: &Results{Machine: machine(), Smoke: *smoke, Reps: *reps, Seconds: int(dur.Seconds())}}
+	b := &bench{prefix: nettest.Prefix(), work: work, binDir: bin, cniBinDir: *cniBinDir, rounds: *rounds, dur: *dur,
+		smoke: *smoke, agentArgs: strings.Fields(*agentArgs), progress: os.Stderr,
+		res: &Results{Machine: machine(), Smoke: *smoke, Rounds: *rounds, Seconds: int(dur.Seconds())}}
 	b.paths = map[string]bool{}
 	for _, p := range strings.Split(*paths, ",") {
 		switch p {
 		case "limit", "ptp", "bridge", "podvnet", "podvnet-tcx":
 			b.paths[p] = true
 		default:
-			return fmt.Errorf("-paths: %q is not limit, ptp, bridge, podvnet or podvnet-tcx", p)
+			return fmt.Errorf("--paths: %q is not limit, ptp, bridge, podvnet or podvnet-tcx", p)
 		}
 	}
 	for _, profile := range strings.Split(*profiles, ",") {
 		if profile != "bare" && profile != "loaded" {
-			return fmt.Errorf("-profiles: %q is not bare or loaded", profile)
+			return fmt.Errorf("--profiles: %q is not bare or loaded", profile)
 		}
 		b.logf("profile %s", profile)
 		if err := b.dataPhase(ctx, profile); err != nil {
@@ -102,6 +106,7 @@ func run() error {
 	if err := b.progCost(); err != nil {
 		return err
 	}
+	b.res.compare()
 	b.res.evaluate()
 
 	switch *output {

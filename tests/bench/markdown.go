@@ -17,33 +17,62 @@ Machine: %s, %d vCPUs, %d GiB, Linux %s, %s, podvnet %s; %s; %s.
 
 ## Method
 
-One simulated VNet per node profile (tests/e2e/vnet: a fabric namespace routing every node and
-pod IP, two node namespaces), and on it, one after another: the node-to-node limit (node eth0
-to node eth0 across the fabric), the reference `+"`ptp`"+` and `+"`bridge`"+` plugins with
-`+"`host-local`"+` IPAM (containernetworking/plugins at the version go.mod pins), and podvnet,
-each with two pods on node 1 and one on node 2, all pods addressed from the nodes' secondary
-IPs. Profiles: **bare** (no netfilter rules besides podvnet's own masquerade table) and
+Every path runs on a simulated VNet of its own (tests/e2e/vnet: a fabric namespace routing every
+node and pod IP, two node namespaces), one set per node profile: the node-to-node limit (node
+eth0 to node eth0 across the fabric, no pods), the reference `+"`ptp`"+` and `+"`bridge`"+`
+plugins with `+"`host-local`"+` IPAM (containernetworking/plugins at the version go.mod pins),
+podvnet, and podvnet with its pod programs attached through tcx (`+"`podvnet-tcx`"+`). A plugin's
+VNet has two pods on node 1 and one on node 2, all addressed from the nodes' secondary IPs,
+made before the first measurement and kept to the last. Separate VNets keep each path's packets
+its own: podvnet's from_nic runs on every packet its node's NIC receives, and its masquerade
+table makes conntrack track every packet the node forwards, which would slow ptp on a shared
+node. Profiles: **bare** (no netfilter rules besides podvnet's own masquerade table) and
 **loaded** (kube-proxy at scale: 5,000 Service DNAT rules, conntrack-based forward rules and a
 masquerade rule, so conntrack tracks every packet the kernel forwards).
+
+**Through a Service.** ptp and podvnet are also measured from a pod on node 1 to a ClusterIP
+that kube-proxy's rules (nftables DNAT in prerouting, in the shape the e2e tests emulate)
+forward to a pod on node 2: the path most Service traffic takes. These rows run on VNets of
+their own whose nodes carry kube-proxy's table, with this one Service in the bare profile and
+after the 5,000 others in the loaded one.
+
+**Interleaved rounds.** Each round (%d in this run) measures every row once, metric by metric
+(UDP, then TCP RR, then TCP throughput), each metric's rows in an order shuffled anew (with a
+fixed seed, so a rerun measures in the same order). Rows compared with each other run minutes apart
+at most, and the machine's drift between rounds hits them alike.
 
 - UDP: 64-byte datagrams, iperf3 `+"`-u -l 64 -b 0`"+`, sender and receiver on different vCPUs,
   counted at the receiver.
 - TCP RR: sockperf ping-pong of 64-byte messages, client and server on the same vCPU; round
   trip (twice what sockperf prints).
-- TCP throughput: one iperf3 stream, client and server on different vCPUs.
-- %d repetitions of %d s each; median (min-max).
+- TCP throughput: one iperf3 stream, client and server on different vCPUs (not through the
+  Service).
+- Each measurement lasts %d s.
+
+**Spread and noise.** A row shows the median over the rounds, their range (min-max) and, after
+±, the median absolute deviation relative to the median: a spread that one disturbed round does
+not inflate. A ratio (x limit, x ptp, x bridge) is taken per round, between the two rows'
+measurements of that round, and shows the median and range of those paired ratios. The
+difference exceeds the noise only when every round's ratio lies on the same side of 1.0;
+otherwise the table says **within noise**: this run cannot tell the two paths apart. Were the
+two equally fast, all N rounds would still land on one side by chance in 2 runs of 2^N (6%%
+with 5 rounds: a sign test); with fewer than %d rounds no verdict is given. A target is **met**
+only when every round's ratio meets it, **missed** (by how far the median falls short) when
+none does, and **within noise** when the rounds disagree.
 
 ## Data path
 
-`, m.Date, m.CPU, m.VCPUs, m.MemGiB, m.Kernel, m.Go, m.Commit, m.Iperf3, m.Sockperf, r.Reps, r.Seconds)
+`, m.Date, m.CPU, m.VCPUs, m.MemGiB, m.Kernel, m.Go, m.Commit, m.Iperf3, m.Sockperf, r.Rounds, r.Seconds, minRounds)
 	markdownTable(w, r.dataTable())
+	fmt.Fprintf(w, "\n### Ratios, paired round by round\n\n")
+	markdownTable(w, r.ratioTable())
 	fmt.Fprintf(w, "\n## Control path\n\nCNI ADD and DEL of 30 pods through libcni with the real binaries, one after another and all at\nonce; podvnet's agent runs without an IP cooldown here, so every round reuses the same addresses\nas host-local does.\n\n")
 	markdownTable(w, r.controlTable())
 	fmt.Fprintf(w, "\nFirst ADD after the agent starts: %.1f ms. Agent resident memory with 30 endpoints: %.1f MiB\n(peak since start %.1f MiB).\n", r.FirstAddMS, r.AgentRSSMiB, r.AgentPeakRSSMiB)
 	fmt.Fprintf(w, "\n## Per-packet program cost\n\nBPF_PROG_TEST_RUN of the real programs on a TCP frame, 200 runs per batch, timed by the\nkernel; with and without the conntrack lookup (a miss, as for every fast-path flow).\n\n")
 	markdownTable(w, r.progTable())
 	fmt.Fprintf(w, "\nThe agent's own part of a sequential ADD (its metric): %.1f ms; of a DEL: %.1f ms.\n", r.AgentAddMS, r.AgentDelMS)
-	fmt.Fprintf(w, "\n## Targets\n\n")
+	fmt.Fprintf(w, "\n## Targets\n\nThe goals of issues 9 and 18, each ratio judged on the rounds' paired ratios (Method).\n\n")
 	markdownTable(w, r.targetTable())
 	fmt.Fprintln(w)
 	r.writeAnalysis(w)

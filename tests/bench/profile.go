@@ -53,9 +53,9 @@ var profileGroups = []struct {
 
 var perfLine = regexp.MustCompile(`^\s+([\d.]+)%\s+(?:\S+\s+)?\[[k.]\]\s+(\S+)`)
 
-// profileFlood runs a UDP flood from src to dst and records CPU 0 with
-// perf for a few seconds in the middle of it.
-func (b *bench) profileFlood(ctx context.Context, path string, src, dst peer) {
+// profileFlood runs a UDP flood along f and records CPU 0 with perf for a
+// few seconds in the middle of it.
+func (b *bench) profileFlood(ctx context.Context, path string, f flow) {
 	p := Profile{Path: path}
 	defer func() { b.res.Profiles = append(b.res.Profiles, p) }()
 	if _, err := exec.LookPath("perf"); err != nil {
@@ -67,7 +67,7 @@ func (b *bench) profileFlood(ctx context.Context, path string, src, dst peer) {
 		secs = 2 * time.Second
 	}
 	done := make(chan error, 1)
-	go func() { _, err := udpKpps(ctx, src, dst, secs); done <- err }()
+	go func() { _, err := udpKpps(ctx, f, secs); done <- err }()
 	time.Sleep(secs / 4)
 	data := filepath.Join(b.work, "perf-"+path+".data")
 	rec := exec.CommandContext(ctx, "perf", "record", "-C", "0", "-o", data, "--", "sleep", strconv.Itoa(max(1, int(secs/time.Second)/2)))

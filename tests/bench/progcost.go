@@ -76,13 +76,13 @@ func (b *bench) progCost() (err error) {
 	}
 	lo := mac("00:00:00:00:00:00") // lo's address: from_nic sees PACKET_HOST
 	cases := []struct {
-		prog loader.Hook
+		prog maps.Hook
 		path string
 		in   []byte
 	}{
-		{loader.HookPod, "pod -> pod on another node (redirect_neigh)", tcp(podA, remote, podAMAC, hostAMAC)},
-		{loader.HookPod, "pod -> pod on the same node (redirect_peer)", tcp(podA, podB, podAMAC, hostAMAC)},
-		{loader.HookNIC, "VNet -> local pod (redirect_peer)", tcp(remote, podA, mac("12:34:56:78:9a:bc"), lo)},
+		{maps.HookPod, "pod -> pod on another node (redirect_neigh)", tcp(podA, remote, podAMAC, hostAMAC)},
+		{maps.HookPod, "pod -> pod on the same node (redirect_peer)", tcp(podA, podB, podAMAC, hostAMAC)},
+		{maps.HookNIC, "VNet -> local pod (redirect_peer)", tcp(remote, podA, mac("12:34:56:78:9a:bc"), lo)},
 	}
 	batches := 500
 	if b.smoke {

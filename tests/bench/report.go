@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"os/exec"
 	"runtime"
@@ -17,9 +16,10 @@ import (
 type Results struct {
 	Machine         Machine            `json:"machine"`
 	Smoke           bool               `json:"smoke"`
-	Reps            int                `json:"repetitions"`
+	Rounds          int                `json:"rounds"`
 	Seconds         int                `json:"seconds_per_measurement"`
 	Data            []DataRow          `json:"data_path"`
+	Ratios          []Ratio            `json:"ratios"`
 	Control         []ControlRow       `json:"control_path"`
 	FirstAddMS      float64            `json:"first_add_after_agent_start_ms"`
 	AgentAddMS      float64            `json:"agent_add_mean_ms"` // the agent's own part of a sequential ADD (its metric)
@@ -80,16 +80,6 @@ func machine() Machine {
 	return m
 }
 
-// Target is one goal of issue 9 and whether this run met it.
-type Target struct {
-	Name   string  `json:"name"`
-	Want   string  `json:"want"`
-	Got    float64 `json:"got"`
-	Unit   string  `json:"unit"`
-	Met    bool    `json:"met"`
-	Detail string  `json:"detail"`
-}
-
 func (r *Results) row(profile, path, pair string) *DataRow {
 	for i := range r.Data {
 		d := &r.Data[i]
@@ -109,28 +99,70 @@ func (r *Results) control(plugin, mode string) *ControlRow {
 	return nil
 }
 
-// evaluate compares the run with the targets, each a ratio within it.
-func (r *Results) evaluate() {
-	ratio := func(name, want string, a, b *DataRow, get func(*DataRow) float64, atLeast bool, goal float64) {
-		if a == nil || b == nil || get(b) == 0 {
-			return
+// compare pairs every row round by round with the limit, ptp and bridge
+// rows of its profile: UDP against all three, RR p50 against the plugins.
+// The limit crosses nodes, so rows across nodes and through a Service are
+// compared with it.
+func (r *Results) compare() {
+	r.Ratios = nil
+	for _, d := range r.Data {
+		for _, vs := range []string{"limit", "ptp", "bridge"} {
+			if d.Path == vs || d.Path == "limit" || (vs == "limit" && d.Pair == sameNode) {
+				continue
+			}
+			pair := d.Pair
+			if vs == "limit" {
+				pair = acrossNodes
+			}
+			o := r.row(d.Profile, vs, pair)
+			if o == nil {
+				continue
+			}
+			metrics := []struct {
+				name string
+				a, b Stat
+			}{{metricUDP, d.UDPKpps, o.UDPKpps}, {metricRRP50, d.RRP50, o.RRP50}}
+			if vs == "limit" {
+				metrics = metrics[:1]
+			}
+			for _, m := range metrics {
+				per := pairedRatios(m.a.All, m.b.All)
+				if per == nil {
+					continue
+				}
+				x := newRatio(per)
+				x.Profile, x.Pair, x.Path, x.Metric, x.Versus = d.Profile, d.Pair, d.Path, m.name, vs
+				r.Ratios = append(r.Ratios, x)
+			}
 		}
-		x := get(a) / get(b)
-		met := x >= goal
-		if !atLeast {
-			met = x <= goal
-		}
-		r.Targets = append(r.Targets, target(name, want, x, "x", met, goal))
 	}
-	udp := func(d *DataRow) float64 { return d.UDPKpps.Median }
-	rr := func(d *DataRow) float64 { return d.RRP50.Median }
-	ratio("loaded, across nodes: UDP pps vs ptp", ">= 1.30x", r.row("loaded", "podvnet", "across_nodes"), r.row("loaded", "ptp", "across_nodes"), udp, true, 1.3)
-	ratio("loaded, across nodes: RR p50 vs ptp", "<= 0.85x", r.row("loaded", "podvnet", "across_nodes"), r.row("loaded", "ptp", "across_nodes"), rr, false, 0.85)
-	ratio("bare, across nodes: UDP pps vs ptp", ">= 1.00x", r.row("bare", "podvnet", "across_nodes"), r.row("bare", "ptp", "across_nodes"), udp, true, 1.0)
-	ratio("bare, across nodes: RR p50 vs ptp", "<= 1.00x", r.row("bare", "podvnet", "across_nodes"), r.row("bare", "ptp", "across_nodes"), rr, false, 1.0)
-	ratio("bare, across nodes: UDP pps vs the node-to-node limit", ">= 0.85x", r.row("bare", "podvnet", "across_nodes"), r.row("bare", "limit", "across_nodes"), udp, true, 0.85)
-	ratio("one node: RR p50 vs ptp", "<= 0.90x", r.row("bare", "podvnet", "same_node"), r.row("bare", "ptp", "same_node"), rr, false, 0.9)
-	ratio("one node: UDP pps vs ptp", ">= 1.10x", r.row("bare", "podvnet", "same_node"), r.row("bare", "ptp", "same_node"), udp, true, 1.1)
+}
+
+func (r *Results) ratio(profile, pair, path, metric, versus string) *Ratio {
+	for i := range r.Ratios {
+		x := &r.Ratios[i]
+		if x.Profile == profile && x.Pair == pair && x.Path == path && x.Metric == metric && x.Versus == versus {
+			return x
+		}
+	}
+	return nil
+}
+
+// evaluate compares the run with the targets of issues 9 and 18, each a
+// ratio within it, paired round by round.
+func (r *Results) evaluate() {
+	ratio := func(name, want, profile, pair, metric, versus string, atLeast bool, goal float64) {
+		if x := r.ratio(profile, pair, "podvnet", metric, versus); x != nil {
+			r.Targets = append(r.Targets, ratioTarget(name, want, *x, atLeast, goal))
+		}
+	}
+	ratio("loaded, across nodes: UDP pps vs ptp", ">= 1.30x", "loaded", acrossNodes, metricUDP, "ptp", true, 1.3)
+	ratio("loaded, across nodes: RR p50 vs ptp", "<= 0.85x", "loaded", acrossNodes, metricRRP50, "ptp", false, 0.85)
+	ratio("bare, across nodes: UDP pps vs ptp", ">= 1.00x", "bare", acrossNodes, metricUDP, "ptp", true, 1.0)
+	ratio("bare, across nodes: RR p50 vs ptp", "<= 1.00x", "bare", acrossNodes, metricRRP50, "ptp", false, 1.0)
+	ratio("bare, across nodes: UDP pps vs the node-to-node limit", ">= 0.85x", "bare", acrossNodes, metricUDP, "limit", true, 0.85)
+	ratio("one node: RR p50 vs ptp", "<= 0.90x", "bare", sameNode, metricRRP50, "ptp", false, 0.9)
+	ratio("one node: UDP pps vs ptp", ">= 1.10x", "bare", sameNode, metricUDP, "ptp", true, 1.1)
 
 	pv, ptp := r.control("podvnet", "sequential"), r.control("ptp", "sequential")
 	if pv != nil && ptp != nil && ptp.AddMedMS > 0 && ptp.DelMedMS > 0 {
@@ -147,64 +179,50 @@ func (r *Results) evaluate() {
 	}
 }
 
-func target(name, want string, got float64, unit string, met bool, goal float64) Target {
-	detail := "met"
-	if !met {
-		detail = fmt.Sprintf("missed by %.0f%%", 100*math.Abs(got-goal)/goal)
-	}
-	return Target{Name: name, Want: want, Got: got, Unit: unit, Met: met, Detail: detail}
-}
-
+// fmtStat is a row's metric: the median, and over several rounds the
+// range and the relative median absolute deviation.
 func fmtStat(s Stat, prec int) string {
-	if len(s.All) <= 1 {
+	switch len(s.All) {
+	case 0:
+		return "-"
+	case 1:
 		return fmt.Sprintf("%.*f", prec, s.Median)
 	}
-	return fmt.Sprintf("%.*f (%.*f-%.*f)", prec, s.Median, prec, s.Min, prec, s.Max)
+	return fmt.Sprintf("%.*f (%.*f-%.*f) ±%.1f%%", prec, s.Median, prec, s.Min, prec, s.Max, s.MADPct)
 }
 
-func fmtRatio(a, b float64) string {
-	if b == 0 || a == 0 {
-		return "-"
-	}
-	return fmt.Sprintf("%.2fx", a/b)
-}
+var pairNames = map[string]string{sameNode: "same node", acrossNodes: "across nodes", viaService: "ClusterIP, across nodes"}
 
-// dataTable returns the data path rows with ratios to the limit and the
-// peers of the same profile and pair.
+// dataTable returns every row's measurements.
 func (r *Results) dataTable() [][]string {
-	rows := [][]string{{"profile", "pair", "path", "UDP 64B kpps", "x limit", "x ptp", "x bridge",
-		"TCP RR p50 us", "x ptp", "x bridge", "TCP RR p99 us", "TCP Gbit/s"}}
+	rows := [][]string{{"profile", "pair", "path", "UDP 64B kpps", "TCP RR p50 us", "TCP RR p99 us", "TCP Gbit/s"}}
 	for _, d := range r.Data {
-		limit := r.row(d.Profile, "limit", "across_nodes")
-		ptp := r.row(d.Profile, "ptp", d.Pair)
-		br := r.row(d.Profile, "bridge", d.Pair)
-		get := func(x *DataRow, f func(*DataRow) float64) float64 {
-			if x == nil || x == &d {
-				return 0
-			}
-			return f(x)
-		}
-		udp := func(x *DataRow) float64 { return x.UDPKpps.Median }
-		rr := func(x *DataRow) float64 { return x.RRP50.Median }
-		xLimit := "-"
-		if d.Pair == "across_nodes" && d.Path != "limit" {
-			xLimit = fmtRatio(d.UDPKpps.Median, get(limit, udp))
-		}
-		rows = append(rows, []string{d.Profile, strings.ReplaceAll(d.Pair, "_", " "), d.Path,
-			fmtStat(d.UDPKpps, 0), xLimit, ratioOrDash(d.Path, "ptp", d.UDPKpps.Median, get(ptp, udp)),
-			ratioOrDash(d.Path, "bridge", d.UDPKpps.Median, get(br, udp)),
-			fmtStat(d.RRP50, 1), ratioOrDash(d.Path, "ptp", d.RRP50.Median, get(ptp, rr)),
-			ratioOrDash(d.Path, "bridge", d.RRP50.Median, get(br, rr)),
-			fmtStat(d.RRP99, 1), fmtStat(d.TCPGbps, 1)})
+		rows = append(rows, []string{d.Profile, pairNames[d.Pair], d.Path,
+			fmtStat(d.UDPKpps, 0), fmtStat(d.RRP50, 1), fmtStat(d.RRP99, 1), fmtStat(d.TCPGbps, 1)})
 	}
 	return rows
 }
 
-func ratioOrDash(path, peer string, a, b float64) string {
-	if path == peer || path == "limit" {
-		return "-"
+// ratioTable returns every row's paired ratios to the limit and the
+// reference plugins of the same profile and pair.
+func (r *Results) ratioTable() [][]string {
+	cols := []struct{ metric, versus string }{
+		{metricUDP, "limit"}, {metricUDP, "ptp"}, {metricUDP, "bridge"}, {metricRRP50, "ptp"}, {metricRRP50, "bridge"},
 	}
-	return fmtRatio(a, b)
+	rows := [][]string{{"profile", "pair", "path", "UDP x limit", "UDP x ptp", "UDP x bridge", "RR p50 x ptp", "RR p50 x bridge"}}
+	for _, d := range r.Data {
+		row := []string{d.Profile, pairNames[d.Pair], d.Path}
+		any := false
+		for _, c := range cols {
+			x := r.ratio(d.Profile, d.Pair, d.Path, c.metric, c.versus)
+			any = any || x != nil
+			row = append(row, x.String())
+		}
+		if any {
+			rows = append(rows, row)
+		}
+	}
+	return rows
 }
 
 func (r *Results) controlTable() [][]string {
@@ -226,13 +244,20 @@ func (r *Results) progTable() [][]string {
 func (r *Results) targetTable() [][]string {
 	rows := [][]string{{"target", "want", "got", "result"}}
 	for _, t := range r.Targets {
-		got := fmt.Sprintf("%.2f%s", t.Got, t.Unit)
-		if t.Unit != "x" {
-			got = fmt.Sprintf("%.1f %s", t.Got, t.Unit)
-		}
-		rows = append(rows, []string{t.Name, t.Want, got, t.Detail})
+		rows = append(rows, []string{t.Name, t.Want, t.got(), t.Detail})
 	}
 	return rows
+}
+
+// got is what the run measured, with the rounds' range for a ratio.
+func (t Target) got() string {
+	if t.Unit != "x" {
+		return fmt.Sprintf("%.1f %s", t.Got, t.Unit)
+	}
+	if t.Min == t.Max {
+		return fmt.Sprintf("%.2fx", t.Got)
+	}
+	return fmt.Sprintf("%.2fx (%.2f-%.2f)", t.Got, t.Min, t.Max)
 }
 
 func f1(x float64) string { return fmt.Sprintf("%.1f", x) }
@@ -260,8 +285,10 @@ func markdownTable(w io.Writer, rows [][]string) {
 }
 
 func (r *Results) writeText(w io.Writer) {
-	fmt.Fprintf(w, "\nData path (%d repetitions of %ds, median (min-max)):\n", r.Reps, r.Seconds)
+	fmt.Fprintf(w, "\nData path (%d rounds of %ds; median (min-max) ±median absolute deviation):\n", r.Rounds, r.Seconds)
 	printTable(w, r.dataTable())
+	fmt.Fprintln(w, "\nRatios, paired round by round (median (min-max) of the rounds' ratios):")
+	printTable(w, r.ratioTable())
 	fmt.Fprintln(w, "\nControl path (CNI through libcni with the real binaries):")
 	printTable(w, r.controlTable())
 	fmt.Fprintf(w, "first ADD after agent start: %.1f ms; agent RSS with 30 endpoints: %.1f MiB (peak %.1f MiB)\n",

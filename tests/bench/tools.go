@@ -21,6 +21,20 @@ type peer struct {
 	ip     netip.Addr
 }
 
+// flow is what one row measures: traffic from src to dst, sent to addr
+// (dst's own IP, or a Service's ClusterIP that kube-proxy forwards to dst).
+type flow struct {
+	src, dst peer
+	addr     netip.Addr
+}
+
+func (f flow) String() string {
+	if f.addr == f.dst.ip {
+		return f.src.name + " -> " + f.dst.name
+	}
+	return fmt.Sprintf("%s -> %s -> %s", f.src.name, f.addr, f.dst.name)
+}
+
 // cmd returns a command that runs name in the peer's namespace, pinned to
 // cpu (-1: not pinned), and dies with the benchmark.
 func (p peer) cmd(ctx context.Context, cpu int, name string, args ...string) *exec.Cmd {
@@ -60,19 +74,19 @@ const (
 	sockperfPort = 11111
 )
 
-// udpKpps floods 64-byte UDP datagrams from src to dst for d and returns
-// the thousands of datagrams per second the receiver got. Sender and
-// receiver run on different vCPUs: UDP is bound by the sender's CPU.
-func udpKpps(ctx context.Context, src, dst peer, d time.Duration) (float64, error) {
-	stop, err := server(ctx, dst, iperfPort, dst.cmd(ctx, 1, "iperf3", "-s", "-1", "-p", strconv.Itoa(iperfPort)))
+// udpKpps floods 64-byte UDP datagrams along f for d and returns the
+// thousands of datagrams per second the receiver got. Sender and receiver
+// run on different vCPUs: UDP is bound by the sender's CPU.
+func udpKpps(ctx context.Context, f flow, d time.Duration) (float64, error) {
+	stop, err := server(ctx, f.dst, iperfPort, f.dst.cmd(ctx, 1, "iperf3", "-s", "-1", "-p", strconv.Itoa(iperfPort)))
 	if err != nil {
 		return 0, err
 	}
 	defer stop()
-	out, err := src.cmd(ctx, 0, "iperf3", "-c", dst.ip.String(), "-p", strconv.Itoa(iperfPort), "-u", "-l", "64", "-b", "0",
+	out, err := f.src.cmd(ctx, 0, "iperf3", "-c", f.addr.String(), "-p", strconv.Itoa(iperfPort), "-u", "-l", "64", "-b", "0",
 		"-t", secs(d), "-J").Output()
 	if err != nil {
-		return 0, fmt.Errorf("iperf3 UDP %s -> %s: %w: %s", src.name, dst.name, err, snippet(out))
+		return 0, fmt.Errorf("iperf3 UDP %s: %w: %s", f, err, snippet(out))
 	}
 	// end.sum carries the receiver's count for UDP: sent minus lost.
 	var r struct {
@@ -89,22 +103,22 @@ func udpKpps(ctx context.Context, src, dst peer, d time.Duration) (float64, erro
 	}
 	sum := r.End.Sum
 	if sum.Seconds == 0 || sum.Packets == 0 {
-		return 0, fmt.Errorf("iperf3 UDP %s -> %s: no datagrams counted: %s", src.name, dst.name, snippet(out))
+		return 0, fmt.Errorf("iperf3 UDP %s: no datagrams counted: %s", f, snippet(out))
 	}
 	return (sum.Packets - sum.LostPackets) / sum.Seconds / 1000, nil
 }
 
 // tcpGbps is single-stream TCP throughput, client and server on different
 // vCPUs.
-func tcpGbps(ctx context.Context, src, dst peer, d time.Duration) (float64, error) {
-	stop, err := server(ctx, dst, iperfPort, dst.cmd(ctx, 1, "iperf3", "-s", "-1", "-p", strconv.Itoa(iperfPort)))
+func tcpGbps(ctx context.Context, f flow, d time.Duration) (float64, error) {
+	stop, err := server(ctx, f.dst, iperfPort, f.dst.cmd(ctx, 1, "iperf3", "-s", "-1", "-p", strconv.Itoa(iperfPort)))
 	if err != nil {
 		return 0, err
 	}
 	defer stop()
-	out, err := src.cmd(ctx, 0, "iperf3", "-c", dst.ip.String(), "-p", strconv.Itoa(iperfPort), "-t", secs(d), "-J").Output()
+	out, err := f.src.cmd(ctx, 0, "iperf3", "-c", f.addr.String(), "-p", strconv.Itoa(iperfPort), "-t", secs(d), "-J").Output()
 	if err != nil {
-		return 0, fmt.Errorf("iperf3 TCP %s -> %s: %w: %s", src.name, dst.name, err, snippet(out))
+		return 0, fmt.Errorf("iperf3 TCP %s: %w: %s", f, err, snippet(out))
 	}
 	var r struct {
 		End struct {
@@ -125,17 +139,17 @@ var percentileRe = regexp.MustCompile(`percentile (\d+\.\d+) =\s+([\d.]+)`)
 // the same vCPU (split across vCPUs the wake-up cost swamps the path) and
 // returns the round trip's p50 and p99 in microseconds. sockperf reports
 // half the round trip; this doubles it.
-func tcpRR(ctx context.Context, src, dst peer, d time.Duration) (p50, p99 float64, err error) {
-	stop, err := server(ctx, dst, sockperfPort,
-		dst.cmd(ctx, 0, "sockperf", "sr", "--tcp", "-i", dst.ip.String(), "-p", strconv.Itoa(sockperfPort)))
+func tcpRR(ctx context.Context, f flow, d time.Duration) (p50, p99 float64, err error) {
+	stop, err := server(ctx, f.dst, sockperfPort,
+		f.dst.cmd(ctx, 0, "sockperf", "sr", "--tcp", "-i", f.dst.ip.String(), "-p", strconv.Itoa(sockperfPort)))
 	if err != nil {
 		return 0, 0, err
 	}
 	defer stop()
-	out, err := src.cmd(ctx, 0, "sockperf", "pp", "--tcp", "-i", dst.ip.String(), "-p", strconv.Itoa(sockperfPort),
+	out, err := f.src.cmd(ctx, 0, "sockperf", "pp", "--tcp", "-i", f.addr.String(), "-p", strconv.Itoa(sockperfPort),
 		"-m", "64", "-t", secs(d)).CombinedOutput()
 	if err != nil {
-		return 0, 0, fmt.Errorf("sockperf %s -> %s: %w: %s", src.name, dst.name, err, snippet(out))
+		return 0, 0, fmt.Errorf("sockperf %s: %w: %s", f, err, snippet(out))
 	}
 	sc := bufio.NewScanner(strings.NewReader(string(out)))
 	for sc.Scan() {
@@ -152,7 +166,7 @@ func tcpRR(ctx context.Context, src, dst peer, d time.Duration) (p50, p99 float6
 		}
 	}
 	if p50 == 0 || p99 == 0 {
-		return 0, 0, fmt.Errorf("sockperf %s -> %s: no percentiles in: %s", src.name, dst.name, snippet(out))
+		return 0, 0, fmt.Errorf("sockperf %s: no percentiles in: %s", f, snippet(out))
 	}
 	return p50, p99, nil
 }
@@ -169,11 +183,13 @@ func snippet(b []byte) string {
 	return s
 }
 
-// reachable checks src reaches dst before a measurement is trusted.
-func reachable(ctx context.Context, src, dst peer) error {
-	out, err := src.cmd(ctx, -1, "sh", "-c", fmt.Sprintf("ping -c 2 -W 1 -i 0.2 %s", dst.ip)).CombinedOutput()
+// reachable checks f's source reaches its destination pod before a
+// measurement is trusted; through a Service, the measurement itself shows
+// the DNAT works (nothing else answers the ClusterIP).
+func reachable(ctx context.Context, f flow) error {
+	out, err := f.src.cmd(ctx, -1, "ping", "-c", "2", "-W", "1", "-i", "0.2", f.dst.ip.String()).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("%s cannot reach %s (%s): %v: %s", src.name, dst.name, dst.ip, err, snippet(out))
+		return fmt.Errorf("%s cannot reach %s (%s): %w: %s", f.src.name, f.dst.name, f.dst.ip, err, snippet(out))
 	}
 	return nil
 }

@@ -333,7 +333,7 @@ func CleanupStale() error {
 		}
 		errs = append(errs, n.killCgroup(), n.removeCgroups())
 		// The run's VNet namespaces: fabric, nodes, control plane, VMs.
-		nettest.CleanupStale(strings.SplitN(e.Name(), "-", 2)[0]+"-", nil)
+		nettest.DeleteNamespaces(strings.SplitN(e.Name(), "-", 2)[0] + "-")
 	}
 	// The host's sysctls, if the killed run's kubelets changed them and no
 	// other cluster runs.

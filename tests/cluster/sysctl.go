@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 )
 
 // kubeletSysctls are the machine-wide settings kubelet sets at start
@@ -28,8 +30,6 @@ var kubeletSysctls = []string{
 // Saving in memory instead would let a cluster started while another runs
 // "restore" the other's kubelet values.
 var sysctlRecord = filepath.Join(os.TempDir(), "podvnet-cluster-sysctls.json")
-
-func sysctlPath(key string) string { return "/proc/sys/" + strings.ReplaceAll(key, ".", "/") }
 
 // withSysctlLock runs f holding the record's lock.
 func withSysctlLock(f func() error) error {
@@ -54,11 +54,11 @@ func recordSysctls() error {
 		}
 		saved := map[string]string{}
 		for _, k := range kubeletSysctls {
-			b, err := os.ReadFile(sysctlPath(k))
+			v, err := sysctl.Sysctl(k)
 			if err != nil {
 				return fmt.Errorf("save sysctl %s: %w", k, err)
 			}
-			saved[k] = strings.TrimSpace(string(b))
+			saved[k] = strings.TrimSpace(v)
 		}
 		b, _ := json.Marshal(saved)
 		return os.WriteFile(sysctlRecord, b, 0o600)
@@ -85,7 +85,7 @@ func restoreSysctls() error {
 		}
 		var errs []error
 		for k, v := range saved {
-			if err := os.WriteFile(sysctlPath(k), []byte(v), 0o644); err != nil {
+			if _, err := sysctl.Sysctl(k, v); err != nil {
 				errs = append(errs, fmt.Errorf("restore sysctl %s=%s: %w", k, v, err))
 			}
 		}

@@ -25,7 +25,6 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/podvnet/podvnet/internal/nettest"
-	"github.com/podvnet/podvnet/pkg/agent"
 	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/ipam"
 	"github.com/podvnet/podvnet/pkg/loader"
@@ -386,7 +385,7 @@ func TestDelWhileAgentDown(t *testing.T) {
 		}
 	}
 	if q := queued(t, n); len(q) != 2 {
-		t.Fatalf("%d releases queued in %s, want 2 (one per pod, however many DELs)", len(q), n.DelQueueDir())
+		t.Fatalf("%d releases queued in %s, want 2 (one per pod, however many DELs)", len(q), n.Paths().DelQueueDir())
 	}
 	if st := loadState(t, n); len(st.Allocations) != 2 {
 		t.Fatalf("allocations while the agent is down: %+v; they must stay until the agent releases them", st.Allocations)
@@ -491,8 +490,8 @@ func TestStatus(t *testing.T) {
 	v := newVNet(t, vnet.Options{Nodes: 1, PerNode: 2, CNIVersion: "1.1.0"})
 	n := v.Nodes[0]
 	err := n.Status(vnet.ConfOptions{})
-	if e := cniError(t, err); e.Code != types.ErrPluginNotAvailable || !strings.Contains(e.Msg, n.Socket()) {
-		t.Fatalf("STATUS without an agent: %v, want code 50 naming %s", err, n.Socket())
+	if e := cniError(t, err); e.Code != types.ErrPluginNotAvailable || !strings.Contains(e.Msg, n.Paths().Socket) {
+		t.Fatalf("STATUS without an agent: %v, want code 50 naming %s", err, n.Paths().Socket)
 	}
 	startAgents(t, v)
 	if err := n.Status(vnet.ConfOptions{}); err != nil {
@@ -605,10 +604,10 @@ func TestCheckNamesWhatIsWrong(t *testing.T) {
 		}, "endpoints map has no entry for %IP%"},
 		{"from_pod detached", func(t *testing.T, p *vnet.Pod) error {
 			name := hostLink(t, p).Attrs().Name
-			return n.NS.Do(func() error { return loader.Detach(n.BPFFS, loader.HookPod, name) })
+			return n.NS.Do(func() error { return loader.Detach(n.BPFFS, maps.HookPod, name) })
 		}, "from_pod is not attached to %HOST%"},
 		{"endpoint released at the agent", func(t *testing.T, p *vnet.Pod) error {
-			return agentapi.NewClient(n.Socket()).Del(context.Background(), agentapi.DelRequest{
+			return agentapi.NewClient(n.Paths().Socket).Del(context.Background(), agentapi.DelRequest{
 				Network: vnet.NetName, ContainerID: p.ContainerID, IfName: "eth0"})
 		}, "the agent holds no address"},
 	}
@@ -643,8 +642,8 @@ func TestAddFailures(t *testing.T) {
 
 	// No agent yet: try again later, naming the socket.
 	p, err := n.AddPod("noagent")
-	if e := cniError(t, err); e.Code != types.ErrTryAgainLater || !strings.Contains(e.Msg, n.Socket()) {
-		t.Fatalf("ADD without an agent: %v, want code 11 naming %s", err, n.Socket())
+	if e := cniError(t, err); e.Code != types.ErrTryAgainLater || !strings.Contains(e.Msg, n.Paths().Socket) {
+		t.Fatalf("ADD without an agent: %v, want code 11 naming %s", err, n.Paths().Socket)
 	}
 	if _, err := n.NS.NL.LinkByName(agentapi.HostVethName(p.ContainerID, "eth0")); err == nil {
 		t.Fatal("ADD without an agent left its veth")
@@ -694,7 +693,7 @@ func TestPluginOutput(t *testing.T) {
 		{"relative queue dir", `{"cniVersion":"1.0.0","name":"podvnet","type":"podvnet","delQueueDir":"q"}`, 7, `field "delQueueDir"`},
 		{"bad log level", `{"cniVersion":"1.0.0","name":"podvnet","type":"podvnet","logLevel":"loud"}`, 7, `field "logLevel"`},
 		{"bad nameserver", `{"cniVersion":"1.0.0","name":"podvnet","type":"podvnet","dns":{"nameservers":["x"]}}`, 7, `field "dns.nameservers[0]"`},
-		{"agent unreachable", `{"cniVersion":"1.0.0","name":"podvnet","type":"podvnet","socket":"` + n.Socket() + `"}`, 11, n.Socket()},
+		{"agent unreachable", `{"cniVersion":"1.0.0","name":"podvnet","type":"podvnet","socket":"` + n.Paths().Socket + `"}`, 11, n.Paths().Socket},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -778,7 +777,7 @@ func debugEndpoints(t *testing.T, n *vnet.Node) []endpointRow {
 // queued lists the releases queued for the node's agent.
 func queued(t *testing.T, n *vnet.Node) []string {
 	t.Helper()
-	entries, err := agentapi.DelQueue{Dir: n.DelQueueDir()}.List()
+	entries, err := agentapi.DelQueue{Dir: n.Paths().DelQueueDir()}.List()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -792,7 +791,7 @@ func queued(t *testing.T, n *vnet.Node) []string {
 // deleteEndpoint removes ip's entry from the node's endpoints map behind
 // the agent's back (maps.OpenPinned opens read-only).
 func deleteEndpoint(n *vnet.Node, ip netip.Addr) error {
-	m, err := ebpf.LoadPinnedMap(filepath.Join(maps.PinDir(n.BPFFS), maps.EndpointsMap), nil)
+	m, err := ebpf.LoadPinnedMap(n.Paths().MapPin(maps.EndpointsMap), nil)
 	if err != nil {
 		return err
 	}
@@ -802,7 +801,7 @@ func deleteEndpoint(n *vnet.Node, ip netip.Addr) error {
 
 func loadState(t *testing.T, n *vnet.Node) *ipam.State {
 	t.Helper()
-	st, err := ipam.FileStore{Path: agent.StateFile(n.StateDir())}.Load()
+	st, err := ipam.FileStore{Path: n.Paths().StateFile()}.Load()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -819,13 +818,13 @@ func assertPodGone(t *testing.T, p *vnet.Pod) {
 	// after DEL returns, in the background.
 	eventually(10*time.Second, func() bool {
 		_, lerr := n.NS.NL.LinkByName(host)
-		_, perr := os.Stat(loader.LinkPin(n.BPFFS, loader.HookPod, host))
+		_, perr := os.Stat(n.Paths().LinkPin(maps.HookPod.String(), host))
 		return lerr != nil && perr != nil
 	})
 	if _, err := n.NS.NL.LinkByName(host); err == nil {
 		t.Errorf("%s: host veth %s left", p.Name, host)
 	}
-	if _, err := os.Stat(loader.LinkPin(n.BPFFS, loader.HookPod, host)); err == nil {
+	if _, err := os.Stat(n.Paths().LinkPin(maps.HookPod.String(), host)); err == nil {
 		t.Errorf("%s: link pin of %s left", p.Name, host)
 	}
 	if !p.IP.IsValid() {

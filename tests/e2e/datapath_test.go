@@ -33,7 +33,7 @@ func attachments(t *testing.T, n *vnet.Node) map[string]loader.Attachment {
 	}
 	m := map[string]loader.Attachment{}
 	for _, a := range atts {
-		k := string(a.Hook) + "/" + a.IfName
+		k := a.Hook.String() + "/" + a.IfName
 		if _, dup := m[k]; dup {
 			t.Fatalf("%s: two programs on %s: %+v", n.Name, k, atts)
 		}
@@ -309,45 +309,57 @@ func TestLegacyAttachMode(t *testing.T) {
 }
 
 // TestCleanupLeavesNothing: `podvnet-agent cleanup` refuses while the agent
-// runs, then removes every program, pin, veth, route and the state.
+// runs, then removes every program, pin, veth, route and file: the bpffs
+// root and the state dir are empty or gone.
 func TestCleanupLeavesNothing(t *testing.T) {
 	v := newVNet(t, vnet.Options{Nodes: 1, PerNode: 4})
 	startAgents(t, v)
 	n := v.Nodes[0]
 	addPod(t, n, "a")
-	addPod(t, n, "b")
+	b := addPod(t, n, "b")
 
 	if out, err := n.Exec(filepath.Join(binDir, "podvnet-agent"), "cleanup", "--bpffs-root", n.BPFFS,
-		"--state-dir", n.StateDir(), "--socket", n.Socket()); err == nil || !strings.Contains(out, "still running") {
+		"--state-dir", n.Paths().StateDir, "--socket", n.Paths().Socket); err == nil || !strings.Contains(out, "still running") {
 		t.Fatalf("cleanup with the agent running must refuse: %v\n%s", err, out)
 	}
 	n.StopAgent(syscall.SIGTERM)
+	// A release queued while the agent is down: the state dir holds the
+	// allocations, the settings and the DEL queue.
+	if err := b.Del(); err != nil {
+		t.Fatal(err)
+	}
+	if q := queued(t, n); len(q) != 1 {
+		t.Fatalf("queued releases %v, want b's", q)
+	}
 	if out, err := n.Exec(filepath.Join(binDir, "podvnet-agent"), "cleanup", "--bpffs-root", n.BPFFS,
-		"--state-dir", n.StateDir(), "--socket", n.Socket()); err != nil {
+		"--state-dir", n.Paths().StateDir, "--socket", n.Paths().Socket); err != nil {
 		t.Fatalf("cleanup: %v\n%s", err, out)
 	}
 	if atts := attachments(t, n); len(atts) != 0 {
 		t.Errorf("attachments left: %+v", atts)
 	}
-	var pins []string
-	filepath.Walk(n.BPFFS, func(p string, info os.FileInfo, err error) error {
-		// maps.debug and progs.debug are the kernel's, in every bpffs.
-		if err == nil && p != n.BPFFS && !strings.HasSuffix(p, ".debug") {
-			pins = append(pins, p)
+	// The bpffs root is the test's own mount point, so it stays; the
+	// state dir goes. maps.debug and progs.debug are the kernel's, in every
+	// bpffs.
+	for _, dir := range []string{n.Paths().BPFFSRoot, n.Paths().StateDir} {
+		entries, err := os.ReadDir(dir)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
 		}
-		return nil
-	})
-	if len(pins) > 0 {
-		t.Errorf("pins left: %v", pins)
+		for _, e := range entries {
+			if !strings.HasSuffix(e.Name(), ".debug") {
+				t.Errorf("left in %s: %s", dir, e.Name())
+			}
+		}
+	}
+	if _, err := os.Stat(n.Paths().Socket); !os.IsNotExist(err) {
+		t.Errorf("socket left: %v", err)
 	}
 	if out, _ := n.Exec("tc", "qdisc", "show", "dev", "eth0"); strings.Contains(out, "clsact") {
 		t.Errorf("clsact left on eth0:\n%s", out)
 	}
 	if out, _ := n.Exec("nft", "list", "tables"); strings.Contains(out, "podvnet") {
 		t.Errorf("nftables table left:\n%s", out)
-	}
-	if _, err := os.Stat(filepath.Join(n.StateDir(), "ipam.json")); !os.IsNotExist(err) {
-		t.Errorf("state file left: %v", err)
 	}
 	assertNoVethsOrRoutes(t, n)
 	if out, err := n.Debug("endpoints", "-o", "json"); err == nil {

@@ -115,7 +115,7 @@ func TestAgentInstallsCNIOnceReady(t *testing.T) {
 
 	n.StopAgent(syscall.SIGTERM)
 	if out, err := n.Exec(filepath.Join(binDir, "podvnet-agent"), "cleanup", "--bpffs-root", n.BPFFS,
-		"--state-dir", n.StateDir(), "--socket", n.Socket(), "--cni-conf-dir", c.ConfDir); err != nil {
+		"--state-dir", n.Paths().StateDir, "--socket", n.Paths().Socket, "--cni-conf-dir", c.ConfDir); err != nil {
 		t.Fatalf("cleanup: %v\n%s", err, out)
 	}
 	if exists(c.conf()) {
@@ -199,11 +199,11 @@ func TestAgentRefusesConfigItCannotServe(t *testing.T) {
 		{
 			name:     "other socket",
 			conflist: `{"cniVersion":"1.0.0","name":"podvnet","plugins":[{"type":"podvnet","socket":"/run/elsewhere.sock"}]}`,
-			wantLog:  "talks to /run/elsewhere.sock but the agent listens on " + n.Socket(),
+			wantLog:  "talks to /run/elsewhere.sock but the agent listens on " + n.Paths().Socket,
 		},
 		{
 			name: "chained plugin missing",
-			conflist: `{"cniVersion":"1.0.0","name":"podvnet","plugins":[{"type":"podvnet","socket":"` + n.Socket() +
+			conflist: `{"cniVersion":"1.0.0","name":"podvnet","plugins":[{"type":"podvnet","socket":"` + n.Paths().Socket +
 				`"},{"type":"portmap","capabilities":{"portMappings":true}}]}`,
 			wantLog: `install CNI plugin: conflist with cniVersion 1.0.0, plugins in ` + c.BinDir + `: [failed to find plugin "portmap"`,
 		},

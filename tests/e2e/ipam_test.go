@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podvnet/podvnet/pkg/agent"
 	"github.com/podvnet/podvnet/pkg/ipam"
 	"github.com/podvnet/podvnet/tests/e2e/vnet"
 )
@@ -27,7 +26,7 @@ type ipamRow struct {
 
 func debugIPAM(t *testing.T, n *vnet.Node) map[string]string {
 	t.Helper()
-	out, err := n.Debug("ipam", "--state-dir", n.StateDir(), "-o", "json")
+	out, err := n.Debug("ipam", "--state-dir", n.Paths().StateDir, "-o", "json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +136,7 @@ func TestAgentKilledDuringAddBurst(t *testing.T) {
 	v := newVNet(t, vnet.Options{Nodes: 1, PerNode: 60})
 	startAgents(t, v)
 	n := v.Nodes[0]
-	statePath := agent.StateFile(n.StateDir())
+	statePath := n.Paths().StateFile()
 
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -233,7 +232,7 @@ func TestTruncatedStateStopsAgent(t *testing.T) {
 	}
 	n.StopAgent(syscall.SIGKILL)
 
-	path := agent.StateFile(n.StateDir())
+	path := n.Paths().StateFile()
 	full, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)

@@ -43,15 +43,16 @@ func TestHealthAndMetrics(t *testing.T) {
 	if err := n1.StartAgentNoWait("--nic", "vnic0"); err != nil {
 		t.Fatal(err)
 	}
+	// Readiness first says the agent learns the pool, then that it waits
+	// for the NIC: the first answer may be either.
 	var code int
 	var body string
-	eventually(10*time.Second, func() bool {
-		var err error
+	var err error
+	if !eventually(10*time.Second, func() bool {
 		code, body, err = n1.HTTPGet("/readyz")
-		return err == nil
-	})
-	if code != 503 || !strings.Contains(body, "waiting for NIC vnic0") {
-		t.Fatalf("/readyz before the NIC exists: %d %q, want 503 naming vnic0", code, body)
+		return err == nil && code == 503 && strings.Contains(body, "waiting for NIC vnic0")
+	}) {
+		t.Fatalf("/readyz before the NIC exists: %d %q %v, want 503 naming vnic0", code, body, err)
 	}
 	if code, _, err := n1.HTTPGet("/healthz"); err != nil || code != 200 {
 		t.Fatalf("/healthz while starting: %d %v, want 200", code, err)
@@ -116,7 +117,7 @@ func TestDebugMonitorReportsSpoofing(t *testing.T) {
 
 	// One monitor at a time: a second would change the first one's filter
 	// and take its events.
-	lease, err := ebpf.LoadPinnedMap(filepath.Join(maps.PinDir(n1.BPFFS), maps.MonitorMap), nil)
+	lease, err := ebpf.LoadPinnedMap(n1.Paths().MapPin(maps.MonitorMap), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +181,7 @@ func TestDebugDoctorFindsABrokenEndpoint(t *testing.T) {
 	n := v.Nodes[0]
 	a := addPod(t, n, "a")
 	b := addPod(t, n, "b")
-	doctor := func() (string, error) { return n.Debug("doctor", "--socket", n.Socket()) }
+	doctor := func() (string, error) { return n.Debug("doctor", "--socket", n.Paths().Socket) }
 	if out, err := doctor(); err != nil {
 		t.Fatalf("doctor on a healthy node: %v\n%s", err, out)
 	}
@@ -198,7 +199,7 @@ func TestDebugDoctorFindsABrokenEndpoint(t *testing.T) {
 		Dst: &net.IPNet{IP: a.IP.AsSlice(), Mask: net.CIDRMask(32, 32)}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.NS.Do(func() error { return loader.Detach(n.BPFFS, loader.HookPod, hostVeth) }); err != nil {
+	if err := n.NS.Do(func() error { return loader.Detach(n.BPFFS, maps.HookPod, hostVeth) }); err != nil {
 		t.Fatal(err)
 	}
 	out, err = doctor()

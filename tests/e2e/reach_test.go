@@ -309,21 +309,31 @@ func TestNodeAndPodTalk(t *testing.T) {
 	}
 }
 
-// TestMTUFollowsNIC: with a 1400-byte NIC MTU pods get 1400 and a large TCP
-// transfer across nodes completes; --mtu overrides it.
+// TestMTUFollowsNIC: with a 1400-byte NIC MTU pods get 1400 on both ends of
+// their veth and a large TCP transfer across nodes completes; --mtu
+// overrides it for new pods and leaves running ones as they are.
 func TestMTUFollowsNIC(t *testing.T) {
 	v := newVNet(t, vnet.Options{PerNode: 4, NICMTU: 1400})
 	startAgents(t, v)
 	n1, n2 := v.Nodes[0], v.Nodes[1]
 	a := addPod(t, n1, "a")
 	c := addPod(t, n2, "c")
-	for _, p := range []*vnet.Pod{a, c} {
+	// mtus are the MTUs of the pod's eth0 and of its host veth.
+	mtus := func(p *vnet.Pod) (pod, host int) {
+		t.Helper()
 		l, err := p.NS.NL.LinkByName("eth0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if l.Attrs().MTU != 1400 {
-			t.Errorf("%s eth0 MTU %d, want the NIC's 1400", p.Name, l.Attrs().MTU)
+		h, err := p.Node.NS.NL.LinkByName(p.Result.Interfaces[0].Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l.Attrs().MTU, h.Attrs().MTU
+	}
+	for _, p := range []*vnet.Pod{a, c} {
+		if pod, host := mtus(p); pod != 1400 || host != 1400 {
+			t.Errorf("%s MTU %d, host veth %d, want the NIC's 1400 on both", p.Name, pod, host)
 		}
 	}
 	if _, err := c.EchoServer(echoPort); err != nil {
@@ -338,8 +348,11 @@ func TestMTUFollowsNIC(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := addPod(t, n1, "b")
-	if l, err := b.NS.NL.LinkByName("eth0"); err != nil || l.Attrs().MTU != 1300 {
-		t.Errorf("with --mtu 1300 the new pod's eth0: %v %v", l, err)
+	if pod, host := mtus(b); pod != 1300 || host != 1300 {
+		t.Errorf("with --mtu 1300 the new pod's MTU %d, host veth %d", pod, host)
+	}
+	if pod, host := mtus(a); pod != 1400 || host != 1400 {
+		t.Errorf("a running pod after --mtu 1300: MTU %d, host veth %d, want 1400 on both as ADD set them", pod, host)
 	}
 	n1.StopAgent(syscall.SIGTERM)
 	err := n1.StartAgent("--mtu", "9000")

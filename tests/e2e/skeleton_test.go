@@ -3,7 +3,6 @@ package e2e
 import (
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/loader"
+	"github.com/podvnet/podvnet/pkg/maps"
 	"github.com/podvnet/podvnet/tests/e2e/vnet"
 )
 
@@ -105,7 +105,7 @@ func TestEBPFCarriesTraffic(t *testing.T) {
 				return err
 			}
 			for _, a := range atts {
-				if err := loader.RemoveAttachment(a); err != nil {
+				if err := loader.Detach(n.BPFFS, a.Hook, a.IfName); err != nil {
 					return err
 				}
 			}
@@ -143,7 +143,7 @@ func assertNothingLeft(t *testing.T, n *vnet.Node) {
 	if st := loadState(t, n); len(st.Allocations) != 0 {
 		t.Errorf("%s: allocations left: %+v", n.Name, st.Allocations)
 	}
-	pins, _ := os.ReadDir(filepath.Dir(loader.LinkPin(n.BPFFS, loader.HookPod, "x")))
+	pins, _ := os.ReadDir(n.Paths().LinkDir(maps.HookPod.String()))
 	for _, p := range pins {
 		t.Errorf("%s: pod link pin %s left behind", n.Name, p.Name())
 	}
@@ -160,7 +160,7 @@ func assertNoVethsOrRoutes(t *testing.T, n *vnet.Node) {
 				return false
 			}
 		}
-		pins, _ := os.ReadDir(filepath.Dir(loader.LinkPin(n.BPFFS, loader.HookPod, "x")))
+		pins, _ := os.ReadDir(n.Paths().LinkDir(maps.HookPod.String()))
 		return len(pins) == 0
 	})
 	links, err := n.NS.NL.LinkList()

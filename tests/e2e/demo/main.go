@@ -89,7 +89,7 @@ func run() error {
 		if err := n.StartAgent(); err != nil {
 			return err
 		}
-		fmt.Printf("  %s: agent pid %d serving %s\n", n.Name, n.AgentPID(), n.Socket())
+		fmt.Printf("  %s: agent pid %d serving %s\n", n.Name, n.AgentPID(), n.Paths().Socket)
 	}
 
 	step("Creating two pods per node with the podvnet CNI plugin (via libcni, as containerd does)")

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"time"
@@ -12,8 +13,18 @@ import (
 // DNSServer answers every A query on UDP port with answer, like a tiny
 // cluster DNS.
 func DNSServer(ns Netns, port int, answer netip.Addr, closeWith func(func() error)) error {
-	pc, err := listenUDP(ns, port)
-	if err != nil {
+	return DNSServerOn(ns, netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(port)), answer, closeWith)
+}
+
+// DNSServerOn is DNSServer bound to addr: a server whose address is not
+// the source its replies would get from the route (a service address on a
+// loopback) must be bound to it to answer from it.
+func DNSServerOn(ns Netns, addr netip.AddrPort, answer netip.Addr, closeWith func(func() error)) error {
+	var pc net.PacketConn
+	if err := ns.Do(func() (err error) {
+		pc, err = net.ListenPacket("udp4", addr.String())
+		return err
+	}); err != nil {
 		return err
 	}
 	closeWith(pc.Close)
@@ -64,12 +75,7 @@ func LookupA(ns Netns, server, name string, timeout time.Duration) (netip.Addr, 
 		return netip.Addr{}, err
 	}
 	defer c.Close()
-	q := []byte{0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0}
-	for _, label := range strings.FieldsFunc(name, func(r rune) bool { return r == '.' }) {
-		q = append(q, byte(len(label)))
-		q = append(q, label...)
-	}
-	q = append(q, 0, 0, 1, 0, 1)
+	q := dnsQuery(name)
 	c.SetDeadline(time.Now().Add(timeout))
 	if _, err := c.Write(q); err != nil {
 		return netip.Addr{}, err
@@ -79,8 +85,24 @@ func LookupA(ns Netns, server, name string, timeout time.Duration) (netip.Addr, 
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("DNS query to %s: %w", server, err)
 	}
-	if n < len(q)+16 || buf[0] != 0x12 || buf[1] != 0x34 {
+	return dnsAnswerA(q, buf[:n], server)
+}
+
+// dnsQuery is a one-question query for name's A record.
+func dnsQuery(name string) []byte {
+	q := []byte{0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0}
+	for _, label := range strings.FieldsFunc(name, func(r rune) bool { return r == '.' }) {
+		q = append(q, byte(len(label)))
+		q = append(q, label...)
+	}
+	return append(q, 0, 0, 1, 0, 1)
+}
+
+// dnsAnswerA reads the A record of the response to q.
+func dnsAnswerA(q, resp []byte, server string) (netip.Addr, error) {
+	n := len(resp)
+	if n < len(q)+16 || resp[0] != q[0] || resp[1] != q[1] {
 		return netip.Addr{}, fmt.Errorf("DNS answer from %s malformed", server)
 	}
-	return netip.AddrFrom4([4]byte(buf[n-4 : n])), nil
+	return netip.AddrFrom4([4]byte(resp[n-4 : n])), nil
 }

@@ -70,7 +70,7 @@ func (v *VNet) serveMetadata() (*Metadata, error) {
 			return nil
 		})
 	}
-	return m, nil
+	return m, v.servePlatformPorts()
 }
 
 // SetSecondary changes the secondary IPs served for n, as when IPs are added

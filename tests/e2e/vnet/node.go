@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -25,6 +24,7 @@ import (
 	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/ipam"
 	"github.com/podvnet/podvnet/pkg/maps"
+	"github.com/podvnet/podvnet/pkg/paths"
 )
 
 // Node is one simulated VM: a namespace with eth0 on the fabric.
@@ -45,11 +45,10 @@ type Node struct {
 	pods  atomic.Int32 // pods made, for container IDs; AddPod runs in parallel
 }
 
-// Socket is the agent's API socket.
-func (n *Node) Socket() string { return filepath.Join(n.Dir, "agent.sock") }
-
-// StateDir is the agent's state directory.
-func (n *Node) StateDir() string { return filepath.Join(n.Dir, "state") }
+// Paths are where the node's agent keeps its state, socket and pins.
+func (n *Node) Paths() paths.Node {
+	return paths.Node{StateDir: filepath.Join(n.Dir, "state"), Socket: filepath.Join(n.Dir, "agent.sock"), BPFFSRoot: n.BPFFS}
+}
 
 // AgentLog is where the agent's output goes.
 func (n *Node) AgentLog() string { return filepath.Join(n.Dir, "agent.log") }
@@ -72,7 +71,7 @@ func (n *Node) AgentArgs() []string {
 		args = []string{"run", "--nic", "eth0", "--ipam-source", "static", "--pool-file", n.PoolFile()}
 	}
 	args = append(args,
-		"--bpffs-root", n.BPFFS, "--state-dir", n.StateDir(), "--socket", n.Socket(),
+		"--bpffs-root", n.Paths().BPFFSRoot, "--state-dir", n.Paths().StateDir, "--socket", n.Paths().Socket,
 		"--log-level", "debug",
 	)
 	return append(args, n.vnet.Opts.AgentArgs...)
@@ -118,7 +117,7 @@ func (n *Node) StartAgentNoWait(extra ...string) error {
 
 // WaitAgentReady waits until the agent's API answers ready.
 func (n *Node) WaitAgentReady(timeout time.Duration) error {
-	client := agentapi.NewClient(n.Socket())
+	client := agentapi.NewClient(n.Paths().Socket)
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		select {
@@ -141,24 +140,8 @@ func (n *Node) WaitAgentReady(timeout time.Duration) error {
 // HTTPGet fetches a path of the agent's metrics endpoint (127.0.0.1:9965 in
 // the node's namespace) and returns the status code and body.
 func (n *Node) HTTPGet(path string) (int, string, error) {
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-			err = n.NS.Do(func() error {
-				var d net.Dialer
-				c, err = d.DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		},
-	}}
-	resp, err := client.Get("http://127.0.0.1:9965" + path)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
+	code, body, err := Fetch(n.NS, "http://127.0.0.1:9965"+path, nil, 5*time.Second)
+	return code, string(body), err
 }
 
 // Metric returns the value of the first sample of the agent's /metrics
@@ -270,7 +253,7 @@ func (n *Node) Exec(name string, args ...string) (string, error) {
 // Debug runs `podvnet-agent debug ARGS` in the node with the node's
 // --bpffs-root and --state-dir.
 func (n *Node) Debug(args ...string) (string, error) {
-	return n.Exec(n.bin("podvnet-agent"), append(append([]string{"debug"}, args...), "--bpffs-root", n.BPFFS, "--state-dir", n.StateDir())...)
+	return n.Exec(n.bin("podvnet-agent"), append(append([]string{"debug"}, args...), "--bpffs-root", n.Paths().BPFFSRoot, "--state-dir", n.Paths().StateDir)...)
 }
 
 // NFT loads an nftables script in the node's namespace (nft -f -).
@@ -301,7 +284,3 @@ func (n *Node) Counters() (map[maps.Reason]maps.Counter, error) {
 	}
 	return m, nil
 }
-
-// DelQueueDir is where the node's plugin queues releases while the agent
-// is unreachable, the agent's <state dir>/del-queue.
-func (n *Node) DelQueueDir() string { return agentapi.DelQueueDir(n.StateDir()) }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/podvnet/podvnet/internal/nettest"
 	"github.com/podvnet/podvnet/pkg/loader"
+	"github.com/podvnet/podvnet/pkg/maps"
 )
 
 // Pod is a network namespace wired by the podvnet plugin.
@@ -58,14 +59,14 @@ func (n *Node) ConfListWith(o ConfOptions) []byte {
 		o.CNIVersion = n.vnet.Opts.CNIVersion
 	}
 	if o.Socket == "" {
-		o.Socket = n.Socket()
+		o.Socket = n.Paths().Socket
 	}
 	podvnet := map[string]any{
 		"type":        "podvnet",
 		"socket":      o.Socket,
 		"logFile":     filepath.Join(n.Dir, "cni.log"),
 		"logLevel":    "debug",
-		"delQueueDir": n.DelQueueDir(),
+		"delQueueDir": n.Paths().DelQueueDir(),
 	}
 	if o.DNS != nil {
 		podvnet["dns"] = o.DNS
@@ -203,7 +204,7 @@ func (p *Pod) WaitAttached(timeout time.Duration) error {
 			if err != nil {
 				return err
 			}
-			_, err = loader.Attached(p.Node.BPFFS, loader.HookPod, host, l.Attrs().Index)
+			_, err = loader.Attached(p.Node.BPFFS, maps.HookPod, host, l.Attrs().Index)
 			return err
 		})
 		if last == nil {

@@ -23,18 +23,7 @@ func (p *Pod) EchoServer(port int) (io.Closer, error) {
 	}
 	// An open socket keeps its namespace alive after the name is gone.
 	p.Node.vnet.onClose(func() error { ln.Close(); return nil })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
+	go acceptEach(ln, func(c net.Conn) { io.Copy(c, c) })
 	return ln, nil
 }
 
@@ -177,24 +166,23 @@ func WhoAmIServer(ns Netns, port int, closeWith func(func() error)) error {
 		return err
 	}
 	closeWith(ln.Close)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
-			c.Write([]byte(host + "\n"))
-			c.Close()
-		}
-	}()
+	go acceptEach(ln, func(c net.Conn) {
+		host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+		c.Write([]byte(host + "\n"))
+	})
 	return nil
 }
 
 // WhoAmI connects from ns to addr's WhoAmIServer and returns the source
 // address the server saw.
 func WhoAmI(ns Netns, addr string, timeout time.Duration) (string, error) {
-	c, err := dial(ns, "tcp4", addr, timeout)
+	return WhoAmIFrom(ns, netip.Addr{}, addr, timeout)
+}
+
+// WhoAmIFrom is WhoAmI from the local address src (invalid: the one the
+// route gives).
+func WhoAmIFrom(ns Netns, src netip.Addr, addr string, timeout time.Duration) (string, error) {
+	c, err := dialFrom(ns, "tcp4", src, addr, timeout)
 	if err != nil {
 		return "", fmt.Errorf("connect %s: %w", addr, err)
 	}
@@ -205,6 +193,20 @@ func WhoAmI(ns Netns, addr string, timeout time.Duration) (string, error) {
 		return "", fmt.Errorf("read from %s: %w", addr, err)
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// acceptEach serves every connection of ln with serve, then closes it.
+func acceptEach(ln net.Listener, serve func(net.Conn)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			serve(c)
+		}()
+	}
 }
 
 // listenTCP and listenUDP open a socket on port inside ns, where it stays
@@ -226,8 +228,21 @@ func listenUDP(ns Netns, port int) (pc net.PacketConn, err error) {
 }
 
 func dial(ns Netns, network, addr string, timeout time.Duration) (c net.Conn, err error) {
+	return dialFrom(ns, network, netip.Addr{}, addr, timeout)
+}
+
+// dialFrom is dial from the local address src, when valid.
+func dialFrom(ns Netns, network string, src netip.Addr, addr string, timeout time.Duration) (c net.Conn, err error) {
+	d := net.Dialer{Timeout: timeout}
+	if src.IsValid() {
+		if network == "udp4" {
+			d.LocalAddr = &net.UDPAddr{IP: src.AsSlice()}
+		} else {
+			d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+		}
+	}
 	err = ns.Do(func() (err error) {
-		c, err = net.DialTimeout(network, addr, timeout)
+		c, err = d.Dial(network, addr)
 		return err
 	})
 	return c, err

@@ -1,4 +1,4 @@
-package config
+package ipplan
 
 import (
 	"fmt"
@@ -19,7 +19,8 @@ type PlanInput struct {
 	Subnet   netip.Prefix
 	Nodes    int
 	MaxPods  int
-	ExtraIPs int // addresses for anything else in the subnet (VMs, load balancers, surge nodes)
+	ExtraIPs int   // addresses for anything else in the subnet (VMs, load balancers, surge nodes)
+	Names    Names // what the errors call the inputs
 }
 
 // Plan is the arithmetic of a subnet for N nodes of M pods each, as Azure
@@ -40,13 +41,13 @@ type Plan struct {
 func NewPlan(in PlanInput) (Plan, error) {
 	switch {
 	case !in.Subnet.IsValid() || !in.Subnet.Addr().Is4():
-		return Plan{}, fmt.Errorf("--subnet %q: not an IPv4 CIDR", in.Subnet)
+		return Plan{}, fmt.Errorf("%s %q: not an IPv4 CIDR", in.Names.Subnet, in.Subnet)
 	case in.Nodes < 1:
-		return Plan{}, fmt.Errorf("--nodes %d: must be at least 1", in.Nodes)
+		return Plan{}, fmt.Errorf("%s %d: must be at least 1", in.Names.Nodes, in.Nodes)
 	case in.MaxPods < 1:
-		return Plan{}, fmt.Errorf("--max-pods %d: must be at least 1", in.MaxPods)
+		return Plan{}, fmt.Errorf("%s %d: must be at least 1", in.Names.MaxPods, in.MaxPods)
 	case in.ExtraIPs < 0:
-		return Plan{}, fmt.Errorf("--extra-ips %d: must not be negative", in.ExtraIPs)
+		return Plan{}, fmt.Errorf("%s %d: must not be negative", in.Names.ExtraIPs, in.ExtraIPs)
 	}
 	in.Subnet = in.Subnet.Masked()
 	p := Plan{PlanInput: in, PerNode: in.MaxPods + 1, Reserved: AzureReservedPerSubnet}

@@ -1,10 +1,15 @@
-package config
+package ipplan
 
 import (
 	"net/netip"
 	"strings"
 	"testing"
 )
+
+// names are the flag names cmd/agent passes, so the messages read as users
+// see them.
+var names = Names{Subnet: "--subnet", Nodes: "--nodes", MaxPods: "--max-pods", ExtraIPs: "--extra-ips",
+	NoSNAT: "--no-snat-cidrs", ServiceCIDR: "--service-cidr", DNSServiceIP: "--dns-service-ip", DockerBridgeCIDR: "--docker-bridge-cidr"}
 
 func TestValidateCluster(t *testing.T) {
 	subnet := netip.MustParsePrefix("10.240.0.0/16")
@@ -77,7 +82,7 @@ func TestValidateCluster(t *testing.T) {
 			for _, s := range tt.noSNAT {
 				noSNAT = append(noSNAT, netip.MustParsePrefix(s))
 			}
-			c, err := ParseCluster(subnet, noSNAT, tt.service, tt.dns, tt.docker)
+			c, err := ParseCluster(names, subnet, noSNAT, tt.service, tt.dns, tt.docker)
 			if err == nil {
 				err = c.Validate()
 			}
@@ -130,6 +135,7 @@ func TestPlan(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			tt.in.Names = names
 			p, err := NewPlan(tt.in)
 			if err != nil {
 				t.Fatal(err)
@@ -170,6 +176,7 @@ func TestPlanRefusesNonsense(t *testing.T) {
 		{PlanInput{Subnet: subnet, Nodes: 1, MaxPods: 30, ExtraIPs: -1}, "--extra-ips -1: must not be negative"},
 	} {
 		t.Run(tt.want, func(t *testing.T) {
+			tt.in.Names = names
 			if _, err := NewPlan(tt.in); err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("got %v, want an error containing %q", err, tt.want)
 			}

@@ -1,21 +1,22 @@
-package agent
+package node
 
 import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
-	"strings"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/podvnet/podvnet/internal/netlinkdump"
+	"github.com/podvnet/podvnet/internal/podroute"
 	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/ipam"
 	"github.com/podvnet/podvnet/pkg/loader"
 	"github.com/podvnet/podvnet/pkg/maps"
+	"github.com/podvnet/podvnet/pkg/paths"
 	"github.com/podvnet/podvnet/pkg/snat"
 )
 
@@ -27,27 +28,20 @@ type Finding struct {
 	Fix    string `json:"fix,omitempty"`
 }
 
-// DoctorConfig says where the node's podvnet state is.
-type DoctorConfig struct {
-	BPFFSRoot string
-	StateDir  string
-	Socket    string
-}
-
 // Doctor checks the node the way an engineer would, read-only, and names
 // each problem with its fix. It runs in the node's network namespace.
-func Doctor(ctx context.Context, cfg DoctorConfig) []Finding {
+func Doctor(ctx context.Context, n paths.Node) []Finding {
 	var out []Finding
 	ok := func(check, detail string) { out = append(out, Finding{Check: check, OK: true, Detail: detail}) }
 	bad := func(check, detail, fix string) {
 		out = append(out, Finding{Check: check, Detail: detail, Fix: fix})
 	}
 
-	if isBPF, err := loader.IsBPFFS(cfg.BPFFSRoot); err != nil || !isBPF {
-		bad("bpffs", fmt.Sprintf("%s is not on a bpf filesystem", cfg.BPFFSRoot),
+	if isBPF, err := loader.IsBPFFS(n.BPFFSRoot); err != nil || !isBPF {
+		bad("bpffs", fmt.Sprintf("%s is not on a bpf filesystem", n.BPFFSRoot),
 			"mount -t bpf bpffs /sys/fs/bpf (the agent does it on start; the DaemonSet must mount the host's /sys/fs/bpf)")
 	} else {
-		ok("bpffs", cfg.BPFFSRoot+" is on bpffs")
+		ok("bpffs", n.BPFFSRoot+" is on bpffs")
 	}
 
 	var uts unix.Utsname
@@ -60,11 +54,11 @@ func Doctor(ctx context.Context, cfg DoctorConfig) []Finding {
 	}
 
 	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	st, err := agentapi.NewClient(cfg.Socket).Status(actx)
+	st, err := agentapi.NewClient(n.Socket).Status(actx)
 	cancel()
 	switch {
 	case err != nil:
-		bad("agent", fmt.Sprintf("no agent answers at %s: existing pods keep working, new pods cannot start", cfg.Socket),
+		bad("agent", fmt.Sprintf("no agent answers at %s: existing pods keep working, new pods cannot start", n.Socket),
 			"check the podvnet DaemonSet pod on this node (kubectl -n kube-system logs ds/podvnet)")
 	case !st.Ready:
 		bad("agent", "agent not ready: "+st.Reason, "see the agent's log")
@@ -72,7 +66,7 @@ func Doctor(ctx context.Context, cfg DoctorConfig) []Finding {
 		ok("agent", fmt.Sprintf("ready, %d of %d pod addresses in use, %d free", st.Allocated, st.Limit, st.Free))
 	}
 
-	if v, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); err == nil && strings.TrimSpace(string(v)) != "1" {
+	if v, err := sysctl.Sysctl("net/ipv4/ip_forward"); err == nil && v != "1" {
 		bad("ip_forward", "net.ipv4.ip_forward is 0: Services, Internet egress and node-to-pod fallbacks cannot be forwarded",
 			"sysctl -w net.ipv4.ip_forward=1 (the agent sets it on start)")
 	} else {
@@ -85,15 +79,15 @@ func Doctor(ctx context.Context, cfg DoctorConfig) []Finding {
 		ok("masquerade", "nftables table ip "+snat.TableName+" present")
 	}
 
-	set, err := maps.OpenPinned(cfg.BPFFSRoot)
+	set, err := maps.OpenPinned(n.BPFFSRoot)
 	if err != nil {
 		bad("maps", err.Error(), "start the agent: it creates and pins the maps")
 		return out
 	}
 	defer set.Close()
-	ok("maps", "pinned under "+maps.PinDir(cfg.BPFFSRoot))
+	ok("maps", "pinned under "+n.MapsDir())
 
-	atts, err := loader.ListAttachments(cfg.BPFFSRoot)
+	atts, err := loader.ListAttachments(n.BPFFSRoot)
 	if err != nil {
 		bad("programs", err.Error(), "")
 		return out
@@ -101,8 +95,8 @@ func Doctor(ctx context.Context, cfg DoctorConfig) []Finding {
 	attached := map[string]loader.Attachment{}
 	nicOK := false
 	for _, a := range atts {
-		attached[string(a.Hook)+"/"+a.IfName] = a
-		if a.Hook == loader.HookNIC && !a.Defunct {
+		attached[a.Hook.String()+"/"+a.IfName] = a
+		if a.Hook == maps.HookNIC && !a.Defunct {
 			nicOK = true
 			ok("nic program", fmt.Sprintf("from_nic on %s (%s)", a.IfName, a.Mode))
 		}
@@ -117,7 +111,7 @@ func Doctor(ctx context.Context, cfg DoctorConfig) []Finding {
 		bad("endpoints", err.Error(), "")
 		return out
 	}
-	links, err := netlinksafe.LinkList()
+	links, err := netlinkdump.Links()
 	if err != nil {
 		bad("interfaces", err.Error(), "")
 		return out
@@ -127,7 +121,7 @@ func Doctor(ctx context.Context, cfg DoctorConfig) []Finding {
 		byIndex[l.Attrs().Index] = l
 	}
 	var state *ipam.State
-	if state, err = ReadState(cfg.StateDir); err != nil {
+	if state, err = ReadState(n); err != nil {
 		bad("state", err.Error(), "see docs/operations.md before touching the state file")
 	}
 	allocated := map[netip.Addr]ipam.Allocation{}
@@ -150,12 +144,12 @@ func Doctor(ctx context.Context, cfg DoctorConfig) []Finding {
 			continue
 		}
 		name := l.Attrs().Name
-		if checkRoute(e.IP, l) != nil {
+		if podroute.Check(e.IP, l) != nil {
 			bad(check, fmt.Sprintf("no route %s/32 dev %s: the node and NAT'd replies cannot reach the pod", e.IP, name),
 				fmt.Sprintf("ip route replace %s/32 dev %s (the agent restores it on restart)", e.IP, name))
 			problems++
 		}
-		if a, ok := attached[string(loader.HookPod)+"/"+name]; !ok || a.Defunct {
+		if a, ok := attached[maps.HookPod.String()+"/"+name]; !ok || a.Defunct {
 			bad(check, fmt.Sprintf("from_pod is not attached to %s: the pod's traffic bypasses anti-spoofing and the fast path", name),
 				"restart the agent: reconcile attaches it")
 			problems++
@@ -170,7 +164,7 @@ func Doctor(ctx context.Context, cfg DoctorConfig) []Finding {
 	}
 	for _, l := range links {
 		name := l.Attrs().Name
-		if !hostVethName.MatchString(name) || l.Type() != "veth" {
+		if !agentapi.IsHostVethName(name) || l.Type() != "veth" {
 			continue
 		}
 		if _, ok := endpointOf[l.Attrs().Index]; !ok {

@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Which packets the kernel's conntrack must see: NAT'd flows, fragments, ICMP errors. */
+#ifndef PV_CONNTRACK_H
+#define PV_CONNTRACK_H
+
+#include <linux/bpf.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <linux/netfilter/nf_conntrack_common.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "podvnet.h"
+#include "parse.h"
+
+/*
+ * Replies of connections the kernel NAT'd (kube-proxy's DNAT of a Service,
+ * masquerading) must meet conntrack to be translated back, so they leave
+ * the fast path. The kfuncs are weak: a kernel without them (before 5.18)
+ * loads the programs all the same and skips the lookup.
+ */
+struct bpf_ct_opts___pv {
+	__s32 netns_id;
+	__s32 error;
+	__u8 l4proto;
+	__u8 dir;
+	__u16 ct_zone_id; /* 6.9+; older kernels take the first 12 bytes */
+	__u8 ct_zone_dir;
+	__u8 reserved[3];
+};
+
+/* Only the field we read; CO-RE finds it in the running kernel. */
+struct nf_conn {
+	unsigned long status;
+} __attribute__((preserve_access_index));
+
+extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf_sock_tuple *tuple, __u32 tuple__sz,
+					 struct bpf_ct_opts___pv *opts, __u32 opts__sz) __ksym __weak;
+extern void bpf_ct_release(struct nf_conn *ct) __ksym __weak;
+
+/* Size of struct bpf_ct_opts in the running kernel (12 or 16), set by the
+ * loader from the kernel's BTF; 0 when the kernel has no conntrack kfuncs. */
+volatile const __u32 pv_ct_opts_size = 0;
+
+/* pv_is_frag_or_icmp_error: IPv4 fragments carry no ports to look up, and
+ * ICMP errors refer to a flow that may be NAT'd; the kernel handles both. */
+static __always_inline int pv_is_frag_or_icmp_error(struct __sk_buff *skb, struct iphdr *ip)
+{
+	void *data_end = (void *)(long)skb->data_end;
+	__u8 *icmp_type;
+
+	if (ip->frag_off & bpf_htons(PV_IP_MF_OFFSET))
+		return 1;
+	if (ip->protocol != IPPROTO_ICMP)
+		return 0;
+	icmp_type = (void *)ip + ip->ihl * 4;
+	if ((void *)(icmp_type + 1) > data_end)
+		return 1;
+	return *icmp_type == 3 || *icmp_type == 11 || *icmp_type == 12; /* unreach, time exceeded, param */
+}
+
+/* pv_nat_flow reports whether conntrack holds a NAT'd connection for this
+ * TCP or UDP packet (in either direction). */
+static __always_inline int pv_nat_flow(struct __sk_buff *skb, struct iphdr *ip, const struct pv_config *cfg)
+{
+	struct bpf_ct_opts___pv opts = { .netns_id = BPF_F_CURRENT_NETNS };
+	struct bpf_sock_tuple tuple = {};
+	struct pv_ports *ports;
+	struct nf_conn *ct;
+	unsigned long status;
+
+	if (!(cfg->flags & PV_CFG_F_CT_LOOKUP) || pv_ct_opts_size == 0 || !bpf_skb_ct_lookup)
+		return 0;
+	ports = pv_l4_ports(skb, ip);
+	if (!ports)
+		return 0;
+	tuple.ipv4.saddr = ip->saddr;
+	tuple.ipv4.daddr = ip->daddr;
+	tuple.ipv4.sport = ports->sport;
+	tuple.ipv4.dport = ports->dport;
+	opts.l4proto = ip->protocol;
+	ct = bpf_skb_ct_lookup(skb, &tuple, sizeof(tuple.ipv4), &opts, pv_ct_opts_size == 12 ? 12 : 16);
+	if (!ct)
+		return 0;
+	status = ct->status;
+	bpf_ct_release(ct);
+	return (status & IPS_NAT_MASK) != 0;
+}
+
+#endif /* PV_CONNTRACK_H */

@@ -1,0 +1,132 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * podvnet's data path: one object holding every program, so that the maps
+ * (lib/maps.h) exist once and all programs share them by construction.
+ *
+ * from_pod: tc ingress of a pod's host-side veth, i.e. every frame a pod
+ * sends. Anti-spoofing first: the source IP and MAC must be those of the
+ * endpoint that owns the ingress interface. Next, the destinations no pod
+ * may reach (lib/platform.h: the WireServer, ...) are dropped. Then:
+ *   - to a pod on this node: MAC rewrite, TTL-1, bpf_redirect_peer;
+ *   - to a no-SNAT range (the VNet, peered ranges): TTL-1, bpf_redirect_neigh
+ *     out of the NIC, skipping the host's routing and netfilter;
+ *   - anything else (this node, Service CIDR, Internet): the kernel stack,
+ *     where kube-proxy and masquerading live.
+ * Before a redirect, packets of connections the kernel NAT'd (a Service's
+ * backend answering, a NodePort reply), fragments and ICMP errors go to the
+ * stack instead: only there are they translated back. So does the traffic
+ * of a pod whose bandwidth tc shapes: only the kernel path meets the qdiscs.
+ * ARP: a request for the gateway (169.254.1.1) is answered here (lib/arp.h);
+ * other ARP passes to the stack, where nothing answers it (the host veth
+ * owns no address). Other non-IPv4 frames are dropped: podvnet is IPv4-only,
+ * and IPv6 from a pod would reach the host stack without any source check.
+ *
+ * from_nic: tc ingress of the VNet NIC. A frame for a pod on this node goes
+ * straight into the pod (MAC rewrite, TTL-1, bpf_redirect_peer); everything
+ * else is the node's own traffic and goes to the stack untouched. Packets of
+ * connections the kernel NAT'd (the reply of a Service backend on another
+ * node), fragments and ICMP errors also go to the stack, which translates
+ * them back and routes them to the pod over its /32 route.
+ */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <linux/ip.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "podvnet.h"
+#include "lib/maps.h"
+#include "lib/parse.h"
+#include "lib/verdict.h"
+#include "lib/conntrack.h"
+#include "lib/forward.h"
+#include "lib/arp.h"
+#include "lib/platform.h"
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+SEC("tc")
+int from_pod(struct __sk_buff *skb)
+{
+	struct ethhdr *eth = NULL;
+	struct iphdr *ip = NULL;
+	struct pv_endpoint *src, *dst;
+	struct pv_config *cfg;
+	__u32 blocked;
+	int ret;
+
+	ret = pv_parse_ipv4(skb, &eth, &ip);
+	if (ret < 0)
+		return pv_count(skb, PV_HOOK_POD, PV_DROP_MALFORMED, TC_ACT_SHOT);
+	if (ret == 0) {
+		if (eth->h_proto == bpf_htons(ETH_P_ARP))
+			return pv_arp(skb, eth);
+		return pv_count(skb, PV_HOOK_POD, PV_DROP_UNSUPPORTED_L3, TC_ACT_SHOT);
+	}
+
+	src = pv_endpoint(ip->saddr);
+	if (!src || src->ifindex != skb->ifindex)
+		return pv_count(skb, PV_HOOK_POD, PV_DROP_SPOOFED_IP, TC_ACT_SHOT);
+	if (__builtin_memcmp(eth->h_source, src->pod_mac, ETH_ALEN) != 0)
+		return pv_count(skb, PV_HOOK_POD, PV_DROP_SPOOFED_MAC, TC_ACT_SHOT);
+
+	/* Before every branch below, so that no path (shaped, stack,
+	 * masquerade, fast path) reaches a blocked destination. */
+	blocked = pv_blocked_reason(skb, ip);
+	if (blocked)
+		return pv_count(skb, PV_HOOK_POD, blocked, TC_ACT_SHOT);
+
+	/* TC_ACT_UNSPEC: under tcx, "next", so that the tc filters of a
+	 * chained bandwidth plugin (mirred to its ifb) still run. */
+	if (src->flags & PV_EP_F_SHAPED)
+		return pv_count(skb, PV_HOOK_POD, PV_POD_SHAPED, TC_ACT_UNSPEC);
+
+	cfg = pv_config();
+	if (!cfg || cfg->nic_ifindex == 0 || ip->daddr == cfg->node_ip)
+		return pv_count(skb, PV_HOOK_POD, PV_POD_TO_STACK, TC_ACT_OK);
+
+	dst = pv_endpoint(ip->daddr);
+	if (dst && (dst->flags & PV_EP_F_SHAPED))
+		return pv_count(skb, PV_HOOK_POD, PV_POD_SHAPED, TC_ACT_OK);
+	if (!dst && !pv_nosnat_dest(cfg, ip->daddr))
+		return pv_count(skb, PV_HOOK_POD, PV_POD_TO_STACK, TC_ACT_OK);
+	if (pv_is_frag_or_icmp_error(skb, ip))
+		return pv_count(skb, PV_HOOK_POD, PV_POD_TO_STACK_FRAG, TC_ACT_OK);
+	if (pv_nat_flow(skb, ip, cfg))
+		return pv_count(skb, PV_HOOK_POD, PV_POD_TO_STACK_NAT, TC_ACT_OK);
+	if (dst)
+		return pv_to_local(skb, PV_HOOK_POD, eth, ip, dst, PV_POD_TO_LOCAL);
+	return pv_to_nic(skb, PV_HOOK_POD, ip, cfg, PV_POD_TO_NIC);
+}
+
+SEC("tc")
+int from_nic(struct __sk_buff *skb)
+{
+	struct ethhdr *eth = NULL;
+	struct iphdr *ip = NULL;
+	struct pv_endpoint *dst;
+	struct pv_config *cfg;
+	int ret;
+
+	ret = pv_parse_ipv4(skb, &eth, &ip);
+	if (ret <= 0 || skb->pkt_type != PACKET_HOST)
+		return pv_count(skb, PV_HOOK_NIC, PV_NIC_TO_STACK, TC_ACT_OK);
+
+	/* Most of what the NIC receives is the node's own: it leaves before the
+	 * config lookup, which only the checks for a pod need. */
+	dst = pv_endpoint(ip->daddr);
+	if (!dst)
+		return pv_count(skb, PV_HOOK_NIC, PV_NIC_TO_STACK, TC_ACT_OK);
+	cfg = pv_config();
+	if (!cfg)
+		return pv_count(skb, PV_HOOK_NIC, PV_NIC_TO_STACK, TC_ACT_OK);
+	if (dst->flags & PV_EP_F_SHAPED)
+		return pv_count(skb, PV_HOOK_NIC, PV_NIC_SHAPED, TC_ACT_OK);
+	if (pv_is_frag_or_icmp_error(skb, ip))
+		return pv_count(skb, PV_HOOK_NIC, PV_NIC_TO_STACK_FRAG, TC_ACT_OK);
+	if (pv_nat_flow(skb, ip, cfg))
+		return pv_count(skb, PV_HOOK_NIC, PV_NIC_TO_STACK_NAT, TC_ACT_OK);
+	return pv_to_local(skb, PV_HOOK_NIC, eth, ip, dst, PV_NIC_TO_LOCAL);
+}

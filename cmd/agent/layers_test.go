@@ -1,0 +1,57 @@
+package main
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// layers orders podvnet's packages top-down, as docs/design.md draws them:
+// a package imports only packages of lower layers, so nothing imports back
+// up (the daemon never imports what runs without it, the plugin never the
+// agent). A new package gets a layer here.
+var layers = [][]string{
+	{"cmd/agent", "cmd/plugin"},
+	{"pkg/agent", "pkg/node", "pkg/install"},
+	{"pkg/cni", "pkg/loader", "pkg/snat"},
+	{"pkg/agentapi", "pkg/ipam", "pkg/ipplan", "pkg/platform", "pkg/settings", "internal/podroute"},
+	{"pkg/maps", "internal/atomicfile", "internal/strictjson", "internal/netlinkdump", "internal/nettest", "internal/packet"},
+	{"pkg/paths"},
+}
+
+// TestPackagesImportDownward reads the import graph of the module's
+// packages (tests and tools aside) and checks each import against layers.
+func TestPackagesImportDownward(t *testing.T) {
+	const module = "github.com/podvnet/podvnet/"
+	layerOf := map[string]int{}
+	for i, pkgs := range layers {
+		for _, p := range pkgs {
+			layerOf[p] = i
+		}
+	}
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Imports " "}}`, module+"...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		fields := strings.Fields(line)
+		pkg := strings.TrimPrefix(fields[0], module)
+		if strings.HasPrefix(pkg, "tests/") || pkg == "deploy" {
+			continue
+		}
+		from, ok := layerOf[pkg]
+		if !ok {
+			t.Errorf("%s is in no layer: add it to layers and to docs/design.md's map of the code", pkg)
+			continue
+		}
+		for _, imp := range fields[1:] {
+			dep, ours := strings.CutPrefix(imp, module)
+			if !ours {
+				continue
+			}
+			if to, known := layerOf[dep]; known && to <= from {
+				t.Errorf("%s imports %s, a package of its own layer or above", pkg, dep)
+			}
+		}
+	}
+}

@@ -1,0 +1,59 @@
+// Package settings is the record of the settings a running agent put in
+// force. The agent writes it to the state dir at start, so that `debug
+// config` and `debug ipam` show them while the agent is down.
+package settings
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/podvnet/podvnet/internal/atomicfile"
+	"github.com/podvnet/podvnet/pkg/paths"
+)
+
+// Settings are what one agent put in force.
+type Settings struct {
+	Version         string    `json:"version"`
+	StartedAt       time.Time `json:"started_at"`
+	NIC             string    `json:"nic"`
+	NICMTU          int       `json:"nic_mtu"`
+	PodMTU          int       `json:"pod_mtu"`
+	Subnet          string    `json:"subnet"`
+	Gateway         string    `json:"gateway"`
+	Primary         string    `json:"primary"`
+	SecondaryIPs    int       `json:"secondary_ips"`
+	MaxPods         int       `json:"max_pods"`
+	PodLimit        int       `json:"pod_limit"`
+	IPCooldown      string    `json:"ip_cooldown"`
+	NoSNATCIDRs     []string  `json:"no_snat_cidrs"`
+	AttachMode      string    `json:"attach_mode"`
+	ConntrackLookup bool      `json:"conntrack_lookup"`
+	BPFFSRoot       string    `json:"bpffs_root"`
+	Socket          string    `json:"socket"`
+	StateDir        string    `json:"state_dir"`
+}
+
+// Write replaces the node's record with s, atomically.
+func Write(n paths.Node, s Settings) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode agent settings: %w", err)
+	}
+	return atomicfile.WriteFile(n.SettingsFile(), append(b, '\n'), 0o600)
+}
+
+// Read reads what the last agent on the node put in force. Fields a newer
+// agent added are ignored: the reader may be older than the writer.
+func Read(n paths.Node) (*Settings, error) {
+	b, err := os.ReadFile(n.SettingsFile())
+	if err != nil {
+		return nil, fmt.Errorf("read agent settings: %w", err)
+	}
+	var s Settings
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("parse %s: %w", n.SettingsFile(), err)
+	}
+	return &s, nil
+}

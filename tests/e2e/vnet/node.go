@@ -284,3 +284,18 @@ func (n *Node) Counters() (map[maps.Reason]maps.Counter, error) {
 	}
 	return m, nil
 }
+
+// NextHop reads the next hop the node's from_pod writes on frames into the
+// VNet (nil: the kernel resolves it), from the pinned config map.
+func (n *Node) NextHop() (net.HardwareAddr, error) {
+	set, err := maps.OpenPinned(n.BPFFS)
+	if err != nil {
+		return nil, err
+	}
+	defer set.Close()
+	cfg, err := set.Config.Get()
+	if err != nil {
+		return nil, err
+	}
+	return cfg.NextHop(), nil
+}

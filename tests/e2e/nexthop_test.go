@@ -77,15 +77,7 @@ func TestGatewayMACChange(t *testing.T) {
 	awaitCachedNextHop(t, v)
 	newMAC, _ := net.ParseMAC("02:fa:b0:00:00:01")
 
-	const pps = 2000
-	ac, err := vnet.StartUDPFlow(a, c, 9000, pps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := vnet.StartUDPFlow(c, a, 9001, pps)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ac, ca := startFloods(t, a, c)
 	time.Sleep(300 * time.Millisecond)
 	if err := v.SetFabricMAC(n1, newMAC); err != nil {
 		t.Fatal(err)
@@ -105,7 +97,7 @@ func TestGatewayMACChange(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", f.name, err)
 		}
-		if sent < pps/2 || sent <= f.taken {
+		if sent < floodPPS/2 || sent <= f.taken {
 			t.Fatalf("%s: only %d datagrams sent: the flow did not run", f.name, sent)
 		}
 		// Datagrams sent to the old MAC before the agent's update (and the

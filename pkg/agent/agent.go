@@ -295,11 +295,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	go a.replayDelQueueEvery(ctx, delQueueInterval)
-	// Done before Serve returns: Close closes the maps it writes.
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	watched := make(chan struct{})
-	go func() { a.watchNextHop(watchCtx); close(watched) }()
-	defer func() { stopWatch(); <-watched }()
+	defer a.watchNextHop(ctx)()
 	select {
 	case <-ctx.Done():
 	case err := <-errc:

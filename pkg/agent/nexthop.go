@@ -33,16 +33,23 @@ func (a *Agent) readNextHop() nexthop.Hop {
 }
 
 // watchNextHop keeps the config map's next hop the one the NIC's neighbour
-// table shows, until ctx ends.
-func (a *Agent) watchNextHop(ctx context.Context) {
-	err := nexthop.Watch(ctx, a.nexthopConfig(), func(h nexthop.Hop) {
-		if err := a.setNextHop(h); err != nil {
-			a.log.Error("write the next hop", zap.Error(err))
+// table shows, in the background until ctx ends or stop is called; stop
+// returns once it has ended (Close closes the maps it writes).
+func (a *Agent) watchNextHop(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		err := nexthop.Watch(ctx, a.nexthopConfig(), func(h nexthop.Hop) {
+			if err := a.setNextHop(h); err != nil {
+				a.log.Error("write the next hop", zap.Error(err))
+			}
+		})
+		if err != nil {
+			a.log.Error("watch the next hop; it stays as it is", zap.Error(err))
 		}
-	})
-	if err != nil {
-		a.log.Error("watch the next hop; it stays as it is", zap.Error(err))
-	}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // setNextHop writes h into the config map, in place; the programs take it

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/podvnet/podvnet/internal/netlinkdump"
 )
@@ -145,7 +146,9 @@ func newWatcher(cfg Config) (*watcher, error) {
 	if cfg.Netns != nil {
 		ns = *cfg.Netns
 	}
-	h, err := netlink.NewHandleAt(ns)
+	// Route only: without families a handle opens a socket for each
+	// netlink family it knows.
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("netlink handle for the next hop: %w", err)
 	}

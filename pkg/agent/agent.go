@@ -20,6 +20,7 @@ import (
 	"github.com/podvnet/podvnet/pkg/ipam"
 	"github.com/podvnet/podvnet/pkg/loader"
 	"github.com/podvnet/podvnet/pkg/maps"
+	"github.com/podvnet/podvnet/pkg/nexthop"
 	"github.com/podvnet/podvnet/pkg/paths"
 	"github.com/podvnet/podvnet/pkg/platform"
 	"github.com/podvnet/podvnet/pkg/snat"
@@ -45,6 +46,8 @@ type Config struct {
 	NoConntrackLookup bool
 	// Blocked are the destinations pods must not reach (blocked.go).
 	Blocked []platform.Endpoint
+	// NextHop is how from_pod finds the next hop into the VNet (nexthop.go).
+	NextHop nexthop.Mode
 
 	// Version is the agent's build version, recorded in the settings file.
 	Version string
@@ -72,6 +75,10 @@ type Agent struct {
 	ready   *Readiness
 	metrics *Metrics
 	jobs    *hostJobs
+
+	// configMu serialises writes of the config map; config is what it holds.
+	configMu sync.Mutex
+	config   maps.Config
 }
 
 // New waits for the NIC, loads the data path (adopting what is pinned),
@@ -80,6 +87,9 @@ type Agent struct {
 func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Agent, err error) {
 	if cfg.Ready == nil {
 		cfg.Ready = NewReadiness("starting")
+	}
+	if cfg.NextHop == "" {
+		cfg.NextHop = nexthop.Auto
 	}
 	if err := cfg.Pool.Validate(); err != nil {
 		return nil, fmt.Errorf("pool: %w", err)
@@ -227,10 +237,11 @@ func (a *Agent) prepareNode() error {
 }
 
 // writeConfigMaps writes what the programs read about the node: the config
-// map (NIC, node IP, gateway, subnet, flags), updated in place, and the
-// no-SNAT ranges.
+// map (NIC, node IP, gateway, subnet, next hop, flags), updated in place,
+// and the no-SNAT ranges.
 func (a *Agent) writeConfigMaps() error {
 	attrs := a.nic.Attrs()
+	hop := a.readNextHop()
 	cfg := maps.Config{
 		NICIfindex: uint32(attrs.Index),
 		NodeIP:     a.cfg.Pool.Primary.As4(),
@@ -242,9 +253,14 @@ func (a *Agent) writeConfigMaps() error {
 		cfg.Flags |= maps.ConfigCTLookup
 	}
 	copy(cfg.NICMAC[:], attrs.HardwareAddr)
+	cfg = withHop(cfg, hop)
+	a.configMu.Lock()
+	defer a.configMu.Unlock()
 	if err := a.dp.Maps.Config.Set(cfg); err != nil {
 		return err
 	}
+	a.config = cfg
+	a.logNextHop(hop)
 	return a.dp.Maps.NoSNAT.Sync(a.noSNAT())
 }
 
@@ -279,6 +295,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	go a.replayDelQueueEvery(ctx, delQueueInterval)
+	defer a.watchNextHop(ctx)()
 	select {
 	case <-ctx.Done():
 	case err := <-errc:

@@ -40,6 +40,7 @@ func run() error {
 		output    = flag.String("o", "table", "table or json")
 		markdown  = flag.String("markdown", "", "also write the report as markdown to this file (docs/benchmarks.md)")
 		agentArgs = flag.String("agent-args", "", "extra flags for podvnet-agent run, space-separated (e.g. \"--attach-mode legacy\")")
+		profOnly  = flag.Bool("profile-only", false, "only profile the sender's CPU during a UDP flood across nodes, for each path of --paths side by side, over --rounds interleaved rounds (e.g. --profiles bare --paths ptp,podvnet); nothing else is measured")
 	)
 	flag.Parse()
 	if os.Geteuid() != 0 {
@@ -78,7 +79,7 @@ func run() error {
 	defer stop()
 
 	b := &bench{prefix: nettest.Prefix(), work: work, binDir: bin, cniBinDir: *cniBinDir, rounds: *rounds, dur: *dur,
-		smoke: *smoke, agentArgs: strings.Fields(*agentArgs), progress: os.Stderr,
+		smoke: *smoke, profileOnly: *profOnly, agentArgs: strings.Fields(*agentArgs), progress: os.Stderr,
 		res: &Results{Machine: machine(), Smoke: *smoke, Rounds: *rounds, Seconds: int(dur.Seconds())}}
 	b.paths = map[string]bool{}
 	for _, p := range strings.Split(*paths, ",") {
@@ -100,6 +101,12 @@ func run() error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+	}
+	if *profOnly {
+		if *markdown != "" {
+			return fmt.Errorf("--markdown writes the whole benchmark: not with --profile-only")
+		}
+		return b.res.writeProfiles(os.Stdout, *output)
 	}
 	b.execCosts()
 	b.logf("per-packet program cost")

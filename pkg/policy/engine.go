@@ -243,6 +243,19 @@ func (e *Engine) Endpoint(ip netip.Addr) (*EndpointRules, bool) {
 	return ep.rules, true
 }
 
+// All is the whole state as changes: every endpoint's rules and the whole
+// ipcache, for a writer that must make the maps hold exactly this (an agent
+// that starts, over what the last one wrote).
+func (e *Engine) All() Changes {
+	ch := Changes{IPCache: e.IPCache(), Endpoints: map[netip.Addr]*EndpointRules{}}
+	for ip, ep := range e.endpoints {
+		if ep.rules != nil {
+			ch.Endpoints[ip] = ep.rules
+		}
+	}
+	return ch
+}
+
 // Identities lists every identity in use, by number.
 func (e *Engine) Identities() []Identity {
 	out := make([]Identity, 0, len(e.ids.byID))

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"github.com/podvnet/podvnet/pkg/paths"
 	"github.com/podvnet/podvnet/pkg/policy"
 	"github.com/podvnet/podvnet/pkg/policymap"
+	"github.com/podvnet/podvnet/pkg/settings"
 )
 
 // PolicySource is the API server's side of NetworkPolicy (pkg/kube's
@@ -329,8 +332,54 @@ func (a *Agent) setupPolicy() error {
 	}
 	a.policy = ctl
 	ctl.syncTime = a.metrics.registerPolicy(a)
+	if err := a.pendUnknownEndpoints(); err != nil {
+		return err
+	}
 	a.cfg.Policy.Source.OnPolicySnapshot(ctl.onSnapshot)
 	return nil
+}
+
+// pendUnknownEndpoints isolates, as pending, the endpoints whose policy
+// the maps lost: the last agent enforced NetworkPolicy, but a map of its
+// was replaced (another release's layout) and took their rules along.
+// Until the first snapshot rewrites them they are denied where unknown
+// policy is (--policy-unknown=deny), and open otherwise. Endpoints that
+// were never under an agent enforcing NetworkPolicy stay as they were:
+// open.
+func (a *Agent) pendUnknownEndpoints() error {
+	if a.cfg.Policy.Unknown == PolicyUnknownAllow {
+		return nil
+	}
+	prev, err := settings.Read(a.cfg.Paths)
+	if err != nil || !strings.HasPrefix(prev.NetworkPolicy, "on") {
+		return nil
+	}
+	lost := false
+	for _, r := range a.dp.Replaced {
+		name, _, _ := strings.Cut(r, ":")
+		lost = lost || name == maps.EndpointsMap || slices.Contains(maps.PolicyNames, name)
+	}
+	if !lost {
+		return nil
+	}
+	n := 0
+	for _, l := range a.localEndpoints() {
+		if err := a.policy.writer.SetPending(l.ip); err != nil {
+			return err
+		}
+		n++
+	}
+	a.log.Warn("NetworkPolicy of running pods lost with a replaced map: they are denied (pending) until the API server's view is in the maps",
+		zap.Int("endpoints", n), zap.Strings("replaced", a.dp.Replaced))
+	return nil
+}
+
+// describePolicy is the settings file's account of NetworkPolicy.
+func (a *Agent) describePolicy() string {
+	if a.policy == nil {
+		return "off"
+	}
+	return "on, unknown policy: " + a.policy.opts.Unknown
 }
 
 // localEndpoints are the endpoints the allocator holds.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/utils/sysctl"
@@ -49,6 +50,10 @@ type Config struct {
 	// Version is the agent's build version, recorded in the settings file.
 	Version string
 
+	// Events, when set, receives warnings for the cluster (Events on the
+	// Node): the pool exhausted or withdrawn, kubelet's max-pods too high.
+	Events Events
+
 	// Metrics and Ready, when set, receive the agent's metrics and its
 	// readiness (they outlive New, which may wait for the NIC).
 	Metrics *Metrics
@@ -64,7 +69,10 @@ type Agent struct {
 	log   *zap.Logger
 	dp    *loader.Datapath
 	alloc *ipam.Allocator
-	nic   netlink.Link
+	nic   netlink.Link // guarded by mu once the NIC watch runs
+	// nicIndex is nic's index, for the NIC watch to compare every link
+	// update with, without waiting for mu.
+	nicIndex atomic.Int64
 
 	// mu serialises changes to endpoints (ADD, DEL, reconcile); lookups of
 	// the allocator are safe without it.
@@ -72,6 +80,10 @@ type Agent struct {
 	ready   *Readiness
 	metrics *Metrics
 	jobs    *hostJobs
+
+	maxPodsMu      sync.Mutex
+	kubeletMaxPods int    // the Node's allocatable pods; 0 unknown
+	maxPodsWarned  [2]int // the (kubelet, limit) pair last warned of
 }
 
 // New waits for the NIC, loads the data path (adopting what is pinned),
@@ -102,6 +114,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Agent, err error)
 		log.Warn("replaced a pinned map of another podvnet release; its entries are rebuilt", zap.String("map", r))
 	}
 	a := &Agent{cfg: cfg, log: log, dp: dp, alloc: alloc, nic: nic, ready: cfg.Ready, metrics: cfg.Metrics, jobs: newHostJobs()}
+	a.nicIndex.Store(int64(nic.Attrs().Index))
 	defer func() {
 		if err != nil {
 			dp.Close()

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -224,5 +225,80 @@ func TestDebugDoctorFindsABrokenEndpoint(t *testing.T) {
 	}
 	if !strings.Contains(out, "NIC eth0, subnet 10.240.0.0/16") {
 		t.Errorf("debug ipam lacks the node's settings:\n%s", out)
+	}
+}
+
+// TestNICGoneAndBack: when the NIC disappears the agent turns unready with
+// the cause (STATUS fails, /readyz names it, the node would be tainted in
+// a cluster); when an interface of that name comes back, the agent points
+// the programs' config at its new index and attaches from_nic to it, and is
+// ready again without a restart.
+func TestNICGoneAndBack(t *testing.T) {
+	v := newVNet(t, vnet.Options{Nodes: 1, PerNode: 4})
+	n := v.Nodes[0]
+	addNIC := func() netlink.Link {
+		t.Helper()
+		if err := n.NS.NL.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vnic0"}, PeerName: "vnic0p"}); err != nil {
+			t.Fatal(err)
+		}
+		l, err := n.NS.NL.LinkByName("vnic0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	first := addNIC()
+	if err := n.StartAgent("--nic", "vnic0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.NS.NL.LinkDel(first); err != nil {
+		t.Fatal(err)
+	}
+	var code int
+	var body string
+	if !eventually(10*time.Second, func() bool {
+		code, body, _ = n.HTTPGet("/readyz")
+		return code == 503 && strings.Contains(body, "NIC vnic0 is gone")
+	}) {
+		t.Fatalf("/readyz with the NIC deleted: %d %q, want 503 naming vnic0", code, body)
+	}
+	if err := n.Status(vnet.ConfOptions{CNIVersion: "1.1.0"}); err == nil || !strings.Contains(err.Error(), "NIC vnic0 is gone") {
+		t.Errorf("CNI STATUS with the NIC gone: %v", err)
+	}
+
+	// A new interface of the name, with another index, as a hot-plugged
+	// NIC would have.
+	second := addNIC()
+	if second.Attrs().Index == first.Attrs().Index {
+		t.Fatalf("the new vnic0 has the old index %d: the test cannot tell them apart", first.Attrs().Index)
+	}
+	if err := n.WaitAgentReady(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var links []struct {
+		Hook    string `json:"hook"`
+		IfName  string `json:"ifname"`
+		Ifindex int    `json:"ifindex"`
+	}
+	if !eventually(10*time.Second, func() bool {
+		out, err := n.Debug("links", "-o", "json")
+		if err != nil || json.Unmarshal([]byte(out), &links) != nil {
+			return false
+		}
+		for _, l := range links {
+			if l.Hook == maps.HookNIC.String() && l.IfName == "vnic0" && l.Ifindex == second.Attrs().Index {
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Errorf("from_nic not on the new vnic0 (ifindex %d): %+v", second.Attrs().Index, links)
+	}
+	out, err := n.Debug("config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "vnic0 (ifindex " + strconv.Itoa(second.Attrs().Index); !strings.Contains(out, want) {
+		t.Errorf("debug config does not name %s):\n%s", want, out)
 	}
 }

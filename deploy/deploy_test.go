@@ -575,14 +575,13 @@ func TestRBAC(t *testing.T) {
 	if len(o.clusterRoles) != 1 || len(o.bindings) != 1 {
 		t.Fatalf("%d ClusterRoles, %d ClusterRoleBindings; want one each", len(o.clusterRoles), len(o.bindings))
 	}
-	grant := func(group, resource, verb string) string { return group + "/" + resource + " " + verb }
-	want := map[string]bool{}
+	// Every (group, resource, verb) granted, sorted, against those called.
+	var want, got []string
 	for _, p := range kube.Permissions {
 		for _, v := range p.Verbs {
-			want[grant(p.Group, p.Resource, v)] = true
+			want = append(want, p.Group+"/"+p.Resource+" "+v)
 		}
 	}
-	got := map[string]bool{}
 	for _, r := range o.clusterRoles[0].Rules {
 		if len(r.ResourceNames) > 0 || len(r.NonResourceURLs) > 0 {
 			t.Errorf("rule %+v: the agent's calls need neither resource names nor URLs", r)
@@ -590,20 +589,15 @@ func TestRBAC(t *testing.T) {
 		for _, g := range r.APIGroups {
 			for _, res := range r.Resources {
 				for _, v := range r.Verbs {
-					got[grant(g, res, v)] = true
+					got = append(got, g+"/"+res+" "+v)
 				}
 			}
 		}
 	}
-	for g := range got {
-		if !want[g] {
-			t.Errorf("the ClusterRole grants %s, which the agent never calls", g)
-		}
-	}
-	for w := range want {
-		if !got[w] {
-			t.Errorf("the ClusterRole lacks %s, which the agent calls", w)
-		}
+	slices.Sort(want)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("the ClusterRole grants %q; the agent calls %q (kube.Permissions)", got, want)
 	}
 	b, sa := o.bindings[0], o.serviceAccounts[0]
 	if b.RoleRef.Kind != "ClusterRole" || b.RoleRef.Name != o.clusterRoles[0].Name {

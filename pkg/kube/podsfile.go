@@ -1,9 +1,7 @@
 package kube
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/podvnet/podvnet/internal/atomicfile"
@@ -27,23 +25,15 @@ func WritePodsFile(n paths.Node, node string, pods []Pod) error {
 	if pods == nil {
 		pods = []Pod{}
 	}
-	b, err := json.MarshalIndent(PodsFile{Node: node, UpdatedAt: time.Now().UTC().Truncate(time.Second), Pods: pods}, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode pods file: %w", err)
-	}
-	return atomicfile.WriteFile(n.PodsFile(), append(b, '\n'), 0o600)
+	return atomicfile.WriteJSON(n.PodsFile(), PodsFile{Node: node, UpdatedAt: time.Now().UTC().Truncate(time.Second), Pods: pods}, 0o600)
 }
 
 // ReadPodsFile reads the pods file. Fields a newer agent added are ignored:
 // the reader may be older than the writer.
 func ReadPodsFile(n paths.Node) (*PodsFile, error) {
-	b, err := os.ReadFile(n.PodsFile())
-	if err != nil {
-		return nil, fmt.Errorf("read pods file: %w", err)
-	}
 	var f PodsFile
-	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("parse %s: %w", n.PodsFile(), err)
+	if err := atomicfile.ReadJSON(n.PodsFile(), &f); err != nil {
+		return nil, fmt.Errorf("read pods file: %w", err)
 	}
 	return &f, nil
 }

@@ -96,7 +96,7 @@ func TestHealthAndMetrics(t *testing.T) {
 }
 
 // TestDebugMonitorReportsSpoofing: `debug monitor` shows a forged packet as
-// it is dropped, with its reason and addresses.
+// it is dropped, with its reason, addresses and the pod of a local address.
 func TestDebugMonitorReportsSpoofing(t *testing.T) {
 	v := newVNet(t, vnet.Options{PerNode: 4})
 	startAgents(t, v)
@@ -107,7 +107,7 @@ func TestDebugMonitorReportsSpoofing(t *testing.T) {
 
 	cmd := exec.Command("nsenter", "--net="+n1.NS.Path(), filepath.Join(binDir, "podvnet-agent"), "debug", "monitor",
 		"-o", "json", "--ip", b.IP.String(), "--reason", "drop_spoofed_ip", "--count", "1", "--timeout", "20s",
-		"--bpffs-root", n1.BPFFS)
+		"--bpffs-root", n1.BPFFS, "--state-dir", n1.Paths().StateDir)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Start(); err != nil {
@@ -162,6 +162,8 @@ func TestDebugMonitorReportsSpoofing(t *testing.T) {
 	}
 	var ev struct {
 		Reason, Verdict, Hook, Src, Dst, Proto, IfName string
+		SrcPod                                         string `json:"src_pod"`
+		DstPod                                         string `json:"dst_pod"`
 		Sport, Dport                                   uint16
 	}
 	if err := json.Unmarshal(out.Bytes(), &ev); err != nil {
@@ -170,6 +172,11 @@ func TestDebugMonitorReportsSpoofing(t *testing.T) {
 	if ev.Reason != "drop_spoofed_ip" || ev.Verdict != "drop" || ev.Hook != "from_pod" || ev.Src != b.IP.String() ||
 		ev.Dst != c.IP.String() || ev.Proto != "udp" || ev.Sport != 40000 || ev.Dport != 9100 || ev.IfName != a.Result.Interfaces[0].Name {
 		t.Errorf("monitor event %+v, want a's forged datagram %s:40000 -> %s:9100 on %s", ev, b.IP, c.IP, a.Result.Interfaces[0].Name)
+	}
+	// The source address is node1's endpoint b: the event names its pod;
+	// c is on node2, no endpoint of this node.
+	if ev.SrcPod != "default/"+b.Name || ev.DstPod != "" {
+		t.Errorf("monitor event names src pod %q, dst pod %q; want default/%s and none", ev.SrcPod, ev.DstPod, b.Name)
 	}
 }
 

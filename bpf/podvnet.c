@@ -8,8 +8,10 @@
  * endpoint that owns the ingress interface. Next, the destinations no pod
  * may reach (lib/platform.h: the WireServer, ...) are dropped. Then:
  *   - to a pod on this node: MAC rewrite, TTL-1, bpf_redirect_peer;
- *   - to a no-SNAT range (the VNet, peered ranges): TTL-1, bpf_redirect_neigh
- *     out of the NIC, skipping the host's routing and netfilter;
+ *   - to a no-SNAT range (the VNet, peered ranges): TTL-1, out of the NIC,
+ *     skipping the host's routing and netfilter: MACs written from the
+ *     cached next hop and bpf_redirect, or bpf_redirect_neigh where the
+ *     next hop is not cached (lib/forward.h);
  *   - anything else (this node, Service CIDR, Internet): the kernel stack,
  *     where kube-proxy and masquerading live.
  * Before a redirect, packets of connections the kernel NAT'd (a Service's
@@ -98,7 +100,7 @@ int from_pod(struct __sk_buff *skb)
 		return pv_count(skb, PV_HOOK_POD, PV_POD_TO_STACK_NAT, TC_ACT_OK);
 	if (dst)
 		return pv_to_local(skb, PV_HOOK_POD, eth, ip, dst, PV_POD_TO_LOCAL);
-	return pv_to_nic(skb, PV_HOOK_POD, ip, cfg, PV_POD_TO_NIC);
+	return pv_to_nic(skb, PV_HOOK_POD, eth, ip, cfg);
 }
 
 SEC("tc")

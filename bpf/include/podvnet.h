@@ -43,8 +43,12 @@ struct pv_config {
 	__be32 gateway_ip;  /* the pods' default gateway (169.254.1.1) */
 	__be32 subnet;      /* the VNet subnet, checked before the nosnat LPM */
 	__be32 subnet_mask; /* 0: no subnet shortcut, the LPM decides */
+	/* The Ethernet header of frames sent into the VNet, in header order:
+	 * the next hop's MAC (the VNet gateway's, which the fabric answers
+	 * every address with) and the NIC's. An all-zero or multicast
+	 * nexthop_mac: not known, the kernel resolves the next hop instead. */
+	__u8 nexthop_mac[6];
 	__u8 nic_mac[6];
-	__u16 pad;
 	__u32 flags;        /* PV_CFG_F_* */
 };
 
@@ -78,7 +82,7 @@ enum pv_reason {
 	PV_POD_TO_STACK_NAT,    /* from a pod, a flow the kernel NAT'd: stack */
 	PV_POD_TO_STACK_FRAG,   /* from a pod, an IPv4 fragment or ICMP error: stack */
 	PV_POD_TO_LOCAL,        /* from a pod to a pod on this node */
-	PV_POD_TO_NIC,          /* from a pod into the VNet */
+	PV_POD_TO_NIC,          /* from a pod into the VNet, to the cached next hop */
 	PV_POD_ARP,             /* ARP from a pod, passed to the stack */
 	PV_POD_ARP_REPLY,       /* ARP request for the gateway, answered */
 	PV_POD_SHAPED,          /* from or to a shaped pod: left to tc and the stack */
@@ -96,6 +100,9 @@ enum pv_reason {
 	PV_DROP_HOSTGAPLUGIN,   /* from a pod to the HostGAPlugin, 168.63.129.16:32526/tcp */
 	PV_DROP_IMDS,           /* from a pod to IMDS, 169.254.169.254:80/tcp (--block-imds) */
 	PV_DROP_BLOCKED_ENDPOINT, /* from a pod to another entry of the blocked map */
+	/* Appended, not grouped: the pinned counters map is adopted across
+	 * upgrades, so an existing reason never changes its index. */
+	PV_POD_TO_NIC_NEIGH,    /* from a pod into the VNet, next hop left to the kernel */
 	PV_REASON_MAX,
 };
 

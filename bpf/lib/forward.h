@@ -56,16 +56,32 @@ static __always_inline int pv_to_local(struct __sk_buff *skb, enum pv_hook hook,
 	return bpf_redirect_peer(dst->ifindex, 0);
 }
 
+/* pv_unicast_mac: neither all zero (not known) nor multicast/broadcast. */
+static __always_inline int pv_unicast_mac(const __u8 *m)
+{
+	return !(m[0] & 1) && (m[0] | m[1] | m[2] | m[3] | m[4] | m[5]);
+}
+
 /* Send into the VNet: out of the NIC, without the host's routing and
- * netfilter. */
-static __always_inline int pv_to_nic(struct __sk_buff *skb, enum pv_hook hook, struct iphdr *ip,
-				     const struct pv_config *cfg, enum pv_reason reason)
+ * netfilter, and without a forwarding sysctl either way.
+ * With the next hop cached (the agent keeps the VNet gateway's MAC in the
+ * config, where the fabric answers every address with it), the frame leaves
+ * as written here: bpf_redirect, no route or neighbour lookup per packet.
+ * Without it (another kind of network, the gateway not resolved yet, or
+ * --nexthop=kernel), bpf_redirect_neigh: the kernel routes, resolves the
+ * next hop and writes the Ethernet header. */
+static __always_inline int pv_to_nic(struct __sk_buff *skb, enum pv_hook hook, struct ethhdr *eth, struct iphdr *ip,
+				     const struct pv_config *cfg)
 {
 	if (!pv_decrease_ttl(ip))
 		return pv_count(skb, hook, PV_DROP_TTL_EXCEEDED, TC_ACT_SHOT);
-	pv_count(skb, hook, reason, TC_ACT_OK);
-	/* The kernel resolves the next hop (the VNet answers every ARP) and
-	 * writes the Ethernet header; no forwarding sysctl is consulted. */
+	if (pv_unicast_mac(cfg->nexthop_mac) && pv_unicast_mac(cfg->nic_mac)) {
+		__builtin_memcpy(eth->h_dest, cfg->nexthop_mac, ETH_ALEN);
+		__builtin_memcpy(eth->h_source, cfg->nic_mac, ETH_ALEN);
+		pv_count(skb, hook, PV_POD_TO_NIC, TC_ACT_OK);
+		return bpf_redirect(cfg->nic_ifindex, 0);
+	}
+	pv_count(skb, hook, PV_POD_TO_NIC_NEIGH, TC_ACT_OK);
 	return bpf_redirect_neigh(cfg->nic_ifindex, NULL, 0, 0);
 }
 

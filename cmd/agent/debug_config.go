@@ -76,6 +76,7 @@ func configRows(set *maps.Set) ([]configRow, error) {
 		{"nic", fmt.Sprintf("%s (ifindex %d, %s)", ifName(cfg.NICIfindex), cfg.NICIfindex, maps.MAC(cfg.NICMAC)), "map"},
 		{"node_ip", cfg.NodeAddr().String(), "map"},
 		{"pod_gateway", netip.AddrFrom4(cfg.GatewayIP).String(), "map"},
+		{"next_hop", cfg.DescribeNextHop(), "map"},
 		{"conntrack_lookup", ct, "map"},
 		{"no_snat_cidrs", strings.Join(rs, ", "), "map"},
 		{"blocked_endpoints", blockedList(blocked), "map"},
@@ -95,6 +96,7 @@ func settingsRows(s *settings.Settings) []configRow {
 		row("ip_cooldown", s.IPCooldown),
 		row("pod_mtu", fmt.Sprintf("%d (NIC %d)", s.PodMTU, s.NICMTU)),
 		row("attach_mode", s.AttachMode),
+		row("next_hop_mode", s.NextHop),
 		row("bpffs_root", s.BPFFSRoot),
 		row("socket", s.Socket),
 	}

@@ -185,6 +185,7 @@ func TestRunRefusesBadSettings(t *testing.T) {
 			"--docker-bridge-cidr 10.240.255.1/24 overlaps the node subnet 10.240.0.0/16"},
 		{"malformed service CIDR", []string{"--service-cidr", "10.0.0.0/40"}, `--service-cidr "10.0.0.0/40": not an IPv4 CIDR`},
 		{"unknown source", []string{"--ipam-source", "dhcp"}, `--ipam-source "dhcp": want nmagent, imds or static`},
+		{"unknown next hop mode", []string{"--next-hop", "neigh"}, `--next-hop "neigh": want auto, gateway or kernel`},
 		{"bad pool file", []string{"--pool-file", filepath.Join(t.TempDir(), "none.json")}, "learn the pool from static"},
 	}
 	for _, tt := range tests {

@@ -46,6 +46,7 @@ func TestDebugOutputs(t *testing.T) {
 	}
 	config := []configRow{
 		{"node_ip", "10.240.0.4", "map"},
+		{"next_hop", maps.Config{NextHopMAC: [6]byte{0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc}, NICMAC: [6]byte{2, 0, 0, 0, 0, 4}}.DescribeNextHop(), "map"},
 		{"no_snat_cidrs", "10.240.0.0/16, 172.16.0.0/12", "map"},
 		{"pod_mtu", "1500 (NIC 1500)", "agent"},
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/podvnet/podvnet/pkg/ipplan"
 	"github.com/podvnet/podvnet/pkg/kube"
 	"github.com/podvnet/podvnet/pkg/loader"
+	"github.com/podvnet/podvnet/pkg/nexthop"
 	"github.com/podvnet/podvnet/pkg/paths"
 )
 
@@ -37,6 +38,7 @@ type runFlags struct {
 	attachMode  string
 	mtu         int
 	noCTLookup  bool
+	nextHop     string
 	metricsAddr string
 	logLevel    string
 	logFormat   string
@@ -66,6 +68,7 @@ func newRunCommand() *cobra.Command {
 	fl.StringVar(&f.paths.Socket, "socket", paths.DefaultSocket, "unix socket the CNI plugin talks to (root only)")
 	fl.IntVar(&f.mtu, "mtu", 0, "MTU of pod interfaces; 0 follows the NIC's MTU")
 	fl.BoolVar(&f.noCTLookup, "no-conntrack-lookup", false, "skip the programs' conntrack check before fast-path redirects (breaks Service replies; for measuring its cost)")
+	fl.StringVar(&f.nextHop, "next-hop", string(nexthop.Auto), "how pods' packets into the VNet find their next hop: gateway (the subnet gateway's MAC, cached: Azure answers every address with it), kernel (resolved per packet), or auto (gateway while every neighbour the NIC learned has the gateway's MAC, else kernel)")
 	fl.StringVar(&f.attachMode, "attach-mode", "auto", "how programs attach to tc: auto (tcx, else legacy), tcx, or legacy (clsact + cls_bpf)")
 	fl.IntVar(&f.maxPods, flagMaxPods, 30, "most pods on this node; the limit is min(max-pods, secondary IPs)")
 	fl.DurationVar(&f.cooldown, "ip-cooldown", 30*time.Second, "how long a released IP rests before it is handed out again")
@@ -96,6 +99,9 @@ func runAgent(ctx context.Context, f *runFlags) error {
 	}
 	if cfg.AttachMode, err = loader.ParseMode(f.attachMode); err != nil {
 		return fmt.Errorf("--attach-mode: %w", err)
+	}
+	if cfg.NextHop, err = nexthop.ParseMode(f.nextHop); err != nil {
+		return fmt.Errorf("--next-hop %w", err)
 	}
 	if f.maxPods <= 0 {
 		return fmt.Errorf("%s %d: must be at least 1", ipplanNames.MaxPods, f.maxPods)

@@ -21,6 +21,7 @@ import (
 	"github.com/podvnet/podvnet/pkg/ipam"
 	"github.com/podvnet/podvnet/pkg/loader"
 	"github.com/podvnet/podvnet/pkg/maps"
+	"github.com/podvnet/podvnet/pkg/nexthop"
 	"github.com/podvnet/podvnet/pkg/paths"
 	"github.com/podvnet/podvnet/pkg/platform"
 	"github.com/podvnet/podvnet/pkg/snat"
@@ -46,6 +47,8 @@ type Config struct {
 	NoConntrackLookup bool
 	// Blocked are the destinations pods must not reach (blocked.go).
 	Blocked []platform.Endpoint
+	// NextHop is how from_pod finds the next hop into the VNet (nexthop.go).
+	NextHop nexthop.Mode
 
 	// Version is the agent's build version, recorded in the settings file.
 	Version string
@@ -81,6 +84,16 @@ type Agent struct {
 	metrics *Metrics
 	jobs    *hostJobs
 
+	// configMu serialises writes of the config map; config is what it holds.
+	configMu sync.Mutex
+	config   maps.Config
+
+	// nexthopMu guards the next hop's watch: its stop, and whether the
+	// agent has stopped it for good.
+	nexthopMu   sync.Mutex
+	nexthopStop func()
+	nexthopDone bool
+
 	maxPodsMu      sync.Mutex
 	kubeletMaxPods int    // the Node's allocatable pods; 0 unknown
 	maxPodsWarned  [2]int // the (kubelet, limit) pair last warned of
@@ -92,6 +105,9 @@ type Agent struct {
 func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Agent, err error) {
 	if cfg.Ready == nil {
 		cfg.Ready = NewReadiness("starting")
+	}
+	if cfg.NextHop == "" {
+		cfg.NextHop = nexthop.Auto
 	}
 	if err := cfg.Pool.Validate(); err != nil {
 		return nil, fmt.Errorf("pool: %w", err)
@@ -240,10 +256,11 @@ func (a *Agent) prepareNode() error {
 }
 
 // writeConfigMaps writes what the programs read about the node: the config
-// map (NIC, node IP, gateway, subnet, flags), updated in place, and the
-// no-SNAT ranges.
+// map (NIC, node IP, gateway, subnet, next hop, flags), updated in place,
+// and the no-SNAT ranges.
 func (a *Agent) writeConfigMaps() error {
 	attrs := a.nic.Attrs()
+	hop := a.readNextHop(a.nic)
 	cfg := maps.Config{
 		NICIfindex: uint32(attrs.Index),
 		NodeIP:     a.cfg.Pool.Primary.As4(),
@@ -255,9 +272,14 @@ func (a *Agent) writeConfigMaps() error {
 		cfg.Flags |= maps.ConfigCTLookup
 	}
 	copy(cfg.NICMAC[:], attrs.HardwareAddr)
+	cfg = withHop(cfg, hop)
+	a.configMu.Lock()
+	defer a.configMu.Unlock()
 	if err := a.dp.Maps.Config.Set(cfg); err != nil {
 		return err
 	}
+	a.config = cfg
+	a.logNextHop(hop)
 	return a.dp.Maps.NoSNAT.Sync(a.noSNAT())
 }
 
@@ -292,6 +314,11 @@ func (a *Agent) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	go a.replayDelQueueEvery(ctx, delQueueInterval)
+	a.mu.Lock()
+	nic := a.nic
+	a.mu.Unlock()
+	a.startNextHop(ctx, nic)
+	defer a.stopNextHop()
 	select {
 	case <-ctx.Done():
 	case err := <-errc:

@@ -36,7 +36,7 @@ func (a *Agent) WatchNIC(ctx context.Context, onChange func()) {
 		if err != nil {
 			a.log.Error("subscribe to link updates; checking the NIC every 5 s instead", zap.Error(err))
 		}
-		a.checkNIC(onChange)
+		a.checkNIC(ctx, onChange)
 		a.followLinks(ctx, updates, onChange)
 		close(done)
 		for range updates { // the subscription's reader closes it
@@ -56,13 +56,13 @@ func (a *Agent) followLinks(ctx context.Context, updates chan netlink.LinkUpdate
 		case <-poll.C:
 			// Without a subscription (updates never sends), polling is
 			// what is left.
-			a.checkNIC(onChange)
+			a.checkNIC(ctx, onChange)
 		case u, ok := <-updates:
 			if !ok {
 				return
 			}
 			if u.Attrs().Name == a.cfg.NIC || int64(u.Index) == a.nicIndex.Load() {
-				a.checkNIC(onChange)
+				a.checkNIC(ctx, onChange)
 			}
 		}
 	}
@@ -70,8 +70,9 @@ func (a *Agent) followLinks(ctx context.Context, updates chan netlink.LinkUpdate
 
 // checkNIC looks the NIC up by name and records a fault when it is gone,
 // or adopts the interface and clears the fault when it is back (or has
-// another index: deleted and created again between two looks).
-func (a *Agent) checkNIC(onChange func()) {
+// another index: deleted and created again between two looks), watching
+// the next hop on it from then on.
+func (a *Agent) checkNIC(ctx context.Context, onChange func()) {
 	l, err := netlink.LinkByName(a.cfg.NIC)
 	var notFound netlink.LinkNotFoundError
 	if errors.As(err, &notFound) {
@@ -95,6 +96,7 @@ func (a *Agent) checkNIC(onChange func()) {
 		a.log.Error("NIC back, program not attached", zap.String("ifname", a.cfg.NIC), zap.Error(err))
 		return
 	}
+	a.startNextHop(ctx, l)
 	a.ready.SetFault(faultNIC, "")
 	a.log.Info("NIC back: from_nic attached again", zap.String("ifname", a.cfg.NIC), zap.Int("ifindex", l.Attrs().Index))
 	if onChange != nil {

@@ -27,6 +27,7 @@ func (a *Agent) writeSettings(nicMode loader.Mode) error {
 		IPCooldown:      a.cfg.Cooldown.String(),
 		AttachMode:      a.describeAttachModes(nicMode),
 		ConntrackLookup: a.dp.ConntrackLookup() && !a.cfg.NoConntrackLookup,
+		NextHop:         string(a.cfg.NextHop),
 		BPFFSRoot:       a.cfg.Paths.BPFFSRoot,
 		Socket:          a.cfg.Paths.Socket,
 		StateDir:        a.cfg.Paths.StateDir,

@@ -85,12 +85,14 @@ func newTestbed(t *testing.T) *testbed {
 	}
 	tb := &testbed{ns: ns, dp: dp, podAIdx: idx("pva", hostAMAC), nicIdx: idx("eth0", nicMAC)}
 
-	var nm [6]byte
+	var nm, nh [6]byte
 	copy(nm[:], nicMAC)
+	copy(nh[:], fabricMA)
 	// Conntrack lookups on: the testbed's netns tracks nothing, so every
-	// lookup misses and the fast path must still be taken.
+	// lookup misses and the fast path must still be taken. The next hop is
+	// cached, as the agent does on Azure.
 	must(t, dp.Maps.Config.Set(maps.Config{NICIfindex: uint32(tb.nicIdx), NodeIP: nodeIP.As4(), GatewayIP: gatewayIP.As4(),
-		Subnet: subnet.Addr().As4(), SubnetMask: [4]byte{255, 255, 0, 0}, NICMAC: nm, Flags: maps.ConfigCTLookup}))
+		Subnet: subnet.Addr().As4(), SubnetMask: [4]byte{255, 255, 0, 0}, NextHopMAC: nh, NICMAC: nm, Flags: maps.ConfigCTLookup}))
 	must(t, dp.Maps.NoSNAT.Sync([]netip.Prefix{subnet, peering}))
 	must(t, dp.Maps.Endpoints.Put(podA, endpoint(tb.podAIdx, podAMAC, hostAMAC)))
 	must(t, dp.Maps.Endpoints.Put(podB, endpoint(4242, podBMAC, hostBMAC)))
@@ -226,7 +228,8 @@ func TestFromPod(t *testing.T) {
 	}{
 		{name: "same node pod", frame: fromA(podB).Build(), verdict: actRedirect, reason: maps.ReasonPodToLocal,
 			dstMAC: podBMAC, srcMAC: hostBMAC, ttl: 63},
-		{name: "VNet pod on another node", frame: fromA(remote).Build(), verdict: actRedirect, reason: maps.ReasonPodToNIC, ttl: 63},
+		{name: "VNet pod on another node", frame: fromA(remote).Build(), verdict: actRedirect, reason: maps.ReasonPodToNIC,
+			dstMAC: fabricMA, srcMAC: nicMAC, ttl: 63},
 		{name: "peered range", frame: fromA(netip.MustParseAddr("172.20.1.1")).Build(), verdict: actRedirect, reason: maps.ReasonPodToNIC, ttl: 63},
 		{name: "fragment to VNet", frame: frag.Build(), verdict: actOK, reason: maps.ReasonPodToStackFrag, ttl: 64},
 		{name: "fragment to a local pod", frame: withDst(frag, podB), verdict: actOK, reason: maps.ReasonPodToStackFrag, ttl: 64},

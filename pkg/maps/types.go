@@ -33,8 +33,11 @@ type Config struct {
 	GatewayIP  [4]byte
 	Subnet     [4]byte
 	SubnetMask [4]byte
+	// NextHopMAC and NICMAC are the Ethernet header of frames into the
+	// VNet (destination, source); a NextHopMAC that is not unicast (zero:
+	// not known) leaves the next hop to the kernel.
+	NextHopMAC [6]byte
 	NICMAC     [6]byte
-	Pad        uint16
 	Flags      uint32
 }
 
@@ -106,6 +109,8 @@ const (
 	ReasonDropHostGAPlugin
 	ReasonDropIMDS
 	ReasonDropBlockedEndpoint
+	// Appended (C says why): a reason keeps its index across releases.
+	ReasonPodToNICNeigh
 	ReasonMax
 )
 
@@ -134,6 +139,7 @@ var reasonNames = [ReasonMax]string{
 	ReasonDropHostGAPlugin:    "drop_hostgaplugin",
 	ReasonDropIMDS:            "drop_imds",
 	ReasonDropBlockedEndpoint: "drop_blocked_endpoint",
+	ReasonPodToNICNeigh:       "pod_to_nic_neigh",
 }
 
 func (r Reason) String() string {
@@ -145,7 +151,7 @@ func (r Reason) String() string {
 
 // IsDrop reports whether packets counted under r were dropped.
 func (r Reason) IsDrop() bool {
-	return r >= ReasonDropMalformed && r < ReasonMax
+	return r >= ReasonDropMalformed && r <= ReasonDropBlockedEndpoint
 }
 
 // Verdict is what happened to packets counted under r: "redirect" (the eBPF
@@ -154,7 +160,7 @@ func (r Reason) Verdict() string {
 	switch {
 	case r.IsDrop():
 		return "drop"
-	case r == ReasonPodToLocal || r == ReasonPodToNIC || r == ReasonNICToLocal || r == ReasonPodARPReply:
+	case r == ReasonPodToLocal || r == ReasonPodToNIC || r == ReasonPodToNICNeigh || r == ReasonNICToLocal || r == ReasonPodARPReply:
 		return "redirect"
 	default:
 		return "pass"

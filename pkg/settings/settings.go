@@ -28,6 +28,7 @@ type Settings struct {
 	NoSNATCIDRs     []string  `json:"no_snat_cidrs"`
 	AttachMode      string    `json:"attach_mode"`
 	ConntrackLookup bool      `json:"conntrack_lookup"`
+	NextHop         string    `json:"next_hop"`
 	BPFFSRoot       string    `json:"bpffs_root"`
 	Socket          string    `json:"socket"`
 	StateDir        string    `json:"state_dir"`

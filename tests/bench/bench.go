@@ -26,10 +26,13 @@ type bench struct {
 	rounds    int
 	dur       time.Duration
 	smoke     bool
-	agentArgs []string // extra flags for podvnet-agent run
-	paths     map[string]bool
-	progress  io.Writer
-	res       *Results
+	// profileOnly: only the sender's CPU profile of each path across nodes,
+	// rounds times interleaved (--profile-only).
+	profileOnly bool
+	agentArgs   []string // extra flags for podvnet-agent run
+	paths       map[string]bool
+	progress    io.Writer
+	res         *Results
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -195,7 +198,7 @@ func (b *bench) dataPhase(ctx context.Context, profile string) (err error) {
 		if err := add(pl.name, &pl, false); err != nil {
 			return err
 		}
-		if servicePaths[pl.name] {
+		if servicePaths[pl.name] && !b.profileOnly {
 			if err := add(pl.name, &pl, true); err != nil {
 				return err
 			}
@@ -211,6 +214,10 @@ func (b *bench) dataPhase(ctx context.Context, profile string) (err error) {
 			all = append(all, s)
 		}
 	}
+	if b.profileOnly {
+		b.profileAcross(ctx, profile, all, b.rounds, nil)
+		return nil
+	}
 	if err := b.interleaved(ctx, all); err != nil {
 		return err
 	}
@@ -220,11 +227,7 @@ func (b *bench) dataPhase(ctx context.Context, profile string) (err error) {
 	if profile != "bare" {
 		return nil
 	}
-	for _, s := range all {
-		if s.pair == acrossNodes && (s.path == "ptp" || s.path == "podvnet") {
-			b.profileFlood(ctx, s.path, s.flow)
-		}
-	}
+	b.profileAcross(ctx, profile, all, 1, map[string]bool{"ptp": true, "podvnet": true})
 	for _, bd := range beds {
 		if bd.pl == nil || bd.service || bd.path == "bridge" {
 			continue

@@ -48,6 +48,7 @@ func run() error {
 		output    = flag.String("o", "table", "table or json")
 		markdown  = flag.String("markdown", "", "also write the report as markdown to this file (docs/benchmarks.md)")
 		agentArgs = flag.String("agent-args", "", "extra flags for podvnet-agent run, space-separated (e.g. \"--attach-mode legacy\")")
+		profOnly  = flag.Bool("profile-only", false, "only profile the sender's CPU during a UDP flood across nodes, for each path of --paths side by side, over --rounds interleaved rounds (e.g. --profiles bare --paths ptp,podvnet); nothing else is measured")
 		phases    = flag.String("phases", "data,progcost,kube", "what to measure: data (data and control path, per --profiles), progcost (per-packet program cost), kube (the agent's memory with --kube-pods pods in an API server)")
 		kubeDirs  = flag.String("kube-dir", "", "the Kubernetes binaries of the kube phase (scripts/kube.sh --dir when empty)")
 		kubePods  = flag.Int("kube-pods", 5000, "Pod objects in the API server for the kube phase, most on other nodes (500 with --smoke)")
@@ -111,7 +112,7 @@ func run() error {
 	defer stop()
 
 	b := &bench{prefix: nettest.Prefix(), work: work, binDir: bin, cniBinDir: *cniBinDir, rounds: *rounds, dur: *dur,
-		smoke: *smoke, agentArgs: strings.Fields(*agentArgs), progress: os.Stderr,
+		smoke: *smoke, profileOnly: *profOnly, agentArgs: strings.Fields(*agentArgs), progress: os.Stderr,
 		res: &Results{Machine: machine(), Smoke: *smoke, Rounds: *rounds, Seconds: int(dur.Seconds())}}
 	b.paths = map[string]bool{}
 	for _, p := range strings.Split(*paths, ",") {
@@ -136,6 +137,12 @@ func run() error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+	}
+	if *profOnly {
+		if *markdown != "" {
+			return fmt.Errorf("--markdown writes the whole benchmark: not with --profile-only")
+		}
+		return b.res.writeProfiles(os.Stdout, *output)
 	}
 	if phase["data"] {
 		b.execCosts()

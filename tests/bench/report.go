@@ -329,12 +329,46 @@ func (r *Results) writeText(w io.Writer) {
 		fmt.Fprintln(w, "\nPer-packet program cost (BPF_PROG_TEST_RUN, kernel-timed):")
 		printTable(w, r.progTable())
 	}
-	if rows := r.profileTable(); rows != nil {
-		fmt.Fprintln(w, "\nWhere CPU 0 goes during a 64 B UDP flood across nodes (perf, bare profile):")
-		printTable(w, rows)
-	}
+	r.writeProfileText(w)
 	fmt.Fprintln(w, "\nTargets:")
 	printTable(w, r.targetTable())
+}
+
+// writeProfileText prints the profiles side by side, then each one's
+// costliest symbols, and why a profile is missing.
+func (r *Results) writeProfileText(w io.Writer) {
+	if rows := r.profileTable(); rows != nil {
+		fmt.Fprintln(w, "\nWhere the sender's CPU goes during a 64 B UDP flood across nodes (perf on CPU 0; ns per datagram, share):")
+		printTable(w, rows)
+	}
+	for i := range r.Profiles {
+		p := &r.Profiles[i]
+		switch {
+		case p.Error != "":
+			fmt.Fprintf(w, "\nno profile of %s (%s): %s\n", p.Path, p.NodeProfile, p.Error)
+		case p.NsPerDatagram != nil:
+			fmt.Fprintf(w, "\n%s (%s): %d samples of the path, %d idle, %d of other processes, %.0f datagrams\n",
+				p.Path, p.NodeProfile, p.Samples, p.Idle, p.Others, p.Datagrams)
+			printTable(w, r.topTable(p))
+		}
+	}
+}
+
+// writeProfiles writes only the profiles (--profile-only).
+func (r *Results) writeProfiles(w io.Writer, output string) error {
+	switch output {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			Machine  Machine   `json:"machine"`
+			Profiles []Profile `json:"profiles"`
+		}{r.Machine, r.Profiles})
+	case "table":
+		r.writeProfileText(w)
+		return nil
+	}
+	return fmt.Errorf("-o %q: want table or json", output)
 }
 
 func (r *Results) writeJSON(w io.Writer) error {

@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/tests/e2e/vnet"
 )
 
@@ -58,8 +61,10 @@ func TestAddDelCycles(t *testing.T) {
 	}
 
 	run(warmup)
+	settle(t, n, pods)
 	rss0, fds0 := procUsage(t, n)
 	run(cycles)
+	settle(t, n, pods)
 	rss1, fds1 := procUsage(t, n)
 	t.Logf("agent after %d warm-up cycles: RSS %d KiB, %d fds; after %d more: RSS %d KiB, %d fds",
 		warmup, rss0, fds0, cycles, rss1, fds1)
@@ -79,6 +84,30 @@ func TestAddDelCycles(t *testing.T) {
 }
 
 // procUsage reads the agent's resident memory (KiB) and open file count.
+// settle waits until the agent's background work after the last ADD and
+// DEL is done (from_pod attached to each pod's veth, the veths of deleted
+// attachments gone), so that the files it holds for them are not counted.
+func settle(t *testing.T, n *vnet.Node, pods []*vnet.Pod) {
+	t.Helper()
+	for _, p := range pods {
+		if err := p.WaitAttached(10 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !eventually(10*time.Second, func() bool {
+		links, err := n.NS.NL.LinkList()
+		veths := 0
+		for _, l := range links {
+			if strings.HasPrefix(l.Attrs().Name, agentapi.HostVethPrefix) {
+				veths++
+			}
+		}
+		return err == nil && veths == len(pods)
+	}) {
+		t.Fatal("the veths of deleted pods are still there")
+	}
+}
+
 func procUsage(t *testing.T, n *vnet.Node) (rssKiB, fds int) {
 	t.Helper()
 	rssKiB, _, err := n.AgentMemoryKiB()

@@ -156,15 +156,7 @@ func echoPairs(t *testing.T, when string, size int, pairs ...[2]*vnet.Pod) {
 // during does.
 func floodDuring(t *testing.T, a, b *vnet.Pod, across string, during func()) {
 	t.Helper()
-	const pps = 2000
-	ab, err := vnet.StartUDPFlow(a, b, 9000, pps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ba, err := vnet.StartUDPFlow(b, a, 9001, pps)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ab, ba := startFloods(t, a, b)
 	time.Sleep(300 * time.Millisecond)
 	during()
 	time.Sleep(300 * time.Millisecond)
@@ -176,11 +168,28 @@ func floodDuring(t *testing.T, a, b *vnet.Pod, across string, during func()) {
 		if len(missing) > 0 {
 			t.Errorf("%s: %d of %d datagrams lost %s (first: %v)", name, len(missing), sent, across, missing[:min(10, len(missing))])
 		}
-		if sent < pps/2 {
+		if sent < floodPPS/2 {
 			t.Errorf("%s: only %d datagrams sent: the flood did not run", name, sent)
 		}
 		t.Logf("%s: %d datagrams, none lost", name, sent)
 	}
+}
+
+// floodPPS is the rate of each flood's datagrams.
+const floodPPS = 2000
+
+// startFloods starts UDP floods from a to b and from b to a.
+func startFloods(t *testing.T, a, b *vnet.Pod) (ab, ba *vnet.UDPFlow) {
+	t.Helper()
+	ab, err := vnet.StartUDPFlow(a, b, 9000, floodPPS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ba, err = vnet.StartUDPFlow(b, a, 9001, floodPPS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ab, ba
 }
 
 // setForwarding sets net.ipv4.ip_forward on every node.

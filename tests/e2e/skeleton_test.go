@@ -89,14 +89,28 @@ func TestPodLifecycle(t *testing.T) {
 
 // TestEBPFCarriesTraffic proves the programs, not the kernel's forwarding,
 // move pod traffic: with ip_forward=0 on the nodes pods still talk, on one
-// node and across nodes; once the programs are detached they cannot.
+// node and across nodes, into the VNet over the cached next hop (the
+// fabric answers every ARP with its MAC); once the programs are detached
+// they cannot.
 func TestEBPFCarriesTraffic(t *testing.T) {
 	v := newVNet(t, vnet.Options{PerNode: 4})
 	startAgents(t, v)
 	a, b, c := echoPods(t, v)
 	setForwarding(t, v, false)
+	awaitCachedNextHop(t, v)
+	before := map[string]map[maps.Reason]maps.Counter{}
+	for _, n := range v.Nodes {
+		before[n.Name] = counters(t, n)
+	}
 	pairs := [][2]*vnet.Pod{{a, b}, {a, c}, {c, b}}
 	echoPairs(t, "with ip_forward=0 the eBPF path must carry it", 64<<10, pairs...)
+	for _, n := range v.Nodes {
+		after := counters(t, n)
+		if moved(before[n.Name], after, maps.ReasonPodToNIC) == 0 || moved(before[n.Name], after, maps.ReasonPodToNICNeigh) != 0 {
+			t.Errorf("%s: pod_to_nic moved %d, pod_to_nic_neigh %d: want every packet into the VNet on the cached next hop", n.Name,
+				moved(before[n.Name], after, maps.ReasonPodToNIC), moved(before[n.Name], after, maps.ReasonPodToNICNeigh))
+		}
+	}
 
 	for _, n := range v.Nodes {
 		err := n.NS.Do(func() error {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/podvnet/podvnet/tests/cluster"
 	"github.com/podvnet/podvnet/tests/cluster/probe"
+	"github.com/podvnet/podvnet/tests/internal/demo"
 )
 
 func main() {
@@ -48,33 +49,24 @@ func run() error {
 		return errors.New("run as root: the cluster needs network and mount namespaces, cgroups and a bpffs")
 	}
 	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
-	work, err := os.MkdirTemp("", "podvnet-demo-cluster-")
+	work, done, err := demo.WorkDir("podvnet-demo-cluster", *keep)
 	if err != nil {
 		return err
 	}
-	if !*keep {
-		defer os.RemoveAll(work)
-	}
+	defer done()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	step("Bringing up Kubernetes in the simulated VNet %s", "10.240.0.0/16")
+	demo.Step("Bringing up Kubernetes in the simulated VNet %s", "10.240.0.0/16")
 	c, err := cluster.New(ctx, cluster.Options{Repo: abs(*repo), WorkDir: work, KubeDir: *kubeDir,
-		ImageDir: abs(*imageDir), CNIBinDir: abs(*cniBinDir), KubeProxy: *kubeProxy, KubeletFlags: cluster.KubeletFlags, Log: indentWriter{}})
+		ImageDir: abs(*imageDir), CNIBinDir: abs(*cniBinDir), KubeProxy: *kubeProxy, KubeletFlags: cluster.KubeletFlags,
+		Log: demo.IndentWriter{}})
 	// Teardown runs on success, error and Ctrl-C alike.
 	defer func() {
 		if c == nil {
 			return
 		}
-		step("Tearing down: pods, kubelets, containerd, control plane, mounts, cgroups, namespaces")
-		if err := c.Close(); err != nil {
-			fmt.Fprintf(os.Stderr, "teardown: %v\n", err)
-			return
-		}
-		fmt.Println("  nothing left behind")
-		if *keep {
-			fmt.Printf("  logs kept in %s\n", work)
-		}
+		demo.TearDown("pods, kubelets, containerd, control plane, mounts, cgroups, namespaces", c.Close, *keep, work)
 	}()
 	if err != nil {
 		return err
@@ -82,7 +74,7 @@ func run() error {
 	kubectl := func(args ...string) error {
 		fmt.Printf("  $ kubectl %s\n", strings.Join(args, " "))
 		out, err := c.Kubectl(ctx, args...)
-		fmt.Print(indent(out))
+		fmt.Print(demo.Indent(out))
 		return err
 	}
 	// The startup taint keeps pods off a node until its agent is ready.
@@ -99,9 +91,9 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	step("Installing podvnet the user's way: kubectl apply -k on an overlay of deploy/")
+	demo.Step("Installing podvnet the user's way: kubectl apply -k on an overlay of deploy/")
 	b, _ := os.ReadFile(filepath.Join(overlay, "kustomization.yaml"))
-	fmt.Print(indent(string(b)))
+	fmt.Print(demo.Indent(string(b)))
 	if err := kubectl("apply", "-k", overlay); err != nil {
 		return err
 	}
@@ -124,7 +116,7 @@ func run() error {
 		return err
 	}
 
-	step("A Deployment of 6 probe pods spread over both nodes")
+	demo.Step("A Deployment of 6 probe pods spread over both nodes")
 	if _, err := c.Client.AppsV1().Deployments("default").Create(ctx, cluster.ProbeDeployment("default", "web", 6), metav1.CreateOptions{}); err != nil {
 		return err
 	}
@@ -144,7 +136,7 @@ func run() error {
 	}
 	fmt.Println("  every pod's IP is a secondary IP of its node's NIC")
 
-	step("Traffic: pod to pod across nodes, pod to a VM, the VM to a pod")
+	demo.Step("Traffic: pod to pod across nodes, pod to a VM, the VM to a pod")
 	vm, err := c.AddVM("vm", netip.MustParsePrefix("10.240.200.10/16"))
 	if err != nil {
 		return err
@@ -193,32 +185,17 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		step("kubectl -n kube-system exec %s -- podvnet-agent debug endpoints   (%s)", pod, n.Name)
+		demo.Step("kubectl -n kube-system exec %s -- podvnet-agent debug endpoints   (%s)", pod, n.Name)
 		out, err := c.AgentDebug(ctx, n.Name, "endpoints")
 		if err != nil {
 			return err
 		}
-		fmt.Print(indent(out))
+		fmt.Print(demo.Indent(out))
 	}
 	if *hold {
-		step("Holding the cluster up; press Ctrl-C to tear it down. kubectl:")
+		demo.Step("Holding the cluster up; press Ctrl-C to tear it down. kubectl:")
 		fmt.Printf("  nsenter --net=%s %s/kubectl --kubeconfig %s get pods -A\n", c.ControlPlane.NS.Path(), *kubeDir, c.Kubeconfig())
 		<-ctx.Done()
 	}
 	return ctx.Err()
 }
-
-func step(format string, args ...any) {
-	fmt.Printf("\n==> "+format+"\n", args...)
-}
-
-func indent(s string) string {
-	if s == "" {
-		return ""
-	}
-	return "  " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n  ") + "\n"
-}
-
-type indentWriter struct{}
-
-func (indentWriter) Write(b []byte) (int, error) { fmt.Print(indent(string(b))); return len(b), nil }

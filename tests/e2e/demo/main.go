@@ -21,6 +21,7 @@ import (
 	"github.com/podvnet/podvnet/internal/nettest"
 	"github.com/podvnet/podvnet/pkg/maps"
 	"github.com/podvnet/podvnet/tests/e2e/vnet"
+	"github.com/podvnet/podvnet/tests/internal/demo"
 )
 
 func main() {
@@ -47,35 +48,23 @@ func run() error {
 			return fmt.Errorf("%s not found in %s: run `make build` first", b, bin)
 		}
 	}
-	work, err := os.MkdirTemp("", "podvnet-demo-")
+	work, done, err := demo.WorkDir("podvnet-demo", *keep)
 	if err != nil {
 		return err
 	}
-	if !*keep {
-		defer os.RemoveAll(work)
-	}
+	defer done()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
 	prefix := nettest.Prefix()
-	step("Building the simulated VNet %s: fabric router + 2 nodes (namespaces %s-*)", vnet.Subnet, prefix)
+	demo.Step("Building the simulated VNet %s: fabric router + 2 nodes (namespaces %s-*)", vnet.Subnet, prefix)
 	v, err := vnet.New(vnet.Options{Prefix: prefix, PerNode: 30, BinDir: bin, WorkDir: work})
 	if err != nil {
 		return err
 	}
 	// Teardown runs on success, error and Ctrl-C alike.
-	defer func() {
-		step("Tearing down: CNI DEL for every pod, agents stopped, namespaces and bpffs removed")
-		if err := v.Close(); err != nil {
-			fmt.Fprintf(os.Stderr, "teardown: %v\n", err)
-			return
-		}
-		fmt.Println("  nothing left behind")
-		if *keep {
-			fmt.Printf("  logs kept in %s\n", work)
-		}
-	}()
+	defer demo.TearDown("CNI DEL for every pod, agents stopped, namespaces and bpffs removed", v.Close, *keep, work)
 	for _, n := range v.Nodes {
 		fmt.Printf("  %s: eth0 %s/%d, secondary IPs %s-%s\n", n.Name, n.Pool.Primary, vnet.Subnet.Bits(),
 			n.Pool.Secondary[0], n.Pool.Secondary[len(n.Pool.Secondary)-1])
@@ -84,7 +73,7 @@ func run() error {
 		return err
 	}
 
-	step("Starting podvnet-agent on each node")
+	demo.Step("Starting podvnet-agent on each node")
 	for _, n := range v.Nodes {
 		if err := n.StartAgent(); err != nil {
 			return err
@@ -92,7 +81,7 @@ func run() error {
 		fmt.Printf("  %s: agent pid %d serving %s\n", n.Name, n.AgentPID(), n.Paths().Socket)
 	}
 
-	step("Creating two pods per node with the podvnet CNI plugin (via libcni, as containerd does)")
+	demo.Step("Creating two pods per node with the podvnet CNI plugin (via libcni, as containerd does)")
 	var pods []*vnet.Pod
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  NODE\tPOD\tIP\tHOST VETH")
@@ -114,7 +103,7 @@ func run() error {
 	}
 	tw.Flush()
 
-	step("TCP traffic through the eBPF path")
+	demo.Step("TCP traffic through the eBPF path")
 	before := counters(v)
 	for _, pair := range [][2]*vnet.Pod{{pods[0], pods[1]}, {pods[0], pods[2]}, {pods[3], pods[1]}} {
 		if err := ctx.Err(); err != nil {
@@ -144,21 +133,21 @@ func run() error {
 	}
 
 	for _, n := range v.Nodes {
-		step("podvnet-agent debug endpoints on %s", n.Name)
+		demo.Step("podvnet-agent debug endpoints on %s", n.Name)
 		out, err := n.Debug("endpoints")
 		if err != nil {
 			return err
 		}
-		fmt.Print(indent(out))
+		fmt.Print(demo.Indent(out))
 	}
-	step("podvnet-agent debug links on node1: which program runs where")
+	demo.Step("podvnet-agent debug links on node1: which program runs where")
 	out, err := v.Nodes[0].Debug("links")
 	if err != nil {
 		return err
 	}
-	fmt.Print(indent(out))
+	fmt.Print(demo.Indent(out))
 	if *hold {
-		step("Holding the VNet up; press Ctrl-C to tear it down. Namespaces:")
+		demo.Step("Holding the VNet up; press Ctrl-C to tear it down. Namespaces:")
 		fmt.Printf("  fabric %s, nodes %s-node1 %s-node2, pods %s-node1-web ...\n", v.Fabric.Name, prefix, prefix, prefix)
 		fmt.Printf("  e.g. ip netns exec %s-node1-web ping %s\n", prefix, pods[2].IP)
 		<-ctx.Done()
@@ -175,12 +164,4 @@ func counters(v *vnet.VNet) []map[maps.Reason]maps.Counter {
 		out = append(out, m)
 	}
 	return out
-}
-
-func step(format string, args ...any) {
-	fmt.Printf("\n==> "+format+"\n", args...)
-}
-
-func indent(s string) string {
-	return "  " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n  ") + "\n"
 }

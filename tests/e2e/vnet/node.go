@@ -268,20 +268,36 @@ func (n *Node) NFT(script string) error {
 	return nil
 }
 
-// Counters reads the node's pinned data path counters, summed over CPUs.
-func (n *Node) Counters() (map[maps.Reason]maps.Counter, error) {
+// pinned runs f with the node's pinned maps, opened read-only.
+func (n *Node) pinned(f func(*maps.Set) error) error {
 	set, err := maps.OpenPinned(n.BPFFS)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer set.Close()
-	all, err := set.Counters.All()
-	if err != nil {
-		return nil, err
-	}
-	m := make(map[maps.Reason]maps.Counter, len(all))
-	for _, c := range all {
-		m[c.Reason] = c.Counter
-	}
-	return m, nil
+	return f(set)
+}
+
+// Counters reads the node's pinned data path counters, summed over CPUs.
+func (n *Node) Counters() (map[maps.Reason]maps.Counter, error) {
+	m := map[maps.Reason]maps.Counter{}
+	err := n.pinned(func(set *maps.Set) error {
+		all, err := set.Counters.All()
+		for _, c := range all {
+			m[c.Reason] = c.Counter
+		}
+		return err
+	})
+	return m, err
+}
+
+// NextHop reads the next hop the node's from_pod writes on frames into the
+// VNet (nil: the kernel resolves it), from the pinned config map.
+func (n *Node) NextHop() (mac net.HardwareAddr, err error) {
+	err = n.pinned(func(set *maps.Set) error {
+		cfg, err := set.Config.Get()
+		mac = cfg.NextHop()
+		return err
+	})
+	return mac, err
 }

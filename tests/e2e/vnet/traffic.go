@@ -134,6 +134,14 @@ func StartUDPFlow(src, dst *Pod, port, pps int) (*UDPFlow, error) {
 	return f, nil
 }
 
+// Sent is how many datagrams were sent so far: the next one sent carries
+// this sequence number.
+func (f *UDPFlow) Sent() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.sent
+}
+
 // Stop ends the flow, waits for datagrams in flight, and returns how many
 // were sent and the sequence numbers that never arrived.
 func (f *UDPFlow) Stop() (sent uint64, missing []uint64, err error) {

@@ -39,12 +39,15 @@ func (a *Agent) WatchNIC(ctx context.Context, onChange func()) {
 		a.checkNIC(ctx, onChange)
 		a.followLinks(ctx, updates, onChange)
 		close(done)
-		for range updates { // the subscription's reader closes it
+		if err == nil {
+			for range updates { // the subscription's reader closes it
+			}
 		}
 	}
 }
 
-// followLinks checks the NIC on every update that may concern it, until
+// followLinks checks the NIC on every update that may concern it, and
+// every 5 s (a safety net, and all there is without a subscription), until
 // the subscription ends (a read error closes updates) or ctx does.
 func (a *Agent) followLinks(ctx context.Context, updates chan netlink.LinkUpdate, onChange func()) {
 	poll := time.NewTicker(5 * time.Second)
@@ -54,8 +57,6 @@ func (a *Agent) followLinks(ctx context.Context, updates chan netlink.LinkUpdate
 		case <-ctx.Done():
 			return
 		case <-poll.C:
-			// Without a subscription (updates never sends), polling is
-			// what is left.
 			a.checkNIC(ctx, onChange)
 		case u, ok := <-updates:
 			if !ok {

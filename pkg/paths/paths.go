@@ -37,6 +37,11 @@ func (n Node) StateFile() string { return filepath.Join(n.StateDir, "ipam.json")
 // SettingsFile is where the agent records the settings it put in force.
 func (n Node) SettingsFile() string { return filepath.Join(n.StateDir, "settings.json") }
 
+// PodsFile is this node's pods as the API server last showed them
+// (namespace, name, UID, labels): the agent writes it, `debug endpoints`
+// reads it while the agent is down.
+func (n Node) PodsFile() string { return filepath.Join(n.StateDir, "pods.json") }
+
 // PolicyIdentitiesFile is what the agent's NetworkPolicy identities stand
 // for (namespace, labels), for `debug policy`; the maps hold only numbers.
 func (n Node) PolicyIdentitiesFile() string { return filepath.Join(n.StateDir, "policy-identities.json") }
@@ -48,7 +53,7 @@ func (n Node) DelQueueDir() string { return filepath.Join(n.StateDir, "del-queue
 // StateFiles are the files directly under the state dir, in the order a
 // cleanup removes them (the DEL queue is a directory of its own).
 func (n Node) StateFiles() []string {
-	return []string{n.StateFile(), n.SettingsFile(), n.PolicyIdentitiesFile()}
+	return []string{n.StateFile(), n.SettingsFile(), n.PodsFile(), n.PolicyIdentitiesFile()}
 }
 
 // MapsDir holds the pinned maps.

@@ -164,10 +164,13 @@ func TestLocalPods(t *testing.T) {
 			t.Errorf("PodByIP(%s) = %+v, %v; want %q", ip, p, ok, want)
 		}
 	}
-	f, err := ReadPodsFile(paths.Node{StateDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The view changes before the worker writes the file: wait for it.
+	var f *PodsFile
+	waitFor(t, "pods file", func() bool {
+		var err error
+		f, err = ReadPodsFile(paths.Node{StateDir: dir})
+		return err == nil && len(f.Pods) == 4
+	})
 	if f.Node != nodeName || !slices.Equal(names(f.Pods), []string{"a", "b", "done", "host"}) || f.Pods[0].Ports["http"].Port != 8080 {
 		t.Errorf("pods file %+v", f)
 	}

@@ -81,7 +81,7 @@ func (pb *policyBed) set(t *testing.T, ranges ...maps.PortRange) uint32 {
 
 func (pb *policyBed) peer(t *testing.T, ep uint32, dir uint8, peer, set uint32) {
 	t.Helper()
-	must(t, pb.pol.PutPeer(maps.PolicyKey{Endpoint: ep, Peer: peer, Dir: dir}, maps.PolicyValue{Ports: set}))
+	must(t, pb.pol.PutPeer(maps.PolicyKey{Endpoint: ep, Peer: peer, Dir: dir}, maps.PolicyValue{Ports: set}, true))
 }
 
 func (pb *policyBed) bumpGen(t *testing.T) {

@@ -161,14 +161,56 @@ type PeerEntry struct {
 	PolicyValue
 }
 
-// PutPeer writes a peer's rule, keeping the entry's flow count.
-func (p *Policy) PutPeer(k PolicyKey, v PolicyValue) error {
+// PutPeer writes a peer's rule; keepFlows: the entry exists, and keeps
+// the flows it counted.
+func (p *Policy) PutPeer(k PolicyKey, v PolicyValue, keepFlows bool) error {
 	var old PolicyValue
-	if err := p.peers.Lookup(&k, &old); err == nil {
+	if keepFlows && p.peers.Lookup(&k, &old) == nil {
 		v.Flows = old.Flows
 	}
 	if err := p.peers.Put(&k, &v); err != nil {
 		return fmt.Errorf("put rule of endpoint %d for identity %d: %w", k.Endpoint, k.Peer, err)
+	}
+	return nil
+}
+
+// AddPeers writes new peer rules (no flows counted yet) in one batch, or
+// one by one where the kernel has no batch operations.
+func (p *Policy) AddPeers(keys []PolicyKey, values []PolicyValue) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	_, err := p.peers.BatchUpdate(keys, values, nil)
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		for i := range keys {
+			if err := p.peers.Put(&keys[i], &values[i]); err != nil {
+				return fmt.Errorf("put rule of endpoint %d for identity %d: %w", keys[i].Endpoint, keys[i].Peer, err)
+			}
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("put %d policy rules: %w", len(keys), err)
+	}
+	return nil
+}
+
+// DeletePeers removes peer rules in one batch (one by one where the kernel
+// has no batch operations); missing ones are not an error.
+func (p *Policy) DeletePeers(keys []PolicyKey) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	_, err := p.peers.BatchDelete(keys, nil)
+	if err == nil {
+		return nil
+	}
+	// A batch stops at a missing key, and some kernels have none: the rest
+	// one by one.
+	for _, k := range keys {
+		if err := p.DeletePeer(k); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -46,10 +46,66 @@ func (s *peerSelector) matches(id *Identity) bool {
 	return s.podSel == nil || s.podSel.Matches(id.Labels)
 }
 
+// selectorRef is one use of a selector in an endpoint's rules of one
+// direction: the peers it matches may use ports, and the named ports of an
+// egress rule resolved on each of them.
+type selectorRef struct {
+	sel   string
+	ports PortSet
+	named []Port // egress: resolved on each destination identity
+}
+
+// portsFor is what refs give identity id; nil when no ref matches it.
+func (e *Engine) portsFor(refs []selectorRef, id *Identity) PortSet {
+	var out PortSet
+	for _, r := range refs {
+		s := e.selectors[r.sel]
+		if s == nil {
+			continue
+		}
+		if _, ok := s.matched[id.ID]; !ok {
+			continue
+		}
+		out = out.Union(r.ports)
+		if len(r.named) > 0 {
+			out = out.Union(namedPorts(r.named, id.Ports))
+		}
+	}
+	return out
+}
+
+// updatePeers updates an endpoint's rules for the identities created and
+// released: nothing else of them changed (its policies, its own identity,
+// the pods in its ipBlocks did not), so only those peers' entries can.
+func (e *Engine) updatePeers(ep *endpointState, pd *pending) *EndpointRules {
+	r := *ep.rules
+	for d, dir := range []*DirectionRules{&r.Ingress, &r.Egress} {
+		if !dir.Isolated {
+			continue
+		}
+		peers := make(map[uint32]PortSet, len(dir.Peers)+len(pd.added))
+		for id, ports := range dir.Peers {
+			if !pd.gone[id] {
+				peers[id] = ports
+			}
+		}
+		for id, ident := range pd.added {
+			if ports := e.portsFor(ep.refs[d], ident); len(ports) > 0 {
+				peers[id] = ports.Union(dir.Any)
+			} else {
+				delete(peers, id)
+			}
+		}
+		dir.Peers = peers
+	}
+	return &r
+}
+
 // compile computes an endpoint's rules from the policies selecting it.
 func (e *Engine) compile(ep *endpointState) *EndpointRules {
 	r := &EndpointRules{Identity: ep.id.ID}
 	ep.sels = map[string]bool{}
+	ep.refs = [2][]selectorRef{}
 	ep.podIPs = false
 	var in, out []Rule
 	var isoIn, isoOut bool
@@ -69,10 +125,10 @@ func (e *Engine) compile(ep *endpointState) *EndpointRules {
 	}
 	slices.Sort(r.Policies)
 	if isoIn {
-		r.Ingress = e.direction(ep, in, false)
+		r.Ingress, ep.refs[0] = e.direction(ep, in, false)
 	}
 	if isoOut {
-		r.Egress = e.direction(ep, out, true)
+		r.Egress, ep.refs[1] = e.direction(ep, out, true)
 	}
 	return r
 }
@@ -81,8 +137,9 @@ func (e *Engine) compile(ep *endpointState) *EndpointRules {
 // Named ports resolve on the pod receiving the traffic: the endpoint for
 // ingress, each destination pod for egress (an identity holds its pods'
 // named ports, so each destination identity resolves exactly).
-func (e *Engine) direction(ep *endpointState, rules []Rule, egress bool) DirectionRules {
+func (e *Engine) direction(ep *endpointState, rules []Rule, egress bool) (DirectionRules, []selectorRef) {
 	d := DirectionRules{Isolated: true, Peers: map[uint32]PortSet{}}
+	var refs []selectorRef
 	add := func(id uint32, ports PortSet) {
 		if len(ports) > 0 {
 			d.Peers[id] = d.Peers[id].Union(ports)
@@ -101,6 +158,7 @@ func (e *Engine) direction(ep *endpointState, rules []Rule, egress bool) Directi
 			if named && egress {
 				s := everyPod()
 				ep.sels[s.key] = true
+				refs = append(refs, selectorRef{sel: s.key, named: rule.Ports})
 				for _, id := range e.selectors[s.key].matched {
 					add(id.ID, namedPorts(rule.Ports, id.Ports))
 				}
@@ -120,6 +178,11 @@ func (e *Engine) direction(ep *endpointState, rules []Rule, egress bool) Directi
 				continue // not possible: the policy's selectors are registered
 			}
 			ep.sels[s.key] = true
+			ref := selectorRef{sel: s.key, ports: own}
+			if named && egress {
+				ref.named = rule.Ports
+			}
+			refs = append(refs, ref)
 			for _, id := range s.matched {
 				ports := own
 				if named && egress {
@@ -137,7 +200,7 @@ func (e *Engine) direction(ep *endpointState, rules []Rule, egress bool) Directi
 		}
 	}
 	d.CIDRs = unionCIDRs(blocks)
-	return d
+	return d, refs
 }
 
 // namedInBlock resolves an egress rule's named ports on the pods whose

@@ -105,6 +105,9 @@ type endpointState struct {
 	id    *Identity
 	rules *EndpointRules
 	sels  map[string]bool // selectors its rules used
+	// refs are its rules by selector, per direction: what a new
+	// identity's ports are computed from (updatePeers).
+	refs [2][]selectorRef
 	// podIPs: its rules resolve named ports of pods inside ipBlocks, so
 	// any pod's address or ports matter.
 	podIPs bool
@@ -127,10 +130,15 @@ type pending struct {
 	policies map[string]bool // policies added, changed or removed
 	podIPs   bool            // a pod's address, ports or identity changed
 	forced   map[netip.Addr]bool
+	// added and gone are the identities created and released: all a
+	// selector's change can be (selectors change with their policies).
+	added map[uint32]*Identity
+	gone  map[uint32]bool
 }
 
 func newPending() *pending {
-	return &pending{sels: map[string]bool{}, policies: map[string]bool{}, forced: map[netip.Addr]bool{}}
+	return &pending{sels: map[string]bool{}, policies: map[string]bool{}, forced: map[netip.Addr]bool{},
+		added: map[uint32]*Identity{}, gone: map[uint32]bool{}}
 }
 
 // Update replaces the engine's view of the cluster with s and returns what
@@ -339,6 +347,7 @@ func (e *Engine) setEndpointIdentity(ep *endpointState, pd *pending) {
 
 // identityNew adds a new identity to every selector matching it.
 func (e *Engine) identityNew(id *Identity, pd *pending) {
+	pd.added[id.ID] = id
 	for key, s := range e.selectors {
 		if s.matches(id) {
 			s.matched[id.ID] = id
@@ -349,6 +358,11 @@ func (e *Engine) identityNew(id *Identity, pd *pending) {
 
 // identityGone takes a gone identity out of every selector.
 func (e *Engine) identityGone(id *Identity, pd *pending) {
+	if _, ok := pd.added[id.ID]; ok {
+		delete(pd.added, id.ID) // came and went within the update
+	} else {
+		pd.gone[id.ID] = true
+	}
 	for key, s := range e.selectors {
 		if _, ok := s.matched[id.ID]; ok {
 			delete(s.matched, id.ID)
@@ -418,10 +432,15 @@ func (e *Engine) finish(pd *pending) Changes {
 	ch := Changes{IPCache: map[netip.Addr]uint32{}, Endpoints: map[netip.Addr]*EndpointRules{}}
 	e.syncIPCache(ch.IPCache)
 	for ip, ep := range e.endpoints {
-		if !e.stale(ep, pd) {
+		var rules *EndpointRules
+		switch e.stale(ep, pd) {
+		case notStale:
 			continue
+		case peersStale:
+			rules = e.updatePeers(ep, pd)
+		default:
+			rules = e.compile(ep)
 		}
-		rules := e.compile(ep)
 		if ep.rules != nil && ep.rules.Equal(rules) {
 			continue
 		}
@@ -431,27 +450,36 @@ func (e *Engine) finish(pd *pending) Changes {
 	return ch
 }
 
-// stale says whether an endpoint's rules may have changed.
-func (e *Engine) stale(ep *endpointState, pd *pending) bool {
+// staleness is how much of an endpoint's rules an update may have changed.
+type staleness int
+
+const (
+	notStale    staleness = iota
+	peersStale            // only the identities its selectors match: updatePeers
+	wholeStale            // compile again
+)
+
+// stale says how much of an endpoint's rules may have changed.
+func (e *Engine) stale(ep *endpointState, pd *pending) staleness {
 	if ep.rules == nil || pd.forced[ep.ip] || ep.podIPs && pd.podIPs {
-		return true
+		return wholeStale
 	}
 	for _, key := range ep.rules.Policies {
 		if pd.policies[key] {
-			return true
+			return wholeStale
 		}
 	}
 	for key := range pd.policies {
 		if ps := e.policies[key]; ps != nil && e.selects(ps, ep) {
-			return true
+			return wholeStale
 		}
 	}
 	for key := range ep.sels {
 		if pd.sels[key] {
-			return true
+			return peersStale
 		}
 	}
-	return false
+	return notStale
 }
 
 func (e *Engine) selects(ps *policyState, ep *endpointState) bool {

@@ -62,7 +62,24 @@ func (m *model) snapshot() Snapshot {
 	return s
 }
 
-func (m *model) sync() Changes { return m.e.Update(m.snapshot()) }
+func (m *model) sync() Changes {
+	ch := m.e.Update(m.snapshot())
+	m.consistent()
+	return ch
+}
+
+// consistent checks that every endpoint's rules, however they were
+// updated (in full, or by updatePeers for identities alone), are what a
+// compilation from scratch gives.
+func (m *model) consistent() {
+	m.t.Helper()
+	for ip, ep := range m.e.endpoints {
+		fresh := *ep
+		if want := m.e.compile(&fresh); !want.Equal(ep.rules) {
+			m.t.Errorf("endpoint %s: rules %+v, a compilation from scratch gives %+v", ip, ep.rules, want)
+		}
+	}
+}
 
 func (m *model) apply(ps ...Policy) Changes {
 	m.policies = ps
@@ -462,5 +479,40 @@ func TestPortSet(t *testing.T) {
 	}
 	if s.Contains(TCP, 101) || !s.Contains(TCP, 100) || s.Contains(SCTP, 80) {
 		t.Errorf("Contains wrong for %v", s)
+	}
+}
+
+// TestIdentityChurn: pods come, go and change labels under selectors of
+// every kind (pods, namespaces, both, every pod for egress named ports);
+// each update touches only the peers it must, and the rules stay what a
+// compilation from scratch gives.
+func TestIdentityChurn(t *testing.T) {
+	m := newModel(t)
+	m.apply(
+		ingressPolicy("a", *sel("pod", "a"), Rule{Peers: []Peer{{Pods: sel("role", "client")}, {Namespaces: sel("team", "t1")}},
+			Ports: []Port{tcp(80)}}),
+		ingressPolicy("b", *sel("pod", "b"), Rule{Peers: []Peer{{Namespaces: &Selector{}, Pods: sel("role", "client")}}, Ports: []Port{tcp(80)}},
+			Rule{Ports: []Port{tcp(443)}}),
+		egressPolicy("c", *sel("pod", "c"), Rule{Ports: []Port{{Protocol: TCP, Name: "http"}}}, Rule{Peers: []Peer{{Pods: sel("role", "db")}}}),
+	)
+	for i := range 40 {
+		key := fmt.Sprintf("%s/extra%d", modelNS[i%3], i%7)
+		p := Pod{Namespace: modelNS[i%3], Name: fmt.Sprintf("extra%d", i%7), UID: fmt.Sprint(i), IP: netip.AddrFrom4([4]byte{10, 241, byte(i % 7), byte(i%3 + 1)}),
+			Labels: map[string]string{"role": []string{"client", "db", "web"}[i%3]}}
+		if i%4 == 1 {
+			p.Ports = map[string]NamedPort{"http": {Port: uint16(8000 + i), Protocol: TCP}}
+		}
+		switch i % 5 {
+		case 3:
+			delete(m.pods, key)
+		default:
+			m.pods[key] = p
+		}
+		if i%6 == 2 {
+			n := m.ns[modelNS[i%3]]
+			n.Labels = map[string]string{NameLabel: n.Name, "team": fmt.Sprintf("t%d", i%2)}
+			m.ns[n.Name] = n
+		}
+		m.sync()
 	}
 }

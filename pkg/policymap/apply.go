@@ -40,7 +40,7 @@ func (w *Writer) Apply(ch policy.Changes) (Stats, error) {
 		if err != nil {
 			return st, err
 		}
-		nw, err := w.build(ip, id, rules, &st)
+		nw, err := w.build(ip, id, rules, w.eps[id], &st)
 		if err != nil {
 			return st, err
 		}
@@ -52,16 +52,29 @@ func (w *Writer) Apply(ch policy.Changes) (Stats, error) {
 		}
 	}
 
-	// 2. Rules.
+	// 2. Rules: new peer entries in one batch; a changed one keeps the
+	// flows it counted.
+	var addK []podvnetmaps.PolicyKey
+	var addV []podvnetmaps.PolicyValue
 	for _, u := range ups {
 		for k, v := range u.new.peers {
-			if old, ok := u.old.peers[k]; !ok || old != v {
-				if err := w.m.PutPeer(k, v); err != nil {
+			old, ok := u.old.peers[k]
+			switch {
+			case !ok:
+				addK, addV = append(addK, k), append(addV, v)
+			case old != v:
+				if err := w.m.PutPeer(k, v, true); err != nil {
 					return st, err
 				}
 				st.Peers++
 			}
 		}
+	}
+	if err := w.m.AddPeers(addK, addV); err != nil {
+		return st, err
+	}
+	st.Peers += len(addK)
+	for _, u := range ups {
 		for k, v := range u.new.cidrs {
 			if old, ok := u.old.cidrs[k]; !ok || old != v {
 				if err := w.m.PutCIDR(podvnetmaps.CIDREntry{Endpoint: u.id, Dir: k.dir, Prefix: k.prefix, PolicyValue: v}); err != nil {
@@ -121,11 +134,11 @@ func (w *Writer) Apply(ch policy.Changes) (Stats, error) {
 
 	// 6. What is gone.
 	var errs []error
+	var delK []podvnetmaps.PolicyKey
 	for _, u := range ups {
 		for k := range u.old.peers {
 			if _, ok := u.new.peers[k]; !ok {
-				errs = append(errs, w.m.DeletePeer(k))
-				st.Deleted++
+				delK = append(delK, k)
 			}
 		}
 		for k := range u.old.cidrs {
@@ -140,8 +153,7 @@ func (w *Writer) Apply(ch policy.Changes) (Stats, error) {
 	for id := range gone {
 		wr := w.eps[id]
 		for k := range wr.peers {
-			errs = append(errs, w.m.DeletePeer(k))
-			st.Deleted++
+			delK = append(delK, k)
 		}
 		for k := range wr.cidrs {
 			errs = append(errs, w.m.DeleteCIDR(id, k.dir, k.prefix))
@@ -154,6 +166,8 @@ func (w *Writer) Apply(ch policy.Changes) (Stats, error) {
 			delete(w.ids, wr.ip)
 		}
 	}
+	errs = append(errs, w.m.DeletePeers(delK))
+	st.Deleted += len(delK)
 	for ip, id := range ch.IPCache {
 		if id == 0 {
 			if _, ok := w.ipcache[ip]; ok {
@@ -204,6 +218,17 @@ func (w *Writer) Sync(all policy.Changes) (Stats, error) {
 	return w.Apply(ch)
 }
 
+// recordPorts is the set for every peer old wrote for a direction.
+func (wr *written) recordPorts(dir uint8) uint32 {
+	if wr == nil {
+		return 0
+	}
+	if dir == podvnetmaps.DirIngress {
+		return wr.record.IngressPorts
+	}
+	return wr.record.EgressPorts
+}
+
 // nodeFlags are the node's policy flags for the endpoints' isolation.
 func nodeFlags(eps map[uint32]*written) uint32 {
 	var f uint32
@@ -219,33 +244,61 @@ func nodeFlags(eps map[uint32]*written) uint32 {
 }
 
 // build turns an endpoint's rules into map entries, writing the port sets
-// they name that the maps do not hold yet.
-func (w *Writer) build(ip netip.Addr, id uint32, r *policy.EndpointRules, st *Stats) (*written, error) {
-	nw := &written{ip: ip, peers: map[podvnetmaps.PolicyKey]podvnetmaps.PolicyValue{}, cidrs: map[cidrKey]podvnetmaps.PolicyValue{}}
+// they name that the maps do not hold yet. An entry whose ports are those
+// old wrote is carried over (a set reference more, which releasing old
+// takes back): an update that adds one peer costs that peer.
+func (w *Writer) build(ip netip.Addr, id uint32, r *policy.EndpointRules, old *written, st *Stats) (*written, error) {
+	nw := &written{ip: ip, rules: r, peers: make(map[podvnetmaps.PolicyKey]podvnetmaps.PolicyValue, len(r.Ingress.Peers)+len(r.Egress.Peers)),
+		cidrs: map[cidrKey]podvnetmaps.PolicyValue{}}
+	var was *policy.EndpointRules
+	if old != nil {
+		was = old.rules
+	}
 	for _, d := range []struct {
-		dir   uint8
-		rules *policy.DirectionRules
-		iso   uint32
-		cidr  uint32
-		ports *uint32
+		dir     uint8
+		rules   *policy.DirectionRules
+		iso     uint32
+		cidr    uint32
+		ports   *uint32
+		oldAny  uint32
+		oldDirs func(*policy.EndpointRules) *policy.DirectionRules
 	}{
-		{podvnetmaps.DirIngress, &r.Ingress, podvnetmaps.EndpointPolicyIngress, podvnetmaps.PolicyIngressCIDR, &nw.record.IngressPorts},
-		{podvnetmaps.DirEgress, &r.Egress, podvnetmaps.EndpointPolicyEgress, podvnetmaps.PolicyEgressCIDR, &nw.record.EgressPorts},
+		{podvnetmaps.DirIngress, &r.Ingress, podvnetmaps.EndpointPolicyIngress, podvnetmaps.PolicyIngressCIDR, &nw.record.IngressPorts,
+			old.recordPorts(podvnetmaps.DirIngress), func(e *policy.EndpointRules) *policy.DirectionRules { return &e.Ingress }},
+		{podvnetmaps.DirEgress, &r.Egress, podvnetmaps.EndpointPolicyEgress, podvnetmaps.PolicyEgressCIDR, &nw.record.EgressPorts,
+			old.recordPorts(podvnetmaps.DirEgress), func(e *policy.EndpointRules) *policy.DirectionRules { return &e.Egress }},
 	} {
 		if !d.rules.Isolated {
 			continue
 		}
 		nw.flags |= d.iso
+		var prev *policy.DirectionRules
+		if was != nil && d.oldDirs(was).Isolated {
+			prev = d.oldDirs(was)
+		}
 		var err error
-		if *d.ports, err = w.acquire(d.rules.Any, st); err != nil {
+		if prev != nil && prev.Any.Equal(d.rules.Any) {
+			*d.ports = d.oldAny
+			w.ref(d.oldAny)
+		} else if *d.ports, err = w.acquire(d.rules.Any, st); err != nil {
 			return nil, err
 		}
 		for peer, ports := range d.rules.Peers {
+			k := podvnetmaps.PolicyKey{Endpoint: id, Peer: peer, Dir: d.dir}
+			if prev != nil {
+				if pp, ok := prev.Peers[peer]; ok && pp.Equal(ports) {
+					if v, ok := old.peers[k]; ok {
+						w.ref(v.Ports)
+						nw.peers[k] = v
+						continue
+					}
+				}
+			}
 			set, err := w.acquire(ports, st)
 			if err != nil {
 				return nil, err
 			}
-			nw.peers[podvnetmaps.PolicyKey{Endpoint: id, Peer: peer, Dir: d.dir}] = podvnetmaps.PolicyValue{Ports: set}
+			nw.peers[k] = podvnetmaps.PolicyValue{Ports: set}
 		}
 		for _, c := range d.rules.CIDRs {
 			allow, err := w.acquire(c.Ports, st)
@@ -358,6 +411,7 @@ func (w *Writer) SetPending(ip netip.Addr) error {
 	}
 	w.unref(wr.record.IngressPorts)
 	w.unref(wr.record.EgressPorts)
-	wr.record, wr.flags, wr.told = rec, podvnetmaps.EndpointPolicy, true
+	// rules no longer describe the record: nothing is carried over from it.
+	wr.record, wr.flags, wr.told, wr.rules = rec, podvnetmaps.EndpointPolicy, true, nil
 	return nil
 }

@@ -28,6 +28,7 @@ import (
 	"sync"
 
 	podvnetmaps "github.com/podvnet/podvnet/pkg/maps"
+	"github.com/podvnet/podvnet/pkg/policy"
 )
 
 // Isolation writes an endpoint's policy id and isolation flags into its
@@ -74,6 +75,9 @@ type written struct {
 	cidrs  map[cidrKey]podvnetmaps.PolicyValue
 	// told: the endpoint's entry holds its policy id (Isolation was told).
 	told bool
+	// rules are what was written, nil if adopted: entries whose ports
+	// are unchanged are carried over without a set lookup.
+	rules *policy.EndpointRules
 }
 
 type cidrKey struct {
@@ -181,7 +185,15 @@ func (w *Writer) Adopt(endpoints []Pinned) (maxIdentity uint32, err error) {
 	return maxIdentity, nil
 }
 
-func setKey(ranges []podvnetmaps.PortRange) string { return fmt.Sprint(ranges) }
+// setKey identifies a set by its ranges (in normal form: equal sets are
+// equal lists): five bytes each.
+func setKey(ranges []podvnetmaps.PortRange) string {
+	b := make([]byte, 0, 5*len(ranges))
+	for _, r := range ranges {
+		b = append(b, r.Proto, byte(r.First>>8), byte(r.First), byte(r.Last>>8), byte(r.Last))
+	}
+	return string(b)
+}
 
 func (w *Writer) ref(id uint32) {
 	if ps := w.setIDs[id]; ps != nil {

@@ -29,6 +29,12 @@
  * connections the kernel NAT'd (the reply of a Service backend on another
  * node), fragments and ICMP errors also go to the stack, which translates
  * them back and routes them to the pod over its /32 route.
+ *
+ * NetworkPolicy (lib/policy.h) is judged in from_pod and from_nic before
+ * any redirect, and in two programs that only judge: to_pod, on the tc
+ * egress of a pod's host veth (what the stack delivers to the pod), and
+ * to_nic, on the tc egress of the NIC (a pod's packets the stack routed
+ * out after translating them). A pod no policy isolates costs a flag test.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -46,6 +52,7 @@
 #include "lib/forward.h"
 #include "lib/arp.h"
 #include "lib/platform.h"
+#include "lib/policy.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -56,8 +63,8 @@ int from_pod(struct __sk_buff *skb)
 	struct iphdr *ip = NULL;
 	struct pv_endpoint *src, *dst;
 	struct pv_config *cfg;
-	__u32 blocked;
-	int ret;
+	__u32 blocked, denied;
+	int ret, judged = 0;
 
 	ret = pv_parse_ipv4(skb, &eth, &ip);
 	if (ret < 0)
@@ -80,6 +87,13 @@ int from_pod(struct __sk_buff *skb)
 	if (blocked)
 		return pv_count(skb, PV_HOOK_POD, blocked, TC_ACT_SHOT);
 
+	/* NetworkPolicy, also before every branch below: the stack masquerades
+	 * what leaves for the Internet, so it is judged here or never. */
+	dst = pv_endpoint(ip->daddr);
+	denied = pv_policy_from_pod(skb, ip, src, dst, &judged);
+	if (denied)
+		return pv_count(skb, PV_HOOK_POD, denied, TC_ACT_SHOT);
+
 	/* TC_ACT_UNSPEC: under tcx, "next", so that the tc filters of a
 	 * chained bandwidth plugin (mirred to its ifb) still run. */
 	if (src->flags & PV_EP_F_SHAPED)
@@ -89,7 +103,6 @@ int from_pod(struct __sk_buff *skb)
 	if (!cfg || cfg->nic_ifindex == 0 || ip->daddr == cfg->node_ip)
 		return pv_count(skb, PV_HOOK_POD, PV_POD_TO_STACK, TC_ACT_OK);
 
-	dst = pv_endpoint(ip->daddr);
 	if (dst && (dst->flags & PV_EP_F_SHAPED))
 		return pv_count(skb, PV_HOOK_POD, PV_POD_SHAPED, TC_ACT_OK);
 	if (!dst && !pv_nosnat_dest(cfg, ip->daddr))
@@ -100,6 +113,8 @@ int from_pod(struct __sk_buff *skb)
 		return pv_count(skb, PV_HOOK_POD, PV_POD_TO_STACK_NAT, TC_ACT_OK);
 	if (dst)
 		return pv_to_local(skb, PV_HOOK_POD, eth, ip, dst, PV_POD_TO_LOCAL);
+	if (judged)
+		skb->mark = PV_MARK_JUDGED;
 	return pv_to_nic(skb, PV_HOOK_POD, eth, ip, cfg);
 }
 
@@ -110,6 +125,7 @@ int from_nic(struct __sk_buff *skb)
 	struct iphdr *ip = NULL;
 	struct pv_endpoint *dst;
 	struct pv_config *cfg;
+	__u32 denied;
 	int ret;
 
 	ret = pv_parse_ipv4(skb, &eth, &ip);
@@ -130,5 +146,78 @@ int from_nic(struct __sk_buff *skb)
 		return pv_count(skb, PV_HOOK_NIC, PV_NIC_TO_STACK_FRAG, TC_ACT_OK);
 	if (pv_nat_flow(skb, ip, cfg))
 		return pv_count(skb, PV_HOOK_NIC, PV_NIC_TO_STACK_NAT, TC_ACT_OK);
+	denied = pv_policy_from_nic(skb, ip, dst);
+	if (denied)
+		return pv_count(skb, PV_HOOK_NIC, denied, TC_ACT_SHOT);
 	return pv_to_local(skb, PV_HOOK_NIC, eth, ip, dst, PV_NIC_TO_LOCAL);
+}
+
+/* to_pod: tc egress of a pod's host veth, i.e. what the stack delivers to
+ * the pod (redirect_peer skips it). It only judges NetworkPolicy: the pod's
+ * ingress, and the egress of a local pod whose packet the stack translated
+ * to this one (kube-proxy's DNAT to a local backend). A packet this node
+ * originates (no ingress interface) is the node's: always allowed in. */
+SEC("tc")
+int to_pod(struct __sk_buff *skb)
+{
+	struct ethhdr *eth = NULL;
+	struct iphdr *ip = NULL;
+	struct pv_endpoint *src = NULL, *dst;
+	struct pv_policy_config *pc;
+	__u32 denied;
+
+	/* ARP from the node resolving the pod, and the like. */
+	if (pv_parse_ipv4(skb, &eth, &ip) <= 0)
+		return pv_count(skb, PV_HOOK_TO_POD, PV_STACK_TO_POD, TC_ACT_OK);
+	dst = pv_endpoint(ip->daddr);
+	if (!dst || dst->ifindex != skb->ifindex)
+		return pv_count(skb, PV_HOOK_TO_POD, PV_STACK_TO_POD, TC_ACT_OK);
+	pc = pv_policy_config();
+	if (skb->ingress_ifindex && pc && (pc->flags & PV_POLICY_CFG_F_ISOLATED)) {
+		/* A local pod's packet, if it came in through that pod's veth. */
+		src = pv_endpoint(ip->saddr);
+		if (src && src->ifindex != skb->ingress_ifindex)
+			src = NULL;
+	}
+	if (!(dst->flags & PV_EP_F_POLICY) && !(src && (src->flags & PV_EP_F_POLICY)))
+		return pv_count(skb, PV_HOOK_TO_POD, PV_STACK_TO_POD, TC_ACT_OK);
+	if (pv_service_ip(pc, ip->saddr) && pv_service_reply(skb, ip))
+		return pv_count(skb, PV_HOOK_TO_POD, PV_STACK_TO_POD, TC_ACT_OK);
+	denied = pv_judge(skb, ip, src, dst, skb->ingress_ifindex == 0);
+	if (denied)
+		return pv_count(skb, PV_HOOK_TO_POD, denied, TC_ACT_SHOT);
+	return pv_count(skb, PV_HOOK_TO_POD, PV_STACK_TO_POD, TC_ACT_OK);
+}
+
+/* to_nic: tc egress of the NIC. It only judges the egress of a local pod
+ * whose packet the stack routed out after translating it (kube-proxy's
+ * DNAT to a backend on another node); what from_pod judged and sent out
+ * itself carries PV_MARK_JUDGED, and the node's own traffic has no
+ * ingress interface. Counted only when judged: every packet of the node
+ * passes here. */
+SEC("tc")
+int to_nic(struct __sk_buff *skb)
+{
+	struct ethhdr *eth = NULL;
+	struct iphdr *ip = NULL;
+	struct pv_endpoint *src;
+	struct pv_policy_config *pc;
+	__u32 denied;
+
+	if (skb->mark == PV_MARK_JUDGED) {
+		skb->mark = 0;
+		return TC_ACT_OK;
+	}
+	pc = pv_policy_config();
+	if (!pc || !(pc->flags & PV_POLICY_CFG_F_EGRESS) || !skb->ingress_ifindex)
+		return TC_ACT_OK;
+	if (pv_parse_ipv4(skb, &eth, &ip) <= 0)
+		return TC_ACT_OK;
+	src = pv_endpoint(ip->saddr);
+	if (!src || src->ifindex != skb->ingress_ifindex || !(src->flags & PV_EP_F_POLICY_EGRESS))
+		return TC_ACT_OK;
+	denied = pv_judge(skb, ip, src, NULL, 0);
+	if (denied)
+		return pv_count(skb, PV_HOOK_TO_NIC, denied, TC_ACT_SHOT);
+	return pv_count(skb, PV_HOOK_TO_NIC, PV_STACK_TO_NIC, TC_ACT_OK);
 }

@@ -27,6 +27,9 @@ struct pv_endpoint {
 	__u8 pod_mac[6];   /* MAC of the pod's eth0 */
 	__u8 host_mac[6];  /* MAC of the host-side veth */
 	__u32 flags;       /* PV_EP_F_* */
+	/* The endpoint's index in the NetworkPolicy maps (lib/policy.h):
+	 * policy_endpoints, policy_stats, and the scope of its rules. */
+	__u32 policy_id;
 };
 
 /* PV_EP_F_*: endpoint flags. */
@@ -34,6 +37,14 @@ struct pv_endpoint {
 /* tc shapes the pod's traffic on its host veth (the bandwidth plugin): it
  * stays on the kernel path, through those qdiscs. */
 #define PV_EP_F_SHAPED (1U << 0)
+/* A NetworkPolicy isolates the pod for ingress (egress): packets into (out
+ * of) it are judged by lib/policy.h. Without the flag that direction is
+ * open and costs nothing but this test. */
+#define PV_EP_F_POLICY_INGRESS (1U << 1)
+#define PV_EP_F_POLICY_EGRESS (1U << 2)
+/* Isolated either way: its flows, both ways, enter the flow table, so that
+ * replies meet the entry of what was allowed. */
+#define PV_EP_F_POLICY (PV_EP_F_POLICY_INGRESS | PV_EP_F_POLICY_EGRESS)
 
 /* Node-wide settings, index 0 of the config array. Updated in place by the
  * agent, so a settings change never needs a detach. */
@@ -103,6 +114,14 @@ enum pv_reason {
 	/* Appended, not grouped: the pinned counters map is adopted across
 	 * upgrades, so an existing reason never changes its index. */
 	PV_POD_TO_NIC_NEIGH,    /* from a pod into the VNet, next hop left to the kernel */
+	PV_DROP_POLICY_INGRESS, /* no NetworkPolicy allows it into the pod */
+	PV_DROP_POLICY_EGRESS,  /* no NetworkPolicy allows it out of the pod */
+	PV_DROP_IPBLOCK_EXCEPT_INGRESS, /* into the pod: only an ipBlock would allow it, and its except holds the peer */
+	PV_DROP_IPBLOCK_EXCEPT_EGRESS,  /* out of the pod: the same */
+	PV_DROP_POLICY_PENDING_INGRESS, /* into a pod whose policy is not in the maps yet */
+	PV_DROP_POLICY_PENDING_EGRESS,  /* out of such a pod */
+	PV_STACK_TO_POD,        /* to_pod: what the stack delivers to a pod, passed */
+	PV_STACK_TO_NIC,        /* to_nic: a pod's packet the stack routes out, judged and passed */
 	PV_REASON_MAX,
 };
 
@@ -113,8 +132,10 @@ struct pv_counter {
 
 /* Which program saw a packet: each program passes its own to pv_count. */
 enum pv_hook {
-	PV_HOOK_POD = 1, /* from_pod */
-	PV_HOOK_NIC = 2, /* from_nic */
+	PV_HOOK_POD = 1,    /* from_pod: tc ingress of a pod's host veth */
+	PV_HOOK_NIC = 2,    /* from_nic: tc ingress of the NIC */
+	PV_HOOK_TO_POD = 3, /* to_pod: tc egress of a pod's host veth */
+	PV_HOOK_TO_NIC = 4, /* to_nic: tc egress of the NIC */
 };
 
 /* One packet reported to `debug monitor` through the events ring buffer. */
@@ -144,6 +165,133 @@ struct pv_monitor {
 
 #define PV_MON_F_DROPS (1U << 0) /* report drops */
 #define PV_MON_F_TRACE (1U << 1) /* report every other verdict too */
+
+/*
+ * NetworkPolicy (lib/policy.h). A peer is an identity: a number for each
+ * distinct (namespace, labels, named ports) of a pod, allocated by the
+ * agent, and a few reserved ones. Rules are kept per (endpoint, direction):
+ * a peer's entry names a port set, an LPM trie of (protocol, port prefix)
+ * under the set's number, so that an endPort range is a few prefixes.
+ */
+#define PV_ID_WORLD 1       /* an address the ipcache does not hold */
+#define PV_ID_HOST 2        /* this node: always reaches its own pods */
+#define PV_ID_REMOTE_NODE 3 /* another node (and its hostNetwork pods) */
+#define PV_ID_FIRST_POD 256 /* pod identities are allocated from here */
+
+#define PV_DIR_INGRESS 0
+#define PV_DIR_EGRESS 1
+
+/* ipcache: every pod IP of the cluster, and the nodes' IPs. */
+struct pv_ipcache_key {
+	__be32 ip;
+};
+
+struct pv_identity {
+	__u32 id; /* PV_ID_* or a pod identity */
+};
+
+/* A peer identity's rule for an endpoint and direction. */
+struct pv_policy_key {
+	__u32 endpoint; /* pv_endpoint.policy_id */
+	__u32 peer;     /* identity */
+	__u8 dir;       /* PV_DIR_* */
+	__u8 pad[3];
+};
+
+/* What a peer (policy) or a prefix (policy_cidr) may reach: port sets. */
+struct pv_policy {
+	__u32 ports;        /* the port set allowed; 0: none */
+	__u32 except_ports; /* policy_cidr: ports an ipBlock would allow but for its except; counted as such */
+	__u64 flows;        /* new flows this entry allowed (atomic) */
+};
+
+/* An ipBlock prefix of an endpoint's rules (LPM trie): the longest match
+ * carries the union of the ports of every ipBlock containing it. */
+struct pv_cidr_key {
+	__u32 prefixlen; /* 64 + the prefix length */
+	__u32 endpoint;
+	__u8 dir;
+	__u8 pad[3];
+	__be32 addr;
+};
+
+/* One entry of a port set (LPM trie): prefixlen 32 allows every protocol
+ * and port, 48 every port of proto, 48 + n a port prefix of n bits. */
+struct pv_ports_key {
+	__u32 prefixlen;
+	__u32 set;
+	__u8 proto;
+	__u8 pad;
+	__be16 port;
+};
+
+/* An endpoint's policy, index policy_id of the policy_endpoints array. */
+struct pv_policy_endpoint {
+	__u32 ingress_ports; /* port set for peers with no entry of their own */
+	__u32 egress_ports;
+	__u32 flags;         /* PV_POLICY_F_* */
+	__u32 pad;
+};
+
+#define PV_POLICY_F_INGRESS_CIDR (1U << 0)    /* look ingress peers up in policy_cidr */
+#define PV_POLICY_F_EGRESS_CIDR (1U << 1)
+#define PV_POLICY_F_INGRESS_PENDING (1U << 2) /* not computed yet: deny, as pending */
+#define PV_POLICY_F_EGRESS_PENDING (1U << 3)
+
+/* Per endpoint (policy_id), per CPU: what its policy decided. */
+struct pv_policy_stats {
+	__u64 flows[2];     /* new flows allowed, by PV_DIR_* */
+	__u64 any_flows[2]; /* of those, allowed by the set for every peer */
+	__u64 denied[2];    /* packets dropped */
+	__u64 denied_bytes[2];
+};
+
+/* Node-wide policy settings, index 0 of the policy_config array. */
+struct pv_policy_config {
+	__u32 gen;          /* bumped when rules change: flows judged under another are judged again */
+	__u32 flags;        /* PV_POLICY_CFG_F_* */
+	__be32 service_net; /* kube-proxy's Service CIDR: egress to it is judged after DNAT */
+	__be32 service_mask;
+};
+
+#define PV_POLICY_CFG_F_EGRESS (1U << 0)   /* an endpoint of this node is isolated for egress: to_nic judges */
+#define PV_POLICY_CFG_F_ISOLATED (1U << 1) /* an endpoint of this node is isolated either way: to_pod looks at local sources */
+
+/* A flow judged by policy, in canonical order: (addr[0], port[0]) is the
+ * lower (address, port) pair, so both directions find one entry. */
+struct pv_flow_key {
+	__be32 addr[2];
+	__be16 port[2];
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct pv_flow {
+	__u64 expires_ns; /* bpf_ktime_get_coarse_ns deadline */
+	__u32 gen;        /* pv_policy_config.gen when last judged */
+	__u8 flags;       /* PV_FLOW_F_* */
+	__u8 pad[3];
+};
+
+#define PV_FLOW_F_INIT_1 (1U << 0)  /* side 1 opened the flow, else side 0 */
+#define PV_FLOW_F_REPLIED (1U << 1) /* the other side answered */
+#define PV_FLOW_F_FIN_0 (1U << 2)   /* TCP FIN seen from side 0 */
+#define PV_FLOW_F_FIN_1 (1U << 3)
+#define PV_FLOW_F_RST (1U << 4)     /* TCP RST seen */
+
+/* The ports of a fragmented datagram, for its later fragments. */
+struct pv_frag_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 id;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct pv_frag {
+	__be16 sport;
+	__be16 dport;
+};
 
 /* Put the types only Go reads (the reason and hook enums, the event a ring
  * buffer carries) into the object's BTF, where the layout test reads them.

@@ -12,6 +12,13 @@
 #define PV_MAX_NOSNAT 256
 #define PV_MAX_BLOCKED 256
 #define PV_BLOCKED_FILTER_SLOTS 256
+/* NetworkPolicy (lib/policy.h, lib/flow.h). */
+#define PV_MAX_IPCACHE 65536     /* pod IPs of the cluster and node IPs */
+#define PV_MAX_POLICY 262144     /* (endpoint, direction, peer identity) rules of this node */
+#define PV_MAX_POLICY_CIDR 16384 /* ipBlock prefixes of this node's endpoints */
+#define PV_MAX_POLICY_PORTS 65536 /* entries of every port set */
+#define PV_MAX_FLOWS 131072      /* flows judged by policy, LRU */
+#define PV_MAX_FRAGS 8192        /* fragmented datagrams in flight, LRU */
 
 /* The counters array is sized past the reasons there are, so that a release
  * adding one still adopts the pinned counters (a different max_entries
@@ -84,6 +91,76 @@ struct {
 	__type(key, __u32);
 	__type(value, struct pv_monitor);
 } monitor SEC(".maps");
+
+/* NetworkPolicy: lib/policy.h reads them, the agent's policy engine
+ * writes them (pkg/maps/policy.go). */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PV_MAX_IPCACHE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pv_ipcache_key);
+	__type(value, struct pv_identity);
+} ipcache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PV_MAX_POLICY);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pv_policy_key);
+	__type(value, struct pv_policy);
+} policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, PV_MAX_POLICY_CIDR);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pv_cidr_key);
+	__type(value, struct pv_policy);
+} policy_cidr SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, PV_MAX_POLICY_PORTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pv_ports_key);
+	__type(value, __u32);
+} policy_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PV_MAX_ENDPOINTS);
+	__type(key, __u32);
+	__type(value, struct pv_policy_endpoint);
+} policy_endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PV_MAX_ENDPOINTS);
+	__type(key, __u32);
+	__type(value, struct pv_policy_stats);
+} policy_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pv_policy_config);
+} policy_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PV_MAX_FLOWS);
+	__type(key, struct pv_flow_key);
+	__type(value, struct pv_flow);
+} flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PV_MAX_FRAGS);
+	__type(key, struct pv_frag_key);
+	__type(value, struct pv_frag);
+} frags SEC(".maps");
 
 static __always_inline struct pv_config *pv_config(void)
 {

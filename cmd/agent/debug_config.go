@@ -97,6 +97,7 @@ func settingsRows(s *settings.Settings) []configRow {
 		row("pod_mtu", fmt.Sprintf("%d (NIC %d)", s.PodMTU, s.NICMTU)),
 		row("attach_mode", s.AttachMode),
 		row("next_hop_mode", s.NextHop),
+		row("network_policy", dash(s.NetworkPolicy)),
 		row("bpffs_root", s.BPFFSRoot),
 		row("socket", s.Socket),
 	}

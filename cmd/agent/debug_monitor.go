@@ -26,12 +26,15 @@ type monitorEvent struct {
 	Time    string `json:"time"`
 	Reason  string `json:"reason"`
 	Verdict string `json:"verdict"`
-	Hook    string `json:"hook"`
-	Ifindex uint32 `json:"ifindex"`
-	IfName  string `json:"ifname"`
-	Proto   string `json:"proto"`
-	Src     string `json:"src"`
-	Dst     string `json:"dst"`
+	// Direction is a NetworkPolicy drop's: ingress (into the pod) or
+	// egress (out of it).
+	Direction string `json:"direction,omitempty"`
+	Hook      string `json:"hook"`
+	Ifindex   uint32 `json:"ifindex"`
+	IfName    string `json:"ifname"`
+	Proto     string `json:"proto"`
+	Src       string `json:"src"`
+	Dst       string `json:"dst"`
 	// SrcPod and DstPod name the pod (namespace/name) of an address that
 	// is an endpoint of this node.
 	SrcPod string `json:"src_pod,omitempty"`
@@ -175,18 +178,19 @@ func toMonitorEvent(ev maps.Event, wallOffset time.Duration) monitorEvent {
 		proto = fmt.Sprintf("ip-proto-%d", ev.Proto)
 	}
 	return monitorEvent{
-		Time:    time.Unix(0, int64(time.Duration(ev.TsNS)+wallOffset)).Format("15:04:05.000000"),
-		Reason:  ev.Reason.String(),
-		Verdict: ev.Reason.Verdict(),
-		Hook:    ev.Hook.Program(),
-		Ifindex: ev.Ifindex,
-		IfName:  ifName(ev.Ifindex),
-		Proto:   proto,
-		Src:     src.String(),
-		Dst:     dst.String(),
-		Sport:   sport,
-		Dport:   dport,
-		Len:     ev.Len,
+		Time:      time.Unix(0, int64(time.Duration(ev.TsNS)+wallOffset)).Format("15:04:05.000000"),
+		Reason:    ev.Reason.String(),
+		Verdict:   ev.Reason.Verdict(),
+		Direction: ev.Reason.PolicyDirection(),
+		Hook:      ev.Hook.Program(),
+		Ifindex:   ev.Ifindex,
+		IfName:    ifName(ev.Ifindex),
+		Proto:     proto,
+		Src:       src.String(),
+		Dst:       dst.String(),
+		Sport:     sport,
+		Dport:     dport,
+		Len:       ev.Len,
 	}
 }
 

@@ -44,6 +44,7 @@ type runFlags struct {
 	logFormat   string
 	cni         cniFlags
 	kube        kubeFlags
+	policy      policyFlags
 }
 
 func newRunCommand() *cobra.Command {
@@ -80,6 +81,7 @@ func newRunCommand() *cobra.Command {
 	fl.StringVar(&f.logFormat, "log-format", "console", "console or json")
 	f.cni.register(fl)
 	f.kube.register(fl)
+	f.policy.register(fl)
 	return cmd
 }
 
@@ -156,6 +158,9 @@ func runAgent(ctx context.Context, f *runFlags) error {
 	if kc != nil {
 		defer kc.Close()
 		cfg.Events = kc
+	}
+	if cfg.Policy, err = f.policy.options(kc, cluster.ServiceCIDR); err != nil {
+		return err
 	}
 	if f.metricsAddr != "" {
 		srv, err := agent.ServeHTTP(f.metricsAddr, cfg.Metrics, cfg.Ready)

@@ -49,6 +49,9 @@ type Config struct {
 	Blocked []platform.Endpoint
 	// NextHop is how from_pod finds the next hop into the VNet (nexthop.go).
 	NextHop nexthop.Mode
+	// Policy turns NetworkPolicy on (policy.go); nil: pods are never
+	// isolated (static mode).
+	Policy *PolicyOptions
 
 	// Version is the agent's build version, recorded in the settings file.
 	Version string
@@ -97,6 +100,11 @@ type Agent struct {
 	maxPodsMu      sync.Mutex
 	kubeletMaxPods int    // the Node's allocatable pods; 0 unknown
 	maxPodsWarned  [2]int // the (kubelet, limit) pair last warned of
+
+	// entries writes the endpoints map: where a pod is, and its policy.
+	entries *endpointEntries
+	// policy keeps NetworkPolicy in the maps; nil when it is off.
+	policy *policyCtl
 }
 
 // New waits for the NIC, loads the data path (adopting what is pinned),
@@ -129,13 +137,17 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Agent, err error)
 	for _, r := range dp.Replaced {
 		log.Warn("replaced a pinned map of another podvnet release; its entries are rebuilt", zap.String("map", r))
 	}
-	a := &Agent{cfg: cfg, log: log, dp: dp, alloc: alloc, nic: nic, ready: cfg.Ready, metrics: cfg.Metrics, jobs: newHostJobs()}
+	a := &Agent{cfg: cfg, log: log, dp: dp, alloc: alloc, nic: nic, ready: cfg.Ready, metrics: cfg.Metrics, jobs: newHostJobs(),
+		entries: newEndpointEntries(dp.Maps.Endpoints)}
 	a.nicIndex.Store(int64(nic.Attrs().Index))
 	defer func() {
 		if err != nil {
 			dp.Close()
 		}
 	}()
+	if err := a.setupPolicy(); err != nil {
+		return nil, err
+	}
 	if a.mtu() > nic.Attrs().MTU {
 		return nil, fmt.Errorf("%d %w %d of NIC %s: pods would send frames the VNet drops", cfg.MTU, ErrMTUAboveNIC, nic.Attrs().MTU, cfg.NIC)
 	}
@@ -162,6 +174,9 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Agent, err error)
 		return nil, err
 	}
 	if err := a.detachOtherNICs(); err != nil {
+		return nil, err
+	}
+	if err := a.attachPolicyNIC(nic); err != nil {
 		return nil, err
 	}
 	if err := a.writeSettings(nicMode); err != nil {
@@ -291,7 +306,7 @@ func (a *Agent) detachOtherNICs() error {
 		return err
 	}
 	for _, att := range atts {
-		if att.Hook == maps.HookNIC && att.IfName != a.nic.Attrs().Name {
+		if (att.Hook == maps.HookNIC || att.Hook == maps.HookToNIC) && att.IfName != a.nic.Attrs().Name {
 			if err := loader.Detach(a.cfg.Paths.BPFFSRoot, att.Hook, att.IfName); err != nil {
 				return err
 			}
@@ -314,6 +329,9 @@ func (a *Agent) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	go a.replayDelQueueEvery(ctx, delQueueInterval)
+	if a.policy != nil {
+		a.policy.start(ctx)
+	}
 	a.mu.Lock()
 	nic := a.nic
 	a.mu.Unlock()

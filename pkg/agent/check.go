@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -92,12 +93,17 @@ func (a *Agent) Check(_ context.Context, req agentapi.CheckRequest) (agentapi.Ch
 	return resp, nil
 }
 
-// checkAttached verifies from_pod runs on the host veth, through its
-// pinned tcx link or a legacy filter, once its attach job is done.
+// checkAttached verifies the pod's programs run on the host veth, through
+// pinned tcx links or legacy filters, once its attach job is done.
 func (a *Agent) checkAttached(name string, ifindex int) error {
 	a.jobs.wait(name)
-	_, err := loader.Attached(a.dp.Root(), maps.HookPod, name, ifindex)
-	return err
+	var errs []error
+	for _, h := range a.podHooks() {
+		if _, err := loader.Attached(a.dp.Root(), h, name, ifindex); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func parseAddrOrPrefix(s string) (netip.Addr, error) {

@@ -103,24 +103,26 @@ func (a *Agent) removeStrays(owned map[string]bool, ownedIPs map[netip.Addr]bool
 	}
 	for _, e := range entries {
 		if !ownedIPs[e.IP] {
-			if err := a.dp.Maps.Endpoints.Delete(e.IP); err != nil {
+			if err := a.entries.Delete(e.IP); err != nil {
 				errs = append(errs, err)
 				continue
 			}
 			st.entries++
 		}
 	}
-	pinned, err := loader.PinnedInterfaces(a.dp.Root(), maps.HookPod)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	for _, name := range pinned {
-		if !owned[name] {
-			if err := loader.Detach(a.dp.Root(), maps.HookPod, name); err != nil {
-				errs = append(errs, err)
-				continue
+	for _, h := range []maps.Hook{maps.HookPod, maps.HookToPod} {
+		pinned, err := loader.PinnedInterfaces(a.dp.Root(), h)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for _, name := range pinned {
+			if !owned[name] {
+				if err := loader.Detach(a.dp.Root(), h, name); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				st.pins++
 			}
-			st.pins++
 		}
 	}
 	return st, errors.Join(errs...)

@@ -65,6 +65,8 @@ func (m *Metrics) observeCNI(op string, start time.Time, errp *error) {
 	case err == nil:
 	case errors.Is(err, ipam.ErrPoolExhausted):
 		result = agentapi.CodePoolExhausted
+	case errors.Is(err, ErrPolicyUnknown):
+		result = agentapi.CodePolicyUnknown
 	case errors.As(err, &br):
 		result = agentapi.CodeBadRequest
 	default:

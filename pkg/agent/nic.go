@@ -106,7 +106,8 @@ func (a *Agent) checkNIC(ctx context.Context, onChange func()) {
 }
 
 // adoptNIC makes l the NIC: the config map names its index and MAC, and
-// from_nic runs on it (a pin of the former interface is replaced).
+// from_nic (and to_nic, NetworkPolicy on) runs on it (a pin of the former
+// interface is replaced).
 func (a *Agent) adoptNIC(l netlink.Link) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -116,6 +117,9 @@ func (a *Agent) adoptNIC(l netlink.Link) error {
 		return err
 	}
 	_, err := a.dp.Attach(maps.HookNIC, l.Attrs().Index, l.Attrs().Name, a.cfg.AttachMode)
+	if err == nil {
+		err = a.attachPolicyNIC(l)
+	}
 	if errors.Is(err, unix.ENODEV) {
 		return fmt.Errorf("gone again: %w", err)
 	}

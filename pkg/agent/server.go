@@ -103,6 +103,9 @@ func writeError(w http.ResponseWriter, log *zap.Logger, op string, err error) {
 		writeJSON(w, http.StatusBadRequest, agentapi.ErrorResponse{Code: agentapi.CodeBadRequest, Message: err.Error()})
 	case errors.Is(err, ipam.ErrPoolExhausted):
 		writeJSON(w, http.StatusServiceUnavailable, agentapi.ErrorResponse{Code: agentapi.CodePoolExhausted, Message: err.Error()})
+	case errors.Is(err, ErrPolicyUnknown):
+		log.Warn(op+" refused", zap.Error(err))
+		writeJSON(w, http.StatusServiceUnavailable, agentapi.ErrorResponse{Code: agentapi.CodePolicyUnknown, Message: err.Error()})
 	default:
 		log.Error(op+" failed", zap.Error(err))
 		writeJSON(w, http.StatusInternalServerError, agentapi.ErrorResponse{Code: agentapi.CodeInternal, Message: err.Error()})

@@ -28,6 +28,7 @@ func (a *Agent) writeSettings(nicMode loader.Mode) error {
 		AttachMode:      a.describeAttachModes(nicMode),
 		ConntrackLookup: a.dp.ConntrackLookup() && !a.cfg.NoConntrackLookup,
 		NextHop:         string(a.cfg.NextHop),
+		NetworkPolicy:   a.describePolicy(),
 		BPFFSRoot:       a.cfg.Paths.BPFFSRoot,
 		Socket:          a.cfg.Paths.Socket,
 		StateDir:        a.cfg.Paths.StateDir,

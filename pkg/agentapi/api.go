@@ -142,6 +142,9 @@ const (
 	CodePoolExhausted = "pool_exhausted"
 	CodeNotReady      = "not_ready"
 	CodeInternal      = "internal"
+	// CodePolicyUnknown: the pod's NetworkPolicy is not known yet (no API
+	// server since the agent started) and unknown policy is denied.
+	CodePolicyUnknown = "policy_unknown"
 )
 
 // ErrorResponse is the body of every non-2xx answer.

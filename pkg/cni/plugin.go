@@ -130,6 +130,8 @@ func agentError(op string, err error) error {
 			err.Error())
 	case agentapi.IsCode(err, agentapi.CodePoolExhausted):
 		return types.NewError(types.ErrTryAgainLater, op+": no pod IP left on this node: "+err.Error(), "")
+	case agentapi.IsCode(err, agentapi.CodePolicyUnknown):
+		return types.NewError(types.ErrTryAgainLater, op+": the pod's NetworkPolicy is not known yet: "+err.Error(), "")
 	case agentapi.IsCode(err, agentapi.CodeBadRequest):
 		return types.NewError(types.ErrInvalidEnvironmentVariables, op+": agent refused the request: "+err.Error(), "")
 	default:

@@ -54,6 +54,11 @@ var addFailures = []struct {
 			Message: "address pool exhausted: all 30 addresses of this node's limit are in use"}}
 		return "", nil
 	}, types.ErrTryAgainLater},
+	{"NetworkPolicy not known", func(a *fakeAgent) (string, io.Writer) {
+		a.addErr = &agentapi.APIError{Status: 503, ErrorResponse: agentapi.ErrorResponse{Code: agentapi.CodePolicyUnknown,
+			Message: "NetworkPolicy not known for pod default/web-0: the agent has not heard from the API server since it started (waited 5s)"}}
+		return "", nil
+	}, types.ErrTryAgainLater},
 	{"agent internal error", func(a *fakeAgent) (string, io.Writer) {
 		a.addErr = &agentapi.APIError{Status: 500, ErrorResponse: agentapi.ErrorResponse{Code: agentapi.CodeInternal, Message: "attach: boom"}}
 		return "", nil

@@ -86,6 +86,12 @@ type Client struct {
 	podsFileStale bool
 	onNode        []func(Node)
 	onPods        []func([]Pod)
+	// policy is NetworkPolicy's cluster-wide view (policy.go); nil until a
+	// listener asks for it.
+	policy *policyInformers
+	// afterStart run in their own goroutines once Start has started the
+	// informers.
+	afterStart []func(context.Context)
 	started       bool
 	stopOnce      sync.Once
 	stop          chan struct{}
@@ -198,6 +204,9 @@ func (c *Client) Start(ctx context.Context) {
 		f.Start(ctx.Done())
 	}
 	go c.health.run(ctx)
+	for _, f := range c.afterStart {
+		go f(ctx)
+	}
 	go func() {
 		// A view built from a store that has not listed yet would call
 		// every pod gone: the first syncs wait for all of them.

@@ -25,6 +25,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/podvnet/podvnet/pkg/paths"
+	"github.com/podvnet/podvnet/pkg/policy"
 )
 
 const nodeName = "node1"
@@ -164,10 +165,13 @@ func TestLocalPods(t *testing.T) {
 			t.Errorf("PodByIP(%s) = %+v, %v; want %q", ip, p, ok, want)
 		}
 	}
-	f, err := ReadPodsFile(paths.Node{StateDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The view changes before the worker writes the file: wait for it.
+	var f *PodsFile
+	waitFor(t, "pods file", func() bool {
+		var err error
+		f, err = ReadPodsFile(paths.Node{StateDir: dir})
+		return err == nil && len(f.Pods) == 4
+	})
 	if f.Node != nodeName || !slices.Equal(names(f.Pods), []string{"a", "b", "done", "host"}) || f.Pods[0].Ports["http"].Port != 8080 {
 		t.Errorf("pods file %+v", f)
 	}
@@ -364,7 +368,13 @@ func eventsIn(t *testing.T, cs *fake.Clientset) []corev1.Event {
 func TestPermissions(t *testing.T) {
 	cs := fake.NewClientset(node(kubeletTaint), pod("a", "10.240.0.5"))
 	c := start(t, cs, Config{})
+	snapshots := make(chan policy.Snapshot, 10)
+	c.OnPolicySnapshot(func(s policy.Snapshot) { snapshots <- s })
 	run(t, c)
+	<-snapshots
+	if _, err := c.GetPod(context.Background(), "default", "a"); err != nil {
+		t.Fatal(err)
+	}
 	c.SetNetwork(NetworkStatus{State: NetworkReady})
 	c.Warn("PoolExhausted", "x")
 	c.Warn("PoolExhausted", "x")
@@ -388,8 +398,9 @@ func TestPermissions(t *testing.T) {
 		if a.GetSubresource() != "" {
 			res += "/" + a.GetSubresource()
 		}
-		// The test's own reads go through the same fake.
-		if a.GetVerb() == "get" || a.GetVerb() == "list" && res == "events" {
+		// The test's own reads go through the same fake: it reads nodes
+		// and events, the client gets pods.
+		if a.GetVerb() == "get" && res != "pods" || a.GetVerb() == "list" && res == "events" {
 			continue
 		}
 		used[res+" "+a.GetVerb()] = true

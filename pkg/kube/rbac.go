@@ -15,6 +15,10 @@ var Permissions = []Permission{
 	{"", "nodes", []string{"list", "watch"}, "the informer of this node's Node (fieldSelector metadata.name): allocatable pods, taints, conditions"},
 	{"", "nodes", []string{"patch"}, "remove and re-add the startup taint " + NotReadyTaint},
 	{"", "nodes/status", []string{"patch"}, "set the NetworkUnavailable condition"},
-	{"", "pods", []string{"list", "watch"}, "the informer of this node's Pods (fieldSelector spec.nodeName): endpoint names, UIDs and labels"},
+	{"", "pods", []string{"list", "watch"}, "the informer of this node's Pods (fieldSelector spec.nodeName): endpoint names, UIDs and labels; " +
+		"NetworkPolicy's of every Pod of the cluster: the identity of each pod IP"},
+	{"", "pods", []string{"get"}, "NetworkPolicy: the labels of a pod being added that the informer has not shown yet"},
+	{"", "namespaces", []string{"list", "watch"}, "NetworkPolicy: namespace labels (namespaceSelector)"},
+	{"networking.k8s.io", "networkpolicies", []string{"list", "watch"}, "NetworkPolicy"},
 	{"", "events", []string{"create", "patch"}, "Warning Events on the Node (patch: a repeated Event's count)"},
 }

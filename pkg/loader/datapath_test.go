@@ -70,20 +70,8 @@ func newTestbed(t *testing.T) *testbed {
 	}
 	t.Cleanup(func() { dp.Close() })
 
-	idx := func(name string, hw net.HardwareAddr) int {
-		// No dummy driver on every kernel; a veth serves as a device to own
-		// the ifindex.
-		d := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name, HardwareAddr: hw}, PeerName: name + "p"}
-		if err := ns.NL.LinkAdd(d); err != nil {
-			t.Fatalf("add %s: %v", name, err)
-		}
-		l, err := ns.NL.LinkByName(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return l.Attrs().Index
-	}
-	tb := &testbed{ns: ns, dp: dp, podAIdx: idx("pva", hostAMAC), nicIdx: idx("eth0", nicMAC)}
+	tb := &testbed{ns: ns, dp: dp}
+	tb.podAIdx, tb.nicIdx = tb.addDevice(t, "pva", hostAMAC), tb.addDevice(t, "eth0", nicMAC)
 
 	var nm, nh [6]byte
 	copy(nm[:], nicMAC)
@@ -97,6 +85,22 @@ func newTestbed(t *testing.T) *testbed {
 	must(t, dp.Maps.Endpoints.Put(podA, endpoint(tb.podAIdx, podAMAC, hostAMAC)))
 	must(t, dp.Maps.Endpoints.Put(podB, endpoint(4242, podBMAC, hostBMAC)))
 	return tb
+}
+
+// addDevice adds a device to the testbed's netns and returns its ifindex.
+// No dummy driver on every kernel; a veth serves as a device to own the
+// ifindex.
+func (tb *testbed) addDevice(t *testing.T, name string, hw net.HardwareAddr) int {
+	t.Helper()
+	d := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name, HardwareAddr: hw}, PeerName: name + "p"}
+	if err := tb.ns.NL.LinkAdd(d); err != nil {
+		t.Fatalf("add %s: %v", name, err)
+	}
+	l, err := tb.ns.NL.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Attrs().Index
 }
 
 func endpoint(ifindex int, pod, host net.HardwareAddr) maps.Endpoint {
@@ -113,12 +117,17 @@ func must(t *testing.T, err error) {
 	}
 }
 
-// skbCtx is the head of struct __sk_buff up to ifindex: the only field
-// BPF_PROG_TEST_RUN needs here is the device the frame arrives on.
+// skbCtx is the head of struct __sk_buff up to tc_index, with the fields
+// BPF_PROG_TEST_RUN takes: the device the frame is on (ifindex), the one it
+// entered the node through (ingress_ifindex: 0 for the node's own) and
+// skb->mark, which a program may change (read back from the context).
 type skbCtx struct {
-	_       [10]uint32
-	Ifindex uint32
-	_       uint32
+	_              [2]uint32
+	Mark           uint32
+	_              [6]uint32
+	IngressIfindex uint32
+	Ifindex        uint32
+	_              uint32
 }
 
 // run feeds frame to the hook's program as if it arrived on ifindex and
@@ -133,14 +142,24 @@ func (tb *testbed) run(t *testing.T, h maps.Hook, ifindex int, frame []byte) (ui
 }
 
 func (tb *testbed) tryRun(h maps.Hook, ifindex int, frame []byte) (uint32, packet.Frame, error) {
+	ret, out, _, err := tb.runCtx(h, skbCtx{Ifindex: uint32(ifindex)}, frame)
+	return ret, out, err
+}
+
+// runCtx runs frame with the given context and returns the context as the
+// program left it too.
+func (tb *testbed) runCtx(h maps.Hook, in skbCtx, frame []byte) (uint32, packet.Frame, skbCtx, error) {
 	out := make([]byte, len(frame)+64)
-	opts := &ebpf.RunOptions{Data: frame, DataOut: out, Context: skbCtx{Ifindex: uint32(ifindex)}}
+	// The kernel writes back the whole struct __sk_buff, or fails.
+	var ctxOut [64]uint32
+	opts := &ebpf.RunOptions{Data: frame, DataOut: out, Context: in, ContextOut: &ctxOut}
 	var ret uint32
 	err := tb.ns.Do(func() (err error) {
 		ret, err = tb.dp.Program(h).Run(opts)
 		return err
 	})
-	return ret, packet.Frame(opts.DataOut), err
+	head := skbCtx{Mark: ctxOut[2], IngressIfindex: ctxOut[9], Ifindex: ctxOut[10]}
+	return ret, packet.Frame(opts.DataOut), head, err
 }
 
 // TestTruncatedFrames: BPF_PROG_TEST_RUN itself refuses frames shorter than

@@ -28,6 +28,20 @@ func TestLayoutMatchesBTF(t *testing.T) {
 		"pv_counter":      maps.Counter{},
 		"pv_event":        maps.Event{},
 		"pv_monitor":      maps.Monitor{},
+
+		"pv_ipcache_key":     maps.IPCacheKey{},
+		"pv_identity":        maps.Identity{},
+		"pv_policy_key":      maps.PolicyKey{},
+		"pv_policy":          maps.PolicyValue{},
+		"pv_cidr_key":        maps.CIDRKey{},
+		"pv_ports_key":       maps.PortsKey{},
+		"pv_policy_endpoint": maps.PolicyEndpoint{},
+		"pv_policy_stats":    maps.PolicyStats{},
+		"pv_policy_config":   maps.PolicyConfig{},
+		"pv_flow_key":        maps.FlowKey{},
+		"pv_flow":            maps.Flow{},
+		"pv_frag_key":        maps.FragKey{},
+		"pv_frag":            maps.Frag{},
 	}
 	for cName, goVal := range mirrors {
 		t.Run(cName, func(t *testing.T) {
@@ -63,7 +77,11 @@ func TestLayoutMatchesBTF(t *testing.T) {
 		if err := spec.Types.TypeByName("pv_hook", &e); err != nil {
 			t.Fatalf("enum pv_hook not in BTF: %v", err)
 		}
-		want := map[string]maps.Hook{"PV_HOOK_POD": maps.HookPod, "PV_HOOK_NIC": maps.HookNIC}
+		want := map[string]maps.Hook{"PV_HOOK_POD": maps.HookPod, "PV_HOOK_NIC": maps.HookNIC,
+			"PV_HOOK_TO_POD": maps.HookToPod, "PV_HOOK_TO_NIC": maps.HookToNIC}
+		if len(e.Values) != len(want) {
+			t.Errorf("C has %d hooks, Go %d", len(e.Values), len(want))
+		}
 		for _, v := range e.Values {
 			if want[v.Name] != maps.Hook(v.Value) {
 				t.Errorf("%s = %d in C, %d in Go", v.Name, v.Value, want[v.Name])

@@ -182,6 +182,10 @@ func (d *Datapath) Program(h maps.Hook) *ebpf.Program {
 		return d.progs.FromPod
 	case maps.HookNIC:
 		return d.progs.FromNic
+	case maps.HookToPod:
+		return d.progs.ToPod
+	case maps.HookToNIC:
+		return d.progs.ToNic
 	}
 	return nil
 }

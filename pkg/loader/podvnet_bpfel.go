@@ -16,17 +16,28 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	podvnetMapBlocked       = "blocked"
-	podvnetMapBlockedFilter = "blocked_filter"
-	podvnetMapConfig        = "config"
-	podvnetMapCounters      = "counters"
-	podvnetMapEndpoints     = "endpoints"
-	podvnetMapEvents        = "events"
-	podvnetMapMonitor       = "monitor"
-	podvnetMapNosnat        = "nosnat"
-	podvnetProgFromNic      = "from_nic"
-	podvnetProgFromPod      = "from_pod"
-	podvnetVarPvCtOptsSize  = "pv_ct_opts_size"
+	podvnetMapBlocked         = "blocked"
+	podvnetMapBlockedFilter   = "blocked_filter"
+	podvnetMapConfig          = "config"
+	podvnetMapCounters        = "counters"
+	podvnetMapEndpoints       = "endpoints"
+	podvnetMapEvents          = "events"
+	podvnetMapFlows           = "flows"
+	podvnetMapFrags           = "frags"
+	podvnetMapIpcache         = "ipcache"
+	podvnetMapMonitor         = "monitor"
+	podvnetMapNosnat          = "nosnat"
+	podvnetMapPolicy          = "policy"
+	podvnetMapPolicyCidr      = "policy_cidr"
+	podvnetMapPolicyConfig    = "policy_config"
+	podvnetMapPolicyEndpoints = "policy_endpoints"
+	podvnetMapPolicyPorts     = "policy_ports"
+	podvnetMapPolicyStats     = "policy_stats"
+	podvnetProgFromNic        = "from_nic"
+	podvnetProgFromPod        = "from_pod"
+	podvnetProgToNic          = "to_nic"
+	podvnetProgToPod          = "to_pod"
+	podvnetVarPvCtOptsSize    = "pv_ct_opts_size"
 )
 
 // loadPodvnet returns the embedded CollectionSpec for podvnet.
@@ -73,20 +84,31 @@ type podvnetSpecs struct {
 type podvnetProgramSpecs struct {
 	FromNic *ebpf.ProgramSpec `ebpf:"from_nic"`
 	FromPod *ebpf.ProgramSpec `ebpf:"from_pod"`
+	ToNic   *ebpf.ProgramSpec `ebpf:"to_nic"`
+	ToPod   *ebpf.ProgramSpec `ebpf:"to_pod"`
 }
 
 // podvnetMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type podvnetMapSpecs struct {
-	Blocked       *ebpf.MapSpec `ebpf:"blocked"`
-	BlockedFilter *ebpf.MapSpec `ebpf:"blocked_filter"`
-	Config        *ebpf.MapSpec `ebpf:"config"`
-	Counters      *ebpf.MapSpec `ebpf:"counters"`
-	Endpoints     *ebpf.MapSpec `ebpf:"endpoints"`
-	Events        *ebpf.MapSpec `ebpf:"events"`
-	Monitor       *ebpf.MapSpec `ebpf:"monitor"`
-	Nosnat        *ebpf.MapSpec `ebpf:"nosnat"`
+	Blocked         *ebpf.MapSpec `ebpf:"blocked"`
+	BlockedFilter   *ebpf.MapSpec `ebpf:"blocked_filter"`
+	Config          *ebpf.MapSpec `ebpf:"config"`
+	Counters        *ebpf.MapSpec `ebpf:"counters"`
+	Endpoints       *ebpf.MapSpec `ebpf:"endpoints"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	Flows           *ebpf.MapSpec `ebpf:"flows"`
+	Frags           *ebpf.MapSpec `ebpf:"frags"`
+	Ipcache         *ebpf.MapSpec `ebpf:"ipcache"`
+	Monitor         *ebpf.MapSpec `ebpf:"monitor"`
+	Nosnat          *ebpf.MapSpec `ebpf:"nosnat"`
+	Policy          *ebpf.MapSpec `ebpf:"policy"`
+	PolicyCidr      *ebpf.MapSpec `ebpf:"policy_cidr"`
+	PolicyConfig    *ebpf.MapSpec `ebpf:"policy_config"`
+	PolicyEndpoints *ebpf.MapSpec `ebpf:"policy_endpoints"`
+	PolicyPorts     *ebpf.MapSpec `ebpf:"policy_ports"`
+	PolicyStats     *ebpf.MapSpec `ebpf:"policy_stats"`
 }
 
 // podvnetVariableSpecs contains global variables before they are loaded into the kernel.
@@ -116,14 +138,23 @@ func (o *podvnetObjects) Close() error {
 //
 // It can be passed to loadPodvnetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type podvnetMaps struct {
-	Blocked       *ebpf.Map `ebpf:"blocked"`
-	BlockedFilter *ebpf.Map `ebpf:"blocked_filter"`
-	Config        *ebpf.Map `ebpf:"config"`
-	Counters      *ebpf.Map `ebpf:"counters"`
-	Endpoints     *ebpf.Map `ebpf:"endpoints"`
-	Events        *ebpf.Map `ebpf:"events"`
-	Monitor       *ebpf.Map `ebpf:"monitor"`
-	Nosnat        *ebpf.Map `ebpf:"nosnat"`
+	Blocked         *ebpf.Map `ebpf:"blocked"`
+	BlockedFilter   *ebpf.Map `ebpf:"blocked_filter"`
+	Config          *ebpf.Map `ebpf:"config"`
+	Counters        *ebpf.Map `ebpf:"counters"`
+	Endpoints       *ebpf.Map `ebpf:"endpoints"`
+	Events          *ebpf.Map `ebpf:"events"`
+	Flows           *ebpf.Map `ebpf:"flows"`
+	Frags           *ebpf.Map `ebpf:"frags"`
+	Ipcache         *ebpf.Map `ebpf:"ipcache"`
+	Monitor         *ebpf.Map `ebpf:"monitor"`
+	Nosnat          *ebpf.Map `ebpf:"nosnat"`
+	Policy          *ebpf.Map `ebpf:"policy"`
+	PolicyCidr      *ebpf.Map `ebpf:"policy_cidr"`
+	PolicyConfig    *ebpf.Map `ebpf:"policy_config"`
+	PolicyEndpoints *ebpf.Map `ebpf:"policy_endpoints"`
+	PolicyPorts     *ebpf.Map `ebpf:"policy_ports"`
+	PolicyStats     *ebpf.Map `ebpf:"policy_stats"`
 }
 
 func (m *podvnetMaps) Close() error {
@@ -134,8 +165,17 @@ func (m *podvnetMaps) Close() error {
 		m.Counters,
 		m.Endpoints,
 		m.Events,
+		m.Flows,
+		m.Frags,
+		m.Ipcache,
 		m.Monitor,
 		m.Nosnat,
+		m.Policy,
+		m.PolicyCidr,
+		m.PolicyConfig,
+		m.PolicyEndpoints,
+		m.PolicyPorts,
+		m.PolicyStats,
 	)
 }
 
@@ -152,12 +192,16 @@ type podvnetVariables struct {
 type podvnetPrograms struct {
 	FromNic *ebpf.Program `ebpf:"from_nic"`
 	FromPod *ebpf.Program `ebpf:"from_pod"`
+	ToNic   *ebpf.Program `ebpf:"to_nic"`
+	ToPod   *ebpf.Program `ebpf:"to_pod"`
 }
 
 func (p *podvnetPrograms) Close() error {
 	return _PodvnetClose(
 		p.FromNic,
 		p.FromPod,
+		p.ToNic,
+		p.ToPod,
 	)
 }
 

@@ -10,15 +10,17 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"github.com/podvnet/podvnet/pkg/maps"
 )
 
 // tcx (kernel 6.6+): a link per program and interface, pinned so that it
 // outlives the agent, and updated in place (BPF_LINK_UPDATE) on upgrade.
 
-// attachTCX runs prog on the interface's tcx ingress through the link
-// pinned at pin: the pinned link is updated if it still serves ifindex,
-// else a new link is attached and pinned.
-func attachTCX(prog *ebpf.Program, pin string, ifindex int, ifname string) error {
+// attachTCX runs prog on the interface's tcx ingress (egress for an egress
+// hook) through the link pinned at pin: the pinned link is updated if it
+// still serves ifindex, else a new link is attached and pinned.
+func attachTCX(prog *ebpf.Program, h maps.Hook, pin string, ifindex int, ifname string) error {
 	if err := os.MkdirAll(filepath.Dir(pin), 0o700); err != nil {
 		return fmt.Errorf("create link pin dir: %w", err)
 	}
@@ -26,13 +28,17 @@ func attachTCX(prog *ebpf.Program, pin string, ifindex int, ifname string) error
 	if err != nil || updated {
 		return err
 	}
+	attach := ebpf.AttachTCXIngress
+	if h.Egress() {
+		attach = ebpf.AttachTCXEgress
+	}
 	l, err := link.AttachTCX(link.TCXOptions{
 		Interface: ifindex,
 		Program:   prog,
-		Attach:    ebpf.AttachTCXIngress,
+		Attach:    attach,
 	})
 	if err != nil {
-		return fmt.Errorf("attach tcx ingress %s: %w", ifname, err)
+		return fmt.Errorf("attach tcx %s %s: %w", direction(h), ifname, err)
 	}
 	defer l.Close()
 	// Until it is pinned, the link lives only as long as this FD; a crash

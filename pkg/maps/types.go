@@ -11,7 +11,8 @@ import (
 
 // Go mirrors of the structs and enums in bpf/include/podvnet.h. Keep in sync:
 // TestLayoutMatchesBTF (pkg/loader) compares them with the object's BTF.
-// Addresses are [4]byte in network order, as the programs see them.
+// Addresses are [4]byte in network order, as the programs see them. The
+// NetworkPolicy structs are mirrored in policytypes.go.
 
 // Endpoint mirrors struct pv_endpoint: one pod interface on this node.
 type Endpoint struct {
@@ -19,6 +20,8 @@ type Endpoint struct {
 	PodMAC  [6]byte // pod's eth0
 	HostMAC [6]byte // host-side veth
 	Flags   uint32
+	// PolicyID is the endpoint's index in the NetworkPolicy maps.
+	PolicyID uint32
 }
 
 // EndpointKey mirrors struct pv_endpoint_key.
@@ -73,6 +76,10 @@ const (
 	// EndpointShaped: tc shapes the pod's traffic on its host veth, so the
 	// programs leave it on the kernel path.
 	EndpointShaped uint32 = 1 << 0
+	// EndpointPolicyIngress, EndpointPolicyEgress: a NetworkPolicy isolates
+	// the pod in that direction; the programs judge its packets.
+	EndpointPolicyIngress uint32 = 1 << 1
+	EndpointPolicyEgress  uint32 = 1 << 2
 )
 
 // Config flags (PV_CFG_F_*).
@@ -111,6 +118,14 @@ const (
 	ReasonDropBlockedEndpoint
 	// Appended (C says why): a reason keeps its index across releases.
 	ReasonPodToNICNeigh
+	ReasonDropPolicyIngress
+	ReasonDropPolicyEgress
+	ReasonDropIPBlockExceptIngress
+	ReasonDropIPBlockExceptEgress
+	ReasonDropPolicyPendingIngress
+	ReasonDropPolicyPendingEgress
+	ReasonStackToPod
+	ReasonStackToNIC
 	ReasonMax
 )
 
@@ -140,6 +155,15 @@ var reasonNames = [ReasonMax]string{
 	ReasonDropIMDS:            "drop_imds",
 	ReasonDropBlockedEndpoint: "drop_blocked_endpoint",
 	ReasonPodToNICNeigh:       "pod_to_nic_neigh",
+
+	ReasonDropPolicyIngress:        "drop_policy_ingress",
+	ReasonDropPolicyEgress:         "drop_policy_egress",
+	ReasonDropIPBlockExceptIngress: "drop_ipblock_except_ingress",
+	ReasonDropIPBlockExceptEgress:  "drop_ipblock_except_egress",
+	ReasonDropPolicyPendingIngress: "drop_policy_pending_ingress",
+	ReasonDropPolicyPendingEgress:  "drop_policy_pending_egress",
+	ReasonStackToPod:               "stack_to_pod",
+	ReasonStackToNIC:               "stack_to_nic",
 }
 
 func (r Reason) String() string {
@@ -151,7 +175,21 @@ func (r Reason) String() string {
 
 // IsDrop reports whether packets counted under r were dropped.
 func (r Reason) IsDrop() bool {
-	return r >= ReasonDropMalformed && r <= ReasonDropBlockedEndpoint
+	return r >= ReasonDropMalformed && r <= ReasonDropBlockedEndpoint || r.IsPolicyDrop()
+}
+
+// IsPolicyDrop reports whether r is a NetworkPolicy drop.
+func (r Reason) IsPolicyDrop() bool {
+	return r >= ReasonDropPolicyIngress && r <= ReasonDropPolicyPendingEgress
+}
+
+// PolicyDirection is "ingress" or "egress" for a NetworkPolicy drop, else
+// "". The C enum pairs each policy reason as (ingress, egress).
+func (r Reason) PolicyDirection() string {
+	if !r.IsPolicyDrop() {
+		return ""
+	}
+	return [2]string{"ingress", "egress"}[(r-ReasonDropPolicyIngress)%2]
 }
 
 // Verdict is what happened to packets counted under r: "redirect" (the eBPF
@@ -203,28 +241,44 @@ type Hook uint8
 
 // The values of enum pv_hook.
 const (
-	HookPod Hook = 1 // host-side veth ingress: from_pod
-	HookNIC Hook = 2 // VNet NIC ingress: from_nic
+	HookPod   Hook = 1 // host-side veth ingress: from_pod
+	HookNIC   Hook = 2 // VNet NIC ingress: from_nic
+	HookToPod Hook = 3 // host-side veth egress: to_pod (NetworkPolicy)
+	HookToNIC Hook = 4 // VNet NIC egress: to_nic (NetworkPolicy)
 )
 
 // Hooks lists every hook.
-var Hooks = []Hook{HookPod, HookNIC}
+var Hooks = []Hook{HookPod, HookNIC, HookToPod, HookToNIC}
 
-// String is the hook's short name, "pod" or "nic": the directory its links
-// are pinned in, the name of its legacy tc filter, what `debug links` shows.
+var hookNames = map[Hook][2]string{
+	HookPod:   {"pod", "from_pod"},
+	HookNIC:   {"nic", "from_nic"},
+	HookToPod: {"to-pod", "to_pod"},
+	HookToNIC: {"to-nic", "to_nic"},
+}
+
+// String is the hook's short name, "pod", "nic", "to-pod" or "to-nic": the
+// directory its links are pinned in, the name of its legacy tc filter, what
+// `debug links` shows.
 func (h Hook) String() string {
-	switch h {
-	case HookPod:
-		return "pod"
-	case HookNIC:
-		return "nic"
+	if n, ok := hookNames[h]; ok {
+		return n[0]
 	}
 	return fmt.Sprintf("hook_%d", uint8(h))
 }
 
-// Program is the name of the hook's program in the object, "from_pod" or
-// "from_nic", as `debug monitor` shows it.
-func (h Hook) Program() string { return "from_" + h.String() }
+// Program is the name of the hook's program in the object ("from_pod",
+// "to_nic", ...), as `debug monitor` shows it.
+func (h Hook) Program() string {
+	if n, ok := hookNames[h]; ok {
+		return n[1]
+	}
+	return h.String()
+}
+
+// Egress says whether the hook is on tc egress (to_pod, to_nic), not
+// ingress.
+func (h Hook) Egress() bool { return h == HookToPod || h == HookToNIC }
 
 // ParseHook reads a hook's short name (String).
 func ParseHook(s string) (Hook, error) {
@@ -233,7 +287,7 @@ func ParseHook(s string) (Hook, error) {
 			return h, nil
 		}
 	}
-	return 0, fmt.Errorf("hook %q: want pod or nic", s)
+	return 0, fmt.Errorf("hook %q: want pod, nic, to-pod or to-nic", s)
 }
 
 // MarshalText writes the short name, so JSON shows "pod", not a number.
@@ -253,4 +307,5 @@ const (
 )
 
 // Names lists every map podvnet pins.
-var Names = []string{EndpointsMap, ConfigMap, CountersMap, NoSNATMap, EventsMap, MonitorMap, BlockedMap, BlockedFilterMap}
+var Names = append([]string{EndpointsMap, ConfigMap, CountersMap, NoSNATMap, EventsMap, MonitorMap, BlockedMap, BlockedFilterMap},
+	PolicyNames...)

@@ -42,6 +42,10 @@ func (n Node) SettingsFile() string { return filepath.Join(n.StateDir, "settings
 // reads it while the agent is down.
 func (n Node) PodsFile() string { return filepath.Join(n.StateDir, "pods.json") }
 
+// PolicyIdentitiesFile is what the agent's NetworkPolicy identities stand
+// for (namespace, labels), for `debug policy`; the maps hold only numbers.
+func (n Node) PolicyIdentitiesFile() string { return filepath.Join(n.StateDir, "policy-identities.json") }
+
 // DelQueueDir is where the plugin queues the releases it could not hand to
 // the agent.
 func (n Node) DelQueueDir() string { return filepath.Join(n.StateDir, "del-queue") }
@@ -49,7 +53,7 @@ func (n Node) DelQueueDir() string { return filepath.Join(n.StateDir, "del-queue
 // StateFiles are the files directly under the state dir, in the order a
 // cleanup removes them (the DEL queue is a directory of its own).
 func (n Node) StateFiles() []string {
-	return []string{n.StateFile(), n.SettingsFile(), n.PodsFile()}
+	return []string{n.StateFile(), n.SettingsFile(), n.PodsFile(), n.PolicyIdentitiesFile()}
 }
 
 // MapsDir holds the pinned maps.

@@ -13,6 +13,7 @@ func TestLayoutIsStable(t *testing.T) {
 		n.StateFile():              "/var/lib/podvnet/ipam.json",
 		n.SettingsFile():           "/var/lib/podvnet/settings.json",
 		n.PodsFile():               "/var/lib/podvnet/pods.json",
+		n.PolicyIdentitiesFile():   "/var/lib/podvnet/policy-identities.json",
 		n.DelQueueDir():            "/var/lib/podvnet/del-queue",
 		n.Socket:                   "/run/podvnet/agent.sock",
 		n.MapsDir():                "/sys/fs/bpf/podvnet/maps",
@@ -25,7 +26,7 @@ func TestLayoutIsStable(t *testing.T) {
 			t.Errorf("%s, want %s", got, want)
 		}
 	}
-	if got := n.StateFiles(); len(got) != 3 || got[0] != n.StateFile() || got[1] != n.SettingsFile() || got[2] != n.PodsFile() {
+	if got := n.StateFiles(); len(got) != 4 || got[0] != n.StateFile() || got[1] != n.SettingsFile() || got[2] != n.PodsFile() || got[3] != n.PolicyIdentitiesFile() {
 		t.Errorf("StateFiles() = %v", got)
 	}
 }

@@ -29,6 +29,9 @@ type Settings struct {
 	AttachMode      string    `json:"attach_mode"`
 	ConntrackLookup bool      `json:"conntrack_lookup"`
 	NextHop         string    `json:"next_hop"`
+	// NetworkPolicy says how the agent enforced NetworkPolicy: "off"
+	// (static mode, or turned off), or "on, unknown policy: deny|allow".
+	NetworkPolicy string `json:"network_policy,omitempty"`
 	BPFFSRoot       string    `json:"bpffs_root"`
 	Socket          string    `json:"socket"`
 	StateDir        string    `json:"state_dir"`

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/podvnet/podvnet/tests/cluster"
 	"github.com/podvnet/podvnet/tests/e2e/vnet"
 )
 
@@ -30,6 +31,7 @@ type bench struct {
 	// rounds times interleaved (--profile-only).
 	profileOnly bool
 	agentArgs   []string // extra flags for podvnet-agent run
+	kubeDir     string   // the Kubernetes binaries (the API server of the podvnet-policy path)
 	paths       map[string]bool
 	progress    io.Writer
 	res         *Results
@@ -71,6 +73,8 @@ type bed struct {
 	pl      *plugin // nil for the node-to-node limit
 	v       *vnet.VNet
 	pods    []*pod
+	// cluster is the policy path's control plane, which owns v.
+	cluster *cluster.Cluster
 }
 
 // series is one row being measured: its flow and the samples so far.
@@ -159,6 +163,8 @@ func (b *bench) plugins() []plugin {
 		podvnetPlugin("podvnet", append([]string{"--ip-cooldown", "0s"}, b.agentArgs...)...),
 		// The design's alternative for pod veths, side by side.
 		podvnetPlugin("podvnet-tcx", "--ip-cooldown", "0s", "--attach-mode", "tcx"),
+		// NetworkPolicy on, its agents against an API server (policy.go).
+		podvnetPolicyPlugin("podvnet-policy", append([]string{"--ip-cooldown", "0s"}, b.agentArgs...)...),
 	}
 }
 
@@ -232,6 +238,12 @@ func (b *bench) dataPhase(ctx context.Context, profile string) (err error) {
 		if bd.pl == nil || bd.service || bd.path == "bridge" {
 			continue
 		}
+		if bd.pl.api != nil {
+			b.logf("NetworkPolicy update latency")
+			if err := b.updateLatency(ctx, bd.pl.api); err != nil {
+				return err
+			}
+		}
 		// The control phase fills node 1's pool.
 		if _, _, err := delAll(ctx, bd.pods, false); err != nil {
 			return err
@@ -252,22 +264,35 @@ func (b *bench) newBed(ctx context.Context, profile string, i int, path string, 
 	if service {
 		dir += "-service"
 	}
-	v, err := vnet.New(vnet.Options{Prefix: fmt.Sprintf("%s%s%d", b.prefix, profile[:1], i), PerNode: 30, AlignedPools: true,
-		BinDir: b.binDir, WorkDir: dir})
-	if err != nil {
-		return nil, err
-	}
-	bd := &bed{path: path, service: service, pl: pl, v: v}
+	prefix := fmt.Sprintf("%s%s%d", b.prefix, profile[:1], i)
+	bd := &bed{path: path, service: service, pl: pl}
 	defer func() {
 		if err != nil {
 			bd.close(ctx)
 		}
 	}()
+	if pl != nil && pl.policy {
+		c, api, err := b.policyCluster(ctx, dir, prefix)
+		if err != nil {
+			return nil, fmt.Errorf("the NetworkPolicy path's API server: %w", err)
+		}
+		pol := *pl
+		pol.api = api
+		bd.pl, bd.cluster, bd.v = &pol, c, c.VNet
+	} else if bd.v, err = vnet.New(vnet.Options{Prefix: prefix, PerNode: 30, AlignedPools: true, BinDir: b.binDir, WorkDir: dir}); err != nil {
+		return nil, err
+	}
+	v := bd.v
+	pl = bd.pl
 	n1, n2 := v.Nodes[0], v.Nodes[1]
 	if pl != nil {
 		if pl.agent != nil {
 			for _, n := range v.Nodes {
-				if err := n.StartAgent(pl.agent...); err != nil {
+				args := pl.agent
+				if pl.api != nil {
+					args = append(pl.api.agentArgs(n), args...)
+				}
+				if err := n.StartAgent(args...); err != nil {
 					return nil, err
 				}
 			}
@@ -315,11 +340,18 @@ func (bd *bed) series(profile string) []*series {
 	return []*series{one(sameNode, a, pb, pb.ip), one(acrossNodes, a, c, c.ip)}
 }
 
-// close removes the bed's pods and its VNet, also after a cancel.
+// close removes the bed's pods and its VNet (with the control plane of
+// the policy path's), also after a cancel.
 func (bd *bed) close(ctx context.Context) error {
 	_, _, derr := delAll(context.WithoutCancel(ctx), bd.pods, false)
 	bd.pods = nil
-	return errors.Join(derr, bd.v.Close())
+	switch {
+	case bd.cluster != nil:
+		return errors.Join(derr, bd.cluster.Close())
+	case bd.v != nil:
+		return errors.Join(derr, bd.v.Close())
+	}
+	return derr
 }
 
 // attach creates and ADDs one pod per name, on the given nodes.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -24,6 +25,10 @@ type plugin struct {
 	// agent holds the podvnet-agent flags of a podvnet variant; nil for
 	// the reference plugins.
 	agent []string
+	// policy: the agents run against an API server (policyAPI), which
+	// holds a Pod for every pod before its ADD, as kubelet's does.
+	policy bool
+	api    *policyAPI
 }
 
 // hostLocal is the IPAM the reference plugins use: the node's own
@@ -67,15 +72,25 @@ func podvnetPlugin(name string, args ...string) plugin {
 	return plugin{name: name, conflist: func(n *vnet.Node) []byte { return n.ConfList() }, agent: append([]string{}, args...)}
 }
 
+// podvnetPolicyPlugin is podvnet with NetworkPolicy: its agents get an API
+// server when its bed is made.
+func podvnetPolicyPlugin(name string, args ...string) plugin {
+	pl := podvnetPlugin(name, args...)
+	pl.policy = true
+	return pl
+}
+
 // pod is a namespace attached by a plugin through libcni, as containerd
 // does.
 type pod struct {
 	peer
-	ns   *nettest.NS
-	node *vnet.Node
-	cni  *libcni.CNIConfig
-	list *libcni.NetworkConfigList
-	rt   *libcni.RuntimeConf
+	podName string
+	ns      *nettest.NS
+	node    *vnet.Node
+	cni     *libcni.CNIConfig
+	list    *libcni.NetworkConfigList
+	rt      *libcni.RuntimeConf
+	api     *policyAPI
 }
 
 var podSeq int
@@ -92,7 +107,13 @@ func newPod(b *bench, n *vnet.Node, pl plugin, name string) (*pod, error) {
 		ns.Delete()
 		return nil, err
 	}
-	p := &pod{ns: ns, node: n, list: list,
+	if pl.api != nil {
+		if err := pl.api.createPod(name, n.Name); err != nil {
+			ns.Delete()
+			return nil, err
+		}
+	}
+	p := &pod{ns: ns, node: n, list: list, podName: name, api: pl.api,
 		cni: libcni.NewCNIConfigWithCacheDir([]string{b.binDir, b.cniBinDir}, filepath.Join(n.Dir, "cni-cache"), nil),
 		rt: &libcni.RuntimeConf{ContainerID: fmt.Sprintf("bench%06d%s", podSeq, b.prefix), NetNS: ns.Path(), IfName: "eth0",
 			Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "bench"}, {"K8S_POD_NAME", name}}},
@@ -118,6 +139,11 @@ func (p *pod) add(ctx context.Context) (time.Duration, error) {
 		return d, err
 	}
 	p.ip, _ = netip.AddrFromSlice(r.IPs[0].Address.IP.To4())
+	if p.api != nil {
+		// What kubelet reports once the sandbox runs: the other nodes
+		// learn the pod's address from it.
+		return d, p.api.podRunning(p.podName, p.ip)
+	}
 	return d, nil
 }
 
@@ -127,6 +153,9 @@ func (p *pod) del(ctx context.Context) (time.Duration, error) {
 	err := p.node.NS.Do(func() error { return p.cni.DelNetworkList(ctx, p.list, p.rt) })
 	d := time.Since(start)
 	p.ns.Delete()
+	if p.api != nil {
+		err = errors.Join(err, p.api.deletePod(p.podName))
+	}
 	return d, err
 }
 

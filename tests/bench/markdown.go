@@ -76,6 +76,10 @@ none does, and **within noise** when the rounds disagree.
 	fmt.Fprintf(w, "\n## Per-packet program cost\n\nBPF_PROG_TEST_RUN of the real programs on a TCP frame, 200 runs per batch, timed by the\nkernel; with and without the conntrack lookup (a miss, as for every fast-path flow). A test run\nreturns a redirect's verdict without performing it: what the kernel does next is not in these\nnumbers (for bpf_redirect_neigh, the route and neighbour lookups the cached next hop spares).\n\n")
 	markdownTable(w, r.progTable())
 	fmt.Fprintf(w, "\nThe agent's own part of a sequential ADD (its metric): %.1f ms; of a DEL: %.1f ms.\n", r.AgentAddMS, r.AgentDelMS)
+	if len(r.PolicyUpdates) > 0 {
+		fmt.Fprintf(w, "\n## NetworkPolicy\n\n`podvnet-policy` runs podvnet's agents against an API server (the cluster tests' control plane,\nno kubelets) holding %s: fake pods and namespaces around the benchmark's\nreal pods, each of which %d policies select, one per peer identity, besides the one that lets\nthem talk. Its data path rows compare with `podvnet` (no policy); its CNI rows include the\nlook-up of the pod, its rules written and both programs attached before ADD answers. A change is\ntimed from the request to the API server until every node's agent has written it (the policy\ngeneration, the writer's last write, polled every 0.5 ms):\n\n", r.PolicyScale, policyRulesPerPod)
+		markdownTable(w, r.policyTable())
+	}
 	fmt.Fprintf(w, "\n## Targets\n\nThe goals of issues 9 and 18, each ratio judged on the rounds' paired ratios (Method).\n\n")
 	markdownTable(w, r.targetTable())
 	fmt.Fprintln(w)

@@ -93,11 +93,28 @@ func (b *bench) progCost() (err error) {
 		// anti-spoofing check.
 		cached bool
 		reason maps.Reason // what every run must count
+		// policy: pod A is isolated both ways, with a rule allowing the
+		// flow, which the first run enters into the flow table: the rest
+		// cost what every packet of an allowed flow costs.
+		policy bool
 	}{
-		{maps.HookPod, pathCachedNextHop, tcp(podA, remote, podAMAC, hostAMAC), true, maps.ReasonPodToNIC},
-		{maps.HookPod, "pod -> pod on another node (redirect_neigh)", tcp(podA, remote, podAMAC, hostAMAC), false, maps.ReasonPodToNICNeigh},
-		{maps.HookPod, "pod -> pod on the same node (redirect_peer)", tcp(podA, podB, podAMAC, hostAMAC), false, maps.ReasonPodToLocal},
-		{maps.HookNIC, pathFromNIC, tcp(remote, podA, mac("12:34:56:78:9a:bc"), lo), false, maps.ReasonNICToLocal},
+		{maps.HookPod, pathCachedNextHop, tcp(podA, remote, podAMAC, hostAMAC), true, maps.ReasonPodToNIC, false},
+		{maps.HookPod, pathCachedNextHop + ", NetworkPolicy", tcp(podA, remote, podAMAC, hostAMAC), true, maps.ReasonPodToNIC, true},
+		{maps.HookPod, "pod -> pod on another node (redirect_neigh)", tcp(podA, remote, podAMAC, hostAMAC), false, maps.ReasonPodToNICNeigh, false},
+		{maps.HookPod, "pod -> pod on the same node (redirect_peer)", tcp(podA, podB, podAMAC, hostAMAC), false, maps.ReasonPodToLocal, false},
+		{maps.HookNIC, pathFromNIC, tcp(remote, podA, mac("12:34:56:78:9a:bc"), lo), false, maps.ReasonNICToLocal, false},
+		{maps.HookNIC, pathFromNIC + ", NetworkPolicy", tcp(remote, podA, mac("12:34:56:78:9a:bc"), lo), false, maps.ReasonNICToLocal, true},
+	}
+	// The rules of the NetworkPolicy cases: every port of every protocol,
+	// for every peer.
+	if err := dp.Maps.Policy.PutPortSet(1, []maps.PortRange{{}}); err != nil {
+		return err
+	}
+	if err := dp.Maps.Policy.SetEndpoint(1, maps.PolicyEndpoint{IngressPorts: 1, EgressPorts: 1}); err != nil {
+		return err
+	}
+	if err := dp.Maps.Policy.SetConfig(maps.PolicyConfig{Gen: 1, Flags: maps.PolicyConfigEgress | maps.PolicyConfigIsolated}); err != nil {
+		return err
 	}
 	counted := func(r maps.Reason) (uint64, error) {
 		all, err := dp.Maps.Counters.All()
@@ -122,6 +139,13 @@ func (b *bench) progCost() (err error) {
 				cfg.Flags = maps.ConfigCTLookup
 			}
 			if err := dp.Maps.Config.Set(cfg); err != nil {
+				return err
+			}
+			a := ep(1, podAMAC, hostAMAC)
+			if c.policy {
+				a.Flags, a.PolicyID = maps.EndpointPolicy, 1
+			}
+			if err := dp.Maps.Endpoints.Put(podA, a); err != nil {
 				return err
 			}
 			before, err := counted(c.reason)

@@ -29,6 +29,10 @@ type Results struct {
 	AgentPeakRSSMiB float64            `json:"agent_peak_rss_mib"`
 	Kube            *KubeMemory        `json:"agent_memory_with_api,omitempty"`
 	ProgCost        []ProgCostRow      `json:"program_cost"`
+	// PolicyUpdates: how long NetworkPolicy changes take to reach every
+	// node's maps, at PolicyScale.
+	PolicyUpdates []PolicyUpdateRow `json:"policy_updates"`
+	PolicyScale   string            `json:"policy_scale,omitempty"`
 	Profiles        []Profile          `json:"profiles"`
 	Targets         []Target           `json:"targets"`
 }
@@ -107,8 +111,12 @@ func (r *Results) control(plugin, mode string) *ControlRow {
 func (r *Results) compare() {
 	r.Ratios = nil
 	for _, d := range r.Data {
-		for _, vs := range []string{"limit", "ptp", "bridge"} {
+		for _, vs := range []string{"limit", "ptp", "bridge", "podvnet"} {
 			if d.Path == vs || d.Path == "limit" || (vs == "limit" && d.Pair == sameNode) {
+				continue
+			}
+			// NetworkPolicy's cost: podvnet with rules against podvnet.
+			if vs == "podvnet" && d.Path != "podvnet-policy" {
 				continue
 			}
 			pair := d.Pair
@@ -182,6 +190,45 @@ func (r *Results) evaluate() {
 		r.Targets = append(r.Targets, target(fmt.Sprintf("agent steady RSS, %s Pods in the API", thousands(k.PodsInAPI)), "<= 60 MiB",
 			k.RSSMiB, "MiB", k.RSSMiB <= 60, 60))
 	}
+	r.evaluatePolicy()
+}
+
+// evaluatePolicy adds issue 16's targets: NetworkPolicy's cost on the fast
+// path (rules on both pods against none), on ADD, and how fast a change
+// reaches every node.
+func (r *Results) evaluatePolicy() {
+	for _, pair := range []string{sameNode, acrossNodes} {
+		for _, profile := range []string{"bare", "loaded"} {
+			if x := r.ratio(profile, pair, "podvnet-policy", metricUDP, "podvnet"); x != nil {
+				r.Targets = append(r.Targets, ratioTarget(fmt.Sprintf("%s, %s: UDP pps, %d rules per pod vs none", profile, pairNames[pair], policyRulesPerPod),
+					">= 0.97x", *x, true, 0.97))
+			}
+			if x := r.ratio(profile, pair, "podvnet-policy", metricRRP50, "podvnet"); x != nil {
+				r.Targets = append(r.Targets, ratioTarget(fmt.Sprintf("%s, %s: RR p50, %d rules per pod vs none", profile, pairNames[pair], policyRulesPerPod),
+					"<= 1.03x", *x, false, 1.03))
+			}
+		}
+	}
+	pv, pol := r.control("podvnet", "sequential"), r.control("podvnet-policy", "sequential")
+	if pv != nil && pol != nil {
+		more := pol.AddMedMS - pv.AddMedMS
+		r.Targets = append(r.Targets, target("CNI ADD median with NetworkPolicy, more than without", "<= 5 ms", more, "ms", more <= 5, 5))
+	}
+	for _, u := range r.PolicyUpdates {
+		if u.Change == "any" {
+			r.Targets = append(r.Targets, target("NetworkPolicy change to every node's maps, p99 ("+r.PolicyScale+")", "<= 200 ms",
+				u.P99MS, "ms", u.P99MS <= 200, 200))
+		}
+	}
+}
+
+// policyTable is how long each kind of NetworkPolicy change took.
+func (r *Results) policyTable() [][]string {
+	rows := [][]string{{"change", "n", "p50 ms", "p99 ms", "max ms"}}
+	for _, u := range r.PolicyUpdates {
+		rows = append(rows, []string{u.Change, fmt.Sprint(u.N), f1(u.P50MS), f1(u.P99MS), f1(u.MaxMS)})
+	}
+	return rows
 }
 
 // fmtStat is a row's metric: the median, and over several rounds the
@@ -213,8 +260,10 @@ func (r *Results) dataTable() [][]string {
 func (r *Results) ratioTable() [][]string {
 	cols := []struct{ metric, versus string }{
 		{metricUDP, "limit"}, {metricUDP, "ptp"}, {metricUDP, "bridge"}, {metricRRP50, "ptp"}, {metricRRP50, "bridge"},
+		{metricUDP, "podvnet"}, {metricRRP50, "podvnet"},
 	}
-	rows := [][]string{{"profile", "pair", "path", "UDP x limit", "UDP x ptp", "UDP x bridge", "RR p50 x ptp", "RR p50 x bridge"}}
+	rows := [][]string{{"profile", "pair", "path", "UDP x limit", "UDP x ptp", "UDP x bridge", "RR p50 x ptp", "RR p50 x bridge",
+		"UDP x podvnet", "RR p50 x podvnet"}}
 	for _, d := range r.Data {
 		row := []string{d.Profile, pairNames[d.Pair], d.Path}
 		any := false
@@ -324,6 +373,10 @@ func (r *Results) writeText(w io.Writer) {
 	}
 	if s := r.kubeMemory(); s != "" {
 		fmt.Fprintln(w, "\n"+s)
+	}
+	if len(r.PolicyUpdates) > 0 {
+		fmt.Fprintf(w, "\nNetworkPolicy changes to every node's maps (%s):\n", r.PolicyScale)
+		printTable(w, r.policyTable())
 	}
 	if len(r.ProgCost) > 0 {
 		fmt.Fprintln(w, "\nPer-packet program cost (BPF_PROG_TEST_RUN, kernel-timed):")

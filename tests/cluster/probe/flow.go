@@ -153,3 +153,63 @@ func (t *flowTable) stop(id int) (FlowReport, bool) {
 	}
 	return rep, true
 }
+
+// Send sends count numbered UDP datagrams to addr, interval apart, and
+// reports how many the kernel took. A datagram a firewall drops still
+// counts as sent: only the receiver can tell.
+func Send(addr string, count int, interval time.Duration) (int, error) {
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	sent := 0
+	for seq := range count {
+		if _, err := c.Write(seqMsg(uint64(seq))); err == nil {
+			sent++
+		}
+		time.Sleep(interval)
+	}
+	return sent, nil
+}
+
+// Sink counts the UDP datagrams it receives, by source address.
+type Sink struct {
+	pc     net.PacketConn
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+// ListenSink starts counting on a UDP port of the current network
+// namespace.
+func ListenSink(port int) (*Sink, error) {
+	pc, err := net.ListenPacket("udp", fmt.Sprintf(":%d", port))
+	if err != nil {
+		return nil, err
+	}
+	s := &Sink{pc: pc, counts: map[string]int{}}
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			_, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			host, _, _ := net.SplitHostPort(from.String())
+			s.mu.Lock()
+			s.counts[host]++
+			s.mu.Unlock()
+		}
+	}()
+	return s, nil
+}
+
+// Count is how many datagrams came from addr.
+func (s *Sink) Count(addr string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.counts[addr]
+}
+
+// Close stops counting.
+func (s *Sink) Close() error { return s.pc.Close() }

@@ -2,8 +2,11 @@
 //
 //	probe serve [--tcp 80,81] [--udp 80,81] [--sctp 80,81] [--control /probe/control.sock]
 //	probe connect --proto tcp --addr 10.240.0.5:80 [--timeout 1s]
+//	probe send --addr 10.240.0.5:9999 [--count 200] [--interval 10ms]
 //
 // connect prints the outcome and exits 0 when the server answered, 1 when not.
+// send sends numbered UDP datagrams from its first instant, without waiting
+// for anything: a pod's first packets.
 package main
 
 import (
@@ -38,8 +41,10 @@ func run(args []string) error {
 		return serve(args[1:])
 	case "connect":
 		return connect(args[1:])
+	case "send":
+		return send(args[1:])
 	}
-	return fmt.Errorf("unknown command %q: want serve or connect", args[0])
+	return fmt.Errorf("unknown command %q: want serve, connect or send", args[0])
 }
 
 func serve(args []string) error {
@@ -110,4 +115,17 @@ func connect(args []string) error {
 		os.Exit(1)
 	}
 	return nil
+}
+
+func send(args []string) error {
+	fs := flag.NewFlagSet("send", flag.ContinueOnError)
+	addr := fs.String("addr", "", "host:port to send UDP datagrams to")
+	count := fs.Int("count", 200, "datagrams")
+	interval := fs.Duration("interval", 10*time.Millisecond, "between datagrams")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	sent, err := probe.Send(*addr, *count, *interval)
+	fmt.Printf("sent %d datagrams to %s\n", sent, *addr)
+	return err
 }

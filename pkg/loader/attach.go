@@ -31,7 +31,8 @@ func ParseMode(s string) (Mode, error) {
 	return "", fmt.Errorf("attach mode %q: want auto, tcx or legacy", s)
 }
 
-// Attach runs the hook's program on the interface's tc ingress: with tcx,
+// Attach runs the hook's program on the interface's tc ingress (egress for
+// an egress hook): with tcx,
 // legacy tc, or in ModeAuto tcx where the kernel has it and legacy tc
 // otherwise. What is attached already is replaced in place, never detached
 // first: a tcx link is updated, a legacy filter replaced. When the mode
@@ -44,11 +45,11 @@ func (d *Datapath) Attach(h maps.Hook, ifindex int, ifname string, mode Mode) (M
 	}
 	if mode == ModeLegacy {
 		if err := attachLegacy(d.Program(h), h, ifindex); err != nil {
-			return mode, fmt.Errorf("attach legacy tc ingress %s: %w", ifname, err)
+			return mode, fmt.Errorf("attach legacy tc %s: %w", ifname, err)
 		}
 		return mode, unpin(linkPin(d.root, h, ifname))
 	}
-	err := attachTCX(d.Program(h), linkPin(d.root, h, ifname), ifindex, ifname)
+	err := attachTCX(d.Program(h), linkPin(d.root, h, ifname), ifindex, ifname, h.Egress())
 	if errors.Is(err, ebpf.ErrNotSupported) && mode == ModeAuto {
 		d.noTCX.Store(true)
 		return d.Attach(h, ifindex, ifname, ModeLegacy)

@@ -19,15 +19,28 @@ func TestLayoutMatchesBTF(t *testing.T) {
 		t.Fatal(err)
 	}
 	mirrors := map[string]any{
-		"pv_endpoint_key": maps.EndpointKey{},
-		"pv_endpoint":     maps.Endpoint{},
-		"pv_config":       maps.Config{},
-		"pv_nosnat_key":   maps.NoSNATKey{},
-		"pv_blocked_key":  maps.BlockedKey{},
-		"pv_blocked":      maps.BlockedValue{},
-		"pv_counter":      maps.Counter{},
-		"pv_event":        maps.Event{},
-		"pv_monitor":      maps.Monitor{},
+		"pv_endpoint_key":       maps.EndpointKey{},
+		"pv_endpoint":           maps.Endpoint{},
+		"pv_config":             maps.Config{},
+		"pv_nosnat_key":         maps.NoSNATKey{},
+		"pv_blocked_key":        maps.BlockedKey{},
+		"pv_blocked":            maps.BlockedValue{},
+		"pv_counter":            maps.Counter{},
+		"pv_event":              maps.Event{},
+		"pv_monitor":            maps.Monitor{},
+		"pv_svc_key":            maps.SvcKey{},
+		"pv_svc":                maps.Svc{},
+		"pv_svc_slot_key":       maps.SvcSlotKey{},
+		"pv_backend":            maps.Backend{},
+		"pv_affinity_key":       maps.AffinityKey{},
+		"pv_affinity":           maps.Affinity{},
+		"pv_affinity_match_key": maps.AffinityMatchKey{},
+		"pv_sock_key":           maps.SockKey{},
+		"pv_sock_revnat":        maps.SockRevNAT{},
+		"pv_nat_key":            maps.NATKey{},
+		"pv_nat":                maps.NAT{},
+		"pv_svc_config":         maps.SvcConfig{},
+		"pv_port_bits":          maps.PortBits{},
 	}
 	for cName, goVal := range mirrors {
 		t.Run(cName, func(t *testing.T) {
@@ -63,7 +76,8 @@ func TestLayoutMatchesBTF(t *testing.T) {
 		if err := spec.Types.TypeByName("pv_hook", &e); err != nil {
 			t.Fatalf("enum pv_hook not in BTF: %v", err)
 		}
-		want := map[string]maps.Hook{"PV_HOOK_POD": maps.HookPod, "PV_HOOK_NIC": maps.HookNIC}
+		want := map[string]maps.Hook{"PV_HOOK_POD": maps.HookPod, "PV_HOOK_NIC": maps.HookNIC, "PV_HOOK_SOCK": maps.HookSock,
+			"PV_HOOK_HOST": maps.HookHost}
 		for _, v := range e.Values {
 			if want[v.Name] != maps.Hook(v.Value) {
 				t.Errorf("%s = %d in C, %d in Go", v.Name, v.Value, want[v.Name])
@@ -79,8 +93,13 @@ func TestLayoutMatchesBTF(t *testing.T) {
 				t.Errorf("hook %s: no program %s in the object", h, h.Program())
 			}
 		}
-		if len(spec.Programs) != len(maps.Hooks) {
-			t.Errorf("the object has %d programs, Go knows %d hooks", len(spec.Programs), len(maps.Hooks))
+		for _, name := range maps.SockPrograms {
+			if _, ok := spec.Programs[name]; !ok {
+				t.Errorf("hook sock: no program %s in the object", name)
+			}
+		}
+		if len(spec.Programs) != len(maps.Hooks)+len(maps.SockPrograms) {
+			t.Errorf("the object has %d programs, Go knows %d tc hooks and %d socket programs", len(spec.Programs), len(maps.Hooks), len(maps.SockPrograms))
 		}
 	})
 

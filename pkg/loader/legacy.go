@@ -14,7 +14,7 @@ import (
 )
 
 // Legacy tc (before tcx): a clsact qdisc and a direct-action cls_bpf filter
-// on its ingress. Filters are found again by their fixed place and name: a
+// on its ingress (on its egress for the egress hook). Filters are found again by their fixed place and name: a
 // replacement at the same priority and handle swaps the program atomically.
 const (
 	legacyPriority = 1
@@ -23,6 +23,14 @@ const (
 )
 
 func legacyName(h maps.Hook) string { return legacyPrefix + h.String() }
+
+// legacyParent is the clsact side a hook's filter sits on.
+func legacyParent(h maps.Hook) uint32 {
+	if h.Egress() {
+		return netlink.HANDLE_MIN_EGRESS
+	}
+	return netlink.HANDLE_MIN_INGRESS
+}
 
 // clsact is the clsact qdisc of an interface.
 func clsact(ifindex int) *netlink.GenericQdisc {
@@ -39,7 +47,7 @@ func attachLegacy(prog *ebpf.Program, h maps.Hook, ifindex int) error {
 	filter := &netlink.BpfFilter{
 		FilterAttrs: netlink.FilterAttrs{
 			LinkIndex: ifindex,
-			Parent:    netlink.HANDLE_MIN_INGRESS,
+			Parent:    legacyParent(h),
 			Handle:    legacyHandle,
 			Priority:  legacyPriority,
 			Protocol:  unix.ETH_P_ALL,
@@ -54,20 +62,23 @@ func attachLegacy(prog *ebpf.Program, h maps.Hook, ifindex int) error {
 	return nil
 }
 
-// legacyFilters returns podvnet's cls_bpf filters on an interface's ingress.
+// legacyFilters returns podvnet's cls_bpf filters on an interface's ingress
+// and egress.
 func legacyFilters(l netlink.Link) ([]*netlink.BpfFilter, error) {
-	filters, err := netlinksafe.FilterList(l, netlink.HANDLE_MIN_INGRESS)
-	if err != nil {
-		// No clsact qdisc: no filters.
-		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("list tc filters on ifindex %d: %w", l.Attrs().Index, err)
-	}
 	var ours []*netlink.BpfFilter
-	for _, f := range filters {
-		if bf, ok := f.(*netlink.BpfFilter); ok && strings.HasPrefix(bf.Name, legacyPrefix) {
-			ours = append(ours, bf)
+	for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
+		filters, err := netlinksafe.FilterList(l, parent)
+		if err != nil {
+			// No clsact qdisc: no filters.
+			if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+				return nil, nil
+			}
+			return nil, fmt.Errorf("list tc filters on ifindex %d: %w", l.Attrs().Index, err)
+		}
+		for _, f := range filters {
+			if bf, ok := f.(*netlink.BpfFilter); ok && strings.HasPrefix(bf.Name, legacyPrefix) {
+				ours = append(ours, bf)
+			}
 		}
 	}
 	return ours, nil

@@ -182,6 +182,8 @@ func (d *Datapath) Program(h maps.Hook) *ebpf.Program {
 		return d.progs.FromPod
 	case maps.HookNIC:
 		return d.progs.FromNic
+	case maps.HookHost:
+		return d.progs.FromHost
 	}
 	return nil
 }

@@ -16,17 +16,33 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	podvnetMapBlocked       = "blocked"
-	podvnetMapBlockedFilter = "blocked_filter"
-	podvnetMapConfig        = "config"
-	podvnetMapCounters      = "counters"
-	podvnetMapEndpoints     = "endpoints"
-	podvnetMapEvents        = "events"
-	podvnetMapMonitor       = "monitor"
-	podvnetMapNosnat        = "nosnat"
-	podvnetProgFromNic      = "from_nic"
-	podvnetProgFromPod      = "from_pod"
-	podvnetVarPvCtOptsSize  = "pv_ct_opts_size"
+	podvnetMapBlocked           = "blocked"
+	podvnetMapBlockedFilter     = "blocked_filter"
+	podvnetMapConfig            = "config"
+	podvnetMapCounters          = "counters"
+	podvnetMapEndpoints         = "endpoints"
+	podvnetMapEvents            = "events"
+	podvnetMapMonitor           = "monitor"
+	podvnetMapNosnat            = "nosnat"
+	podvnetMapSvcAffinity       = "svc_affinity"
+	podvnetMapSvcAffinityMatch  = "svc_affinity_match"
+	podvnetMapSvcBackendConns   = "svc_backend_conns"
+	podvnetMapSvcBackends       = "svc_backends"
+	podvnetMapSvcConfig         = "svc_config"
+	podvnetMapSvcFrontends      = "svc_frontends"
+	podvnetMapSvcNat            = "svc_nat"
+	podvnetMapSvcNodes          = "svc_nodes"
+	podvnetMapSvcPorts          = "svc_ports"
+	podvnetMapSvcSlots          = "svc_slots"
+	podvnetMapSvcSockRevnat     = "svc_sock_revnat"
+	podvnetProgFromHost         = "from_host"
+	podvnetProgFromNic          = "from_nic"
+	podvnetProgFromPod          = "from_pod"
+	podvnetProgSockConnect4     = "sock_connect4"
+	podvnetProgSockGetpeername4 = "sock_getpeername4"
+	podvnetProgSockRecvmsg4     = "sock_recvmsg4"
+	podvnetProgSockSendmsg4     = "sock_sendmsg4"
+	podvnetVarPvCtOptsSize      = "pv_ct_opts_size"
 )
 
 // loadPodvnet returns the embedded CollectionSpec for podvnet.
@@ -71,22 +87,38 @@ type podvnetSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type podvnetProgramSpecs struct {
-	FromNic *ebpf.ProgramSpec `ebpf:"from_nic"`
-	FromPod *ebpf.ProgramSpec `ebpf:"from_pod"`
+	FromHost         *ebpf.ProgramSpec `ebpf:"from_host"`
+	FromNic          *ebpf.ProgramSpec `ebpf:"from_nic"`
+	FromPod          *ebpf.ProgramSpec `ebpf:"from_pod"`
+	SockConnect4     *ebpf.ProgramSpec `ebpf:"sock_connect4"`
+	SockGetpeername4 *ebpf.ProgramSpec `ebpf:"sock_getpeername4"`
+	SockRecvmsg4     *ebpf.ProgramSpec `ebpf:"sock_recvmsg4"`
+	SockSendmsg4     *ebpf.ProgramSpec `ebpf:"sock_sendmsg4"`
 }
 
 // podvnetMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type podvnetMapSpecs struct {
-	Blocked       *ebpf.MapSpec `ebpf:"blocked"`
-	BlockedFilter *ebpf.MapSpec `ebpf:"blocked_filter"`
-	Config        *ebpf.MapSpec `ebpf:"config"`
-	Counters      *ebpf.MapSpec `ebpf:"counters"`
-	Endpoints     *ebpf.MapSpec `ebpf:"endpoints"`
-	Events        *ebpf.MapSpec `ebpf:"events"`
-	Monitor       *ebpf.MapSpec `ebpf:"monitor"`
-	Nosnat        *ebpf.MapSpec `ebpf:"nosnat"`
+	Blocked          *ebpf.MapSpec `ebpf:"blocked"`
+	BlockedFilter    *ebpf.MapSpec `ebpf:"blocked_filter"`
+	Config           *ebpf.MapSpec `ebpf:"config"`
+	Counters         *ebpf.MapSpec `ebpf:"counters"`
+	Endpoints        *ebpf.MapSpec `ebpf:"endpoints"`
+	Events           *ebpf.MapSpec `ebpf:"events"`
+	Monitor          *ebpf.MapSpec `ebpf:"monitor"`
+	Nosnat           *ebpf.MapSpec `ebpf:"nosnat"`
+	SvcAffinity      *ebpf.MapSpec `ebpf:"svc_affinity"`
+	SvcAffinityMatch *ebpf.MapSpec `ebpf:"svc_affinity_match"`
+	SvcBackendConns  *ebpf.MapSpec `ebpf:"svc_backend_conns"`
+	SvcBackends      *ebpf.MapSpec `ebpf:"svc_backends"`
+	SvcConfig        *ebpf.MapSpec `ebpf:"svc_config"`
+	SvcFrontends     *ebpf.MapSpec `ebpf:"svc_frontends"`
+	SvcNat           *ebpf.MapSpec `ebpf:"svc_nat"`
+	SvcNodes         *ebpf.MapSpec `ebpf:"svc_nodes"`
+	SvcPorts         *ebpf.MapSpec `ebpf:"svc_ports"`
+	SvcSlots         *ebpf.MapSpec `ebpf:"svc_slots"`
+	SvcSockRevnat    *ebpf.MapSpec `ebpf:"svc_sock_revnat"`
 }
 
 // podvnetVariableSpecs contains global variables before they are loaded into the kernel.
@@ -116,14 +148,25 @@ func (o *podvnetObjects) Close() error {
 //
 // It can be passed to loadPodvnetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type podvnetMaps struct {
-	Blocked       *ebpf.Map `ebpf:"blocked"`
-	BlockedFilter *ebpf.Map `ebpf:"blocked_filter"`
-	Config        *ebpf.Map `ebpf:"config"`
-	Counters      *ebpf.Map `ebpf:"counters"`
-	Endpoints     *ebpf.Map `ebpf:"endpoints"`
-	Events        *ebpf.Map `ebpf:"events"`
-	Monitor       *ebpf.Map `ebpf:"monitor"`
-	Nosnat        *ebpf.Map `ebpf:"nosnat"`
+	Blocked          *ebpf.Map `ebpf:"blocked"`
+	BlockedFilter    *ebpf.Map `ebpf:"blocked_filter"`
+	Config           *ebpf.Map `ebpf:"config"`
+	Counters         *ebpf.Map `ebpf:"counters"`
+	Endpoints        *ebpf.Map `ebpf:"endpoints"`
+	Events           *ebpf.Map `ebpf:"events"`
+	Monitor          *ebpf.Map `ebpf:"monitor"`
+	Nosnat           *ebpf.Map `ebpf:"nosnat"`
+	SvcAffinity      *ebpf.Map `ebpf:"svc_affinity"`
+	SvcAffinityMatch *ebpf.Map `ebpf:"svc_affinity_match"`
+	SvcBackendConns  *ebpf.Map `ebpf:"svc_backend_conns"`
+	SvcBackends      *ebpf.Map `ebpf:"svc_backends"`
+	SvcConfig        *ebpf.Map `ebpf:"svc_config"`
+	SvcFrontends     *ebpf.Map `ebpf:"svc_frontends"`
+	SvcNat           *ebpf.Map `ebpf:"svc_nat"`
+	SvcNodes         *ebpf.Map `ebpf:"svc_nodes"`
+	SvcPorts         *ebpf.Map `ebpf:"svc_ports"`
+	SvcSlots         *ebpf.Map `ebpf:"svc_slots"`
+	SvcSockRevnat    *ebpf.Map `ebpf:"svc_sock_revnat"`
 }
 
 func (m *podvnetMaps) Close() error {
@@ -136,6 +179,17 @@ func (m *podvnetMaps) Close() error {
 		m.Events,
 		m.Monitor,
 		m.Nosnat,
+		m.SvcAffinity,
+		m.SvcAffinityMatch,
+		m.SvcBackendConns,
+		m.SvcBackends,
+		m.SvcConfig,
+		m.SvcFrontends,
+		m.SvcNat,
+		m.SvcNodes,
+		m.SvcPorts,
+		m.SvcSlots,
+		m.SvcSockRevnat,
 	)
 }
 
@@ -150,14 +204,24 @@ type podvnetVariables struct {
 //
 // It can be passed to loadPodvnetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type podvnetPrograms struct {
-	FromNic *ebpf.Program `ebpf:"from_nic"`
-	FromPod *ebpf.Program `ebpf:"from_pod"`
+	FromHost         *ebpf.Program `ebpf:"from_host"`
+	FromNic          *ebpf.Program `ebpf:"from_nic"`
+	FromPod          *ebpf.Program `ebpf:"from_pod"`
+	SockConnect4     *ebpf.Program `ebpf:"sock_connect4"`
+	SockGetpeername4 *ebpf.Program `ebpf:"sock_getpeername4"`
+	SockRecvmsg4     *ebpf.Program `ebpf:"sock_recvmsg4"`
+	SockSendmsg4     *ebpf.Program `ebpf:"sock_sendmsg4"`
 }
 
 func (p *podvnetPrograms) Close() error {
 	return _PodvnetClose(
+		p.FromHost,
 		p.FromNic,
 		p.FromPod,
+		p.SockConnect4,
+		p.SockGetpeername4,
+		p.SockRecvmsg4,
+		p.SockSendmsg4,
 	)
 }
 

@@ -15,10 +15,10 @@ import (
 // tcx (kernel 6.6+): a link per program and interface, pinned so that it
 // outlives the agent, and updated in place (BPF_LINK_UPDATE) on upgrade.
 
-// attachTCX runs prog on the interface's tcx ingress through the link
-// pinned at pin: the pinned link is updated if it still serves ifindex,
-// else a new link is attached and pinned.
-func attachTCX(prog *ebpf.Program, pin string, ifindex int, ifname string) error {
+// attachTCX runs prog on the interface's tcx ingress (egress) through the
+// link pinned at pin: the pinned link is updated if it still serves
+// ifindex, else a new link is attached and pinned.
+func attachTCX(prog *ebpf.Program, pin string, ifindex int, ifname string, egress bool) error {
 	if err := os.MkdirAll(filepath.Dir(pin), 0o700); err != nil {
 		return fmt.Errorf("create link pin dir: %w", err)
 	}
@@ -26,13 +26,17 @@ func attachTCX(prog *ebpf.Program, pin string, ifindex int, ifname string) error
 	if err != nil || updated {
 		return err
 	}
+	attach, side := ebpf.AttachTCXIngress, "ingress"
+	if egress {
+		attach, side = ebpf.AttachTCXEgress, "egress"
+	}
 	l, err := link.AttachTCX(link.TCXOptions{
 		Interface: ifindex,
 		Program:   prog,
-		Attach:    ebpf.AttachTCXIngress,
+		Attach:    attach,
 	})
 	if err != nil {
-		return fmt.Errorf("attach tcx ingress %s: %w", ifname, err)
+		return fmt.Errorf("attach tcx %s %s: %w", side, ifname, err)
 	}
 	defer l.Close()
 	// Until it is pinned, the link lives only as long as this FD; a crash

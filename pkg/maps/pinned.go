@@ -16,6 +16,7 @@ type Set struct {
 	Counters  *Counters
 	NoSNAT    *NoSNAT
 	Blocked   *Blocked
+	Services  *Services
 
 	all []*ebpf.Map
 }
@@ -37,6 +38,7 @@ func NewSet(m map[string]*ebpf.Map) (*Set, error) {
 	s.Counters = NewCounters(m[CountersMap])
 	s.NoSNAT = NewNoSNAT(m[NoSNATMap])
 	s.Blocked = NewBlocked(m[BlockedMap], m[BlockedFilterMap])
+	s.Services = NewServices(m)
 	return s, nil
 }
 

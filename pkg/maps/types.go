@@ -80,6 +80,12 @@ const (
 	// ConfigCTLookup makes the programs ask conntrack before a fast-path
 	// redirect, so replies of NAT'd connections reach the stack.
 	ConfigCTLookup uint32 = 1 << 0
+	// ConfigCTByPort limits those lookups to packets whose source port has
+	// its ct bit in svc_ports (PortBits).
+	ConfigCTByPort uint32 = 1 << 1
+	// ConfigServices makes the programs translate Service traffic
+	// (--service-mode=bpf).
+	ConfigServices uint32 = 1 << 2
 )
 
 // Reason mirrors enum pv_reason: a verdict or a drop reason.
@@ -111,6 +117,14 @@ const (
 	ReasonDropBlockedEndpoint
 	// Appended (C says why): a reason keeps its index across releases.
 	ReasonPodToNICNeigh
+	ReasonSvcSockXlate
+	ReasonSvcSockNoBackend
+	ReasonSvcXlate
+	ReasonSvcRevXlate
+	ReasonSvcNoBackend
+	ReasonSvcDrop
+	ReasonSvcNATFull
+	ReasonSvcHostNoService
 	ReasonMax
 )
 
@@ -140,6 +154,14 @@ var reasonNames = [ReasonMax]string{
 	ReasonDropIMDS:            "drop_imds",
 	ReasonDropBlockedEndpoint: "drop_blocked_endpoint",
 	ReasonPodToNICNeigh:       "pod_to_nic_neigh",
+	ReasonSvcSockXlate:        "svc_sock_xlate",
+	ReasonSvcSockNoBackend:    "svc_sock_no_backend",
+	ReasonSvcXlate:            "svc_xlate",
+	ReasonSvcRevXlate:         "svc_rev_xlate",
+	ReasonSvcNoBackend:        "svc_no_backend",
+	ReasonSvcDrop:             "svc_drop",
+	ReasonSvcNATFull:          "svc_nat_full",
+	ReasonSvcHostNoService:    "svc_host_no_service",
 }
 
 func (r Reason) String() string {
@@ -149,10 +171,19 @@ func (r Reason) String() string {
 	return fmt.Sprintf("reason_%d", uint32(r))
 }
 
-// IsDrop reports whether packets counted under r were dropped.
+// IsDrop reports whether packets counted under r were dropped (or, for a
+// Service without endpoints, refused).
 func (r Reason) IsDrop() bool {
+	switch r {
+	case ReasonSvcSockNoBackend, ReasonSvcNoBackend, ReasonSvcDrop, ReasonSvcNATFull, ReasonSvcHostNoService:
+		return true
+	}
 	return r >= ReasonDropMalformed && r <= ReasonDropBlockedEndpoint
 }
+
+// IsService reports whether r counts a Service translation or its failure:
+// `debug monitor` names the Service of such events.
+func (r Reason) IsService() bool { return r >= ReasonSvcSockXlate && r < ReasonMax }
 
 // Verdict is what happened to packets counted under r: "redirect" (the eBPF
 // fast path), "pass" (handed to the kernel stack) or "drop".
@@ -162,6 +193,8 @@ func (r Reason) Verdict() string {
 		return "drop"
 	case r == ReasonPodToLocal || r == ReasonPodToNIC || r == ReasonPodToNICNeigh || r == ReasonNICToLocal || r == ReasonPodARPReply:
 		return "redirect"
+	case r == ReasonSvcSockXlate || r == ReasonSvcXlate || r == ReasonSvcRevXlate:
+		return "translate"
 	default:
 		return "pass"
 	}
@@ -203,28 +236,49 @@ type Hook uint8
 
 // The values of enum pv_hook.
 const (
-	HookPod Hook = 1 // host-side veth ingress: from_pod
-	HookNIC Hook = 2 // VNet NIC ingress: from_nic
+	HookPod  Hook = 1 // host-side veth ingress: from_pod
+	HookNIC  Hook = 2 // VNet NIC ingress: from_nic
+	HookSock Hook = 4 // the pods' cgroup: the sock_* programs (SockPrograms)
+	HookHost Hook = 5 // the Service device's egress: from_host
 )
 
-// Hooks lists every hook.
-var Hooks = []Hook{HookPod, HookNIC}
+// Hooks lists every hook that runs a tc program on an interface.
+var Hooks = []Hook{HookPod, HookNIC, HookHost}
 
-// String is the hook's short name, "pod" or "nic": the directory its links
-// are pinned in, the name of its legacy tc filter, what `debug links` shows.
+// String is the hook's short name, "pod", "nic", "host" or "sock": the
+// directory its links are pinned in, the name of its legacy tc filter,
+// what `debug links` shows.
 func (h Hook) String() string {
 	switch h {
 	case HookPod:
 		return "pod"
 	case HookNIC:
 		return "nic"
+	case HookHost:
+		return "host"
+	case HookSock:
+		return "sock"
 	}
 	return fmt.Sprintf("hook_%d", uint8(h))
 }
 
-// Program is the name of the hook's program in the object, "from_pod" or
-// "from_nic", as `debug monitor` shows it.
-func (h Hook) Program() string { return "from_" + h.String() }
+// Program is the name of the hook's program in the object, "from_pod",
+// "from_nic" or "from_host", as `debug monitor` shows it; the socket hooks'
+// programs are SockPrograms.
+func (h Hook) Program() string {
+	if h == HookSock {
+		return "sock_connect4"
+	}
+	return "from_" + h.String()
+}
+
+// Egress reports whether the hook's program runs on its interface's tc
+// egress (the Service device's from_host) rather than its ingress.
+func (h Hook) Egress() bool { return h == HookHost }
+
+// SockPrograms are the cgroup programs of HookSock, each pinned under
+// links/sock/ by its name.
+var SockPrograms = []string{"sock_connect4", "sock_sendmsg4", "sock_recvmsg4", "sock_getpeername4"}
 
 // ParseHook reads a hook's short name (String).
 func ParseHook(s string) (Hook, error) {
@@ -233,7 +287,7 @@ func ParseHook(s string) (Hook, error) {
 			return h, nil
 		}
 	}
-	return 0, fmt.Errorf("hook %q: want pod or nic", s)
+	return 0, fmt.Errorf("hook %q: want pod, nic or host", s)
 }
 
 // MarshalText writes the short name, so JSON shows "pod", not a number.
@@ -253,4 +307,5 @@ const (
 )
 
 // Names lists every map podvnet pins.
-var Names = []string{EndpointsMap, ConfigMap, CountersMap, NoSNATMap, EventsMap, MonitorMap, BlockedMap, BlockedFilterMap}
+var Names = append([]string{EndpointsMap, ConfigMap, CountersMap, NoSNATMap, EventsMap, MonitorMap, BlockedMap, BlockedFilterMap},
+	serviceMapNames...)

@@ -15,6 +15,7 @@ var layers = [][]string{
 	{"pkg/agent", "pkg/node", "pkg/install"},
 	{"pkg/cni", "pkg/loader", "pkg/snat", "pkg/nexthop"},
 	{"pkg/agentapi", "pkg/ipam", "pkg/ipplan", "pkg/platform", "pkg/settings", "internal/podroute"},
+	{"pkg/services"},
 	{"pkg/maps", "internal/atomicfile", "internal/strictjson", "internal/netlinkdump", "internal/nettest", "internal/packet"},
 	{"pkg/paths"},
 }

@@ -357,10 +357,22 @@ func (s *Services) Backends() ([]BackendEntry, error) {
 	return out, nil
 }
 
-// SlotKeys lists every slot written, for the writer's start-up sweep.
-func (s *Services) SlotKeys() ([]SvcSlotKey, error) {
-	return listMap(s.slots, "slots", func(k SvcSlotKey, _ uint32) SvcSlotKey { return k },
-		func(a, b SvcSlotKey) int { return cmp.Or(cmp.Compare(a.ID, b.ID), cmp.Compare(a.Slot, b.Slot)) })
+// SlotEntries returns every slot written with the backend it names, for
+// an agent adopting what an earlier one pinned.
+func (s *Services) SlotEntries() (map[SvcSlotKey]uint32, error) {
+	out := map[SvcSlotKey]uint32{}
+	var (
+		k SvcSlotKey
+		v uint32
+	)
+	it := s.slots.Iterate()
+	for it.Next(&k, &v) {
+		out[k] = v
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate slots: %w", err)
+	}
+	return out, nil
 }
 
 // AffinityMatches lists every (id, backend) affinity pair written.

@@ -14,7 +14,7 @@ var layers = [][]string{
 	{"cmd/agent", "cmd/plugin"},
 	{"pkg/agent", "pkg/node", "pkg/install"},
 	{"pkg/cni", "pkg/loader", "pkg/snat", "pkg/nexthop"},
-	{"pkg/agentapi", "pkg/ipam", "pkg/ipplan", "pkg/platform", "pkg/settings", "internal/podroute"},
+	{"pkg/agentapi", "pkg/ipam", "pkg/ipplan", "pkg/platform", "pkg/settings", "internal/podroute", "internal/svcdev"},
 	{"pkg/services"},
 	{"pkg/maps", "internal/atomicfile", "internal/strictjson", "internal/netlinkdump", "internal/nettest", "internal/packet"},
 	{"pkg/paths"},

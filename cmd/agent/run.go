@@ -30,6 +30,7 @@ type runFlags struct {
 	refresh     time.Duration
 	cluster     clusterFlags
 	platform    platformFlags
+	services    servicesFlags
 	paths       paths.Node
 	maxPods     int
 	cooldown    time.Duration
@@ -74,6 +75,7 @@ func newRunCommand() *cobra.Command {
 	fl.StringVar(&f.metricsAddr, "metrics-addr", agent.DefaultMetricsAddr, "address for /metrics, /healthz and /readyz; empty turns it off")
 	f.cluster.register(fl)
 	f.platform.register(fl)
+	f.services.register(fl)
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "console", "console or json")
 	f.cni.register(fl)
@@ -107,6 +109,9 @@ func runAgent(ctx context.Context, f *runFlags) error {
 		return err
 	}
 	if cfg.Blocked, err = f.platform.parse(); err != nil {
+		return err
+	}
+	if cfg.Services, err = f.services.parse(); err != nil {
 		return err
 	}
 	// Flags that do not parse fail before the fabric is asked anything;
@@ -151,6 +156,7 @@ func runAgent(ctx context.Context, f *runFlags) error {
 		return err
 	}
 	cfg.Pool, cfg.NIC = in.Pool, nic
+	cfg.Services.CIDR = cluster.ServiceCIDR
 	cluster.Subnet = cfg.Pool.Subnet
 	if err := cluster.Validate(); err != nil {
 		return fmt.Errorf("cluster settings: %w", err)

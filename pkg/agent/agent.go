@@ -48,6 +48,8 @@ type Config struct {
 	Blocked []platform.Endpoint
 	// NextHop is how from_pod finds the next hop into the VNet (nexthop.go).
 	NextHop nexthop.Mode
+	// Services says who serves Services and how (services.go).
+	Services ServiceConfig
 
 	// Version is the agent's build version, recorded in the settings file.
 	Version string
@@ -79,6 +81,8 @@ type Agent struct {
 	// configMu serialises writes of the config map; config is what it holds.
 	configMu sync.Mutex
 	config   maps.Config
+
+	svc *serviceState
 }
 
 // New waits for the NIC, loads the data path (adopting what is pinned),
@@ -125,6 +129,9 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Agent, err error)
 		return nil, err
 	}
 	if err := a.writeConfigMaps(); err != nil {
+		return nil, err
+	}
+	if err := a.startServices(); err != nil {
 		return nil, err
 	}
 	if err := a.syncBlocked(); err != nil {
@@ -252,6 +259,7 @@ func (a *Agent) writeConfigMaps() error {
 	if !a.cfg.NoConntrackLookup {
 		cfg.Flags |= maps.ConfigCTLookup
 	}
+	cfg.Flags |= a.serviceConfigFlags()
 	copy(cfg.NICMAC[:], attrs.HardwareAddr)
 	cfg = withHop(cfg, hop)
 	a.configMu.Lock()
@@ -295,6 +303,8 @@ func (a *Agent) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	go a.replayDelQueueEvery(ctx, delQueueInterval)
+	go a.purgeFlows(ctx)
+	go a.writeNamesEvery(ctx, time.Second)
 	defer a.watchNextHop(ctx)()
 	select {
 	case <-ctx.Done():
@@ -314,5 +324,6 @@ func (a *Agent) Serve(ctx context.Context) error {
 // The pinned data path keeps forwarding.
 func (a *Agent) Close() error {
 	a.jobs.waitAll()
+	a.closeServices()
 	return a.dp.Close()
 }

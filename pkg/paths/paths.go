@@ -37,13 +37,19 @@ func (n Node) StateFile() string { return filepath.Join(n.StateDir, "ipam.json")
 // SettingsFile is where the agent records the settings it put in force.
 func (n Node) SettingsFile() string { return filepath.Join(n.StateDir, "settings.json") }
 
+// ServicesFile names the Services' frontend ids (the agent writes it in
+// service mode bpf; debug reads it).
+func (n Node) ServicesFile() string { return filepath.Join(n.StateDir, "services.json") }
+
 // DelQueueDir is where the plugin queues the releases it could not hand to
 // the agent.
 func (n Node) DelQueueDir() string { return filepath.Join(n.StateDir, "del-queue") }
 
 // StateFiles are the files directly under the state dir, in the order a
 // cleanup removes them (the DEL queue is a directory of its own).
-func (n Node) StateFiles() []string { return []string{n.StateFile(), n.SettingsFile()} }
+func (n Node) StateFiles() []string {
+	return []string{n.StateFile(), n.SettingsFile(), n.ServicesFile()}
+}
 
 // MapsDir holds the pinned maps.
 func (n Node) MapsDir() string { return filepath.Join(n.BPFFSRoot, "maps") }

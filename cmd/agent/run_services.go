@@ -1,0 +1,43 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/podvnet/podvnet/pkg/agent"
+)
+
+// servicesFlags say who serves Services on the node, and how.
+type servicesFlags struct {
+	mode, cgroupRoot, podCgroup, natPorts string
+}
+
+func (s *servicesFlags) register(fl *pflag.FlagSet) {
+	fl.StringVar(&s.mode, "service-mode", string(agent.ServiceModeKubeProxy),
+		"who serves Services: kube-proxy (its rules in the kernel; the data path hands Service traffic to the stack) or bpf (the data path itself, without kube-proxy; needs --node-name)")
+	fl.StringVar(&s.cgroupRoot, "cgroup-root", "/run/podvnet/cgroupv2",
+		"a cgroup v2 hierarchy for the socket hooks (with --service-mode bpf); mounted there when none is")
+	fl.StringVar(&s.podCgroup, "pod-cgroup", "auto",
+		"the pods' cgroup under --cgroup-root, where the socket hooks translate every process's Service connections; auto: the kubepods (or kubepods.slice) cgroup the agent's own pod is in")
+	fl.StringVar(&s.natPorts, "service-nat-ports", "61000-65535",
+		"source ports of NodePort traffic SNAT'd to the node (externalTrafficPolicy Cluster), MIN-MAX; keep them out of net.ipv4.ip_local_port_range")
+}
+
+func (s *servicesFlags) parse() (agent.ServiceConfig, error) {
+	c := agent.ServiceConfig{CgroupRoot: s.cgroupRoot, PodCgroup: s.podCgroup}
+	var err error
+	if c.Mode, err = agent.ParseServiceMode(s.mode); err != nil {
+		return c, fmt.Errorf("--service-mode: %w", err)
+	}
+	lo, hi, ok := strings.Cut(s.natPorts, "-")
+	min, err1 := strconv.ParseUint(lo, 10, 16)
+	max, err2 := strconv.ParseUint(hi, 10, 16)
+	if !ok || err1 != nil || err2 != nil || min == 0 || min > max {
+		return c, fmt.Errorf("--service-nat-ports %q: want MIN-MAX, 1 <= MIN <= MAX <= 65535", s.natPorts)
+	}
+	c.NATPortMin, c.NATPortMax = uint16(min), uint16(max)
+	return c, nil
+}

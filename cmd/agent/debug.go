@@ -34,7 +34,7 @@ func newDebugCommand() *cobra.Command {
 	cmd.PersistentFlags().StringVar(&p.StateDir, "state-dir", paths.DefaultStateDir, "the agent's state directory")
 	cmd.AddCommand(newDebugEndpointsCommand(&p), newDebugCountersCommand(&p.BPFFSRoot), newDebugLinksCommand(&p.BPFFSRoot),
 		newDebugMonitorCommand(&p.BPFFSRoot), newDebugConfigCommand(&p), newDebugDoctorCommand(&p), newDebugIPAMCommand(&p),
-		newDebugBlockedCommand(&p.BPFFSRoot))
+		newDebugBlockedCommand(&p.BPFFSRoot), newDebugServicesCommand(&p))
 	return cmd
 }
 

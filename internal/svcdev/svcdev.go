@@ -80,4 +80,3 @@ func Remove() error {
 	}
 	return nil
 }
-

@@ -61,8 +61,8 @@ type Result struct {
 	Remote string `json:"remote,omitempty"`
 	From   string `json:"from,omitempty"`
 	Peer   string `json:"peer,omitempty"`
-	Error string `json:"error,omitempty"`
-	MS    int64  `json:"ms"`
+	Error  string `json:"error,omitempty"`
+	MS     int64  `json:"ms"`
 }
 
 func (r Result) String() string {
@@ -85,6 +85,8 @@ type Flow struct {
 // FlowReport is what a stopped flow saw.
 type FlowReport struct {
 	Flow
+	// Reply is the name of the server that answered (a Service's backend).
+	Reply    string   `json:"reply,omitempty"`
 	Sent     uint64   `json:"sent"`
 	Received uint64   `json:"received"`
 	Missing  []uint64 `json:"missing,omitempty"` // the first few

@@ -116,6 +116,9 @@ func TestFlowsCountEchoes(t *testing.T) {
 		if lossless := rep.Received == rep.Sent && len(rep.Missing) == 0; lossless != tc.lossless {
 			t.Errorf("%s: lossless %v, want %v", rep, lossless, tc.lossless)
 		}
+		if want := map[bool]string{true: "peer", false: ""}[tc.lossless]; rep.Reply != want {
+			t.Errorf("%s: answered by %q, want %q", rep, rep.Reply, want)
+		}
 	}
 }
 

@@ -21,7 +21,7 @@ func (s *servicesFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&s.cgroupRoot, "cgroup-root", "/run/podvnet/cgroupv2",
 		"a cgroup v2 hierarchy for the socket hooks (with --service-mode bpf); mounted there when none is")
 	fl.StringVar(&s.podCgroup, "pod-cgroup", "auto",
-		"the pods' cgroup under --cgroup-root, where the socket hooks translate every process's Service connections; auto: the kubepods (or kubepods.slice) cgroup the agent's own pod is in")
+		"the pods' cgroup under --cgroup-root, where the socket hooks translate every process's Service connections; auto: the kubepods (or kubepods.slice) cgroup the agent's own pod is in; none: no socket hooks (pods' Service packets are translated one by one)")
 	fl.StringVar(&s.natPorts, "service-nat-ports", "61000-65535",
 		"source ports of NodePort traffic SNAT'd to the node (externalTrafficPolicy Cluster), MIN-MAX; keep them out of net.ipv4.ip_local_port_range")
 }

@@ -41,7 +41,8 @@ type ServiceConfig struct {
 	Mode ServiceMode
 	// CgroupRoot is a cgroup v2 hierarchy; the agent mounts one there when
 	// none is. PodCgroup is the pods' cgroup under it, where the socket
-	// hooks attach ("auto": the kubepods cgroup the agent's own pod is in).
+	// hooks attach ("auto": the kubepods cgroup the agent's own pod is in;
+	// "none": no hooks, from_pod translates pods' Service packets).
 	CgroupRoot string
 	PodCgroup  string
 	// CIDR is the Service CIDR: in mode bpf the node's route for it goes to
@@ -140,14 +141,23 @@ func (a *Agent) startServices() (err error) {
 // Service CIDR's route, the Service config; and tells the programs.
 func (a *Agent) startServiceDataPath() error {
 	c := a.cfg.Services
-	dir, err := podCgroupDir(c.CgroupRoot, c.PodCgroup)
-	if err != nil {
-		return err
+	if c.PodCgroup == "none" {
+		// No cgroup v2 holds the pods: from_pod translates their Service
+		// packets instead.
+		if err := loader.DetachSock(a.dp.Root()); err != nil {
+			return err
+		}
+		a.log.Info("no socket hooks (--pod-cgroup none): pods' Service traffic is translated per packet")
+	} else {
+		dir, err := podCgroupDir(c.CgroupRoot, c.PodCgroup)
+		if err != nil {
+			return err
+		}
+		if err := a.dp.AttachSock(dir); err != nil {
+			return err
+		}
+		a.log.Info("socket hooks attached", zap.String("cgroup", dir), zap.Strings("progs", maps.SockPrograms))
 	}
-	if err := a.dp.AttachSock(dir); err != nil {
-		return err
-	}
-	a.log.Info("socket hooks attached", zap.String("cgroup", dir), zap.Strings("progs", maps.SockPrograms))
 	dev, err := svcdev.Ensure(c.CIDR, a.cfg.Pool.Primary)
 	if err != nil {
 		return err

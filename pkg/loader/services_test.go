@@ -384,3 +384,29 @@ func ratio(m map[netip.Addr]int) float64 {
 	}
 	return float64(hi) / float64(lo)
 }
+
+// TestPodToServicePerPacket: a pod's Service packet no socket hook
+// translated (--pod-cgroup none, a raw socket) is translated in from_pod;
+// the remote backend's reply, arriving at the NIC, reaches the pod from the
+// ClusterIP.
+func TestPodToServicePerPacket(t *testing.T) {
+	b := newSvcbed(t)
+	b.service(t, maps.Frontend{Addr: clusterIP, Port: 80, Proto: packet.ProtoTCP, Scope: maps.ScopeInternal}, netip.AddrPortFrom(remote, 8080))
+
+	syn := tcpFrame(podAMAC, hostAMAC, podA, 40000, clusterIP, 80, packet.TCPSyn)
+	out := b.runCounted(t, maps.HookPod, b.podAIdx, syn, actRedirect, maps.ReasonPodToNIC)
+	wantPacket(t, "SYN to the backend", out, podA, 40000, remote, 8080)
+
+	synack := tcpFrame(fabricMA, nicMAC, remote, 8080, podA, 40000, packet.TCPSyn|packet.TCPAck)
+	out = b.runCounted(t, maps.HookNIC, b.nicIdx, synack, actRedirect, maps.ReasonSvcRevXlate)
+	wantPacket(t, "SYN-ACK to the pod", out, clusterIP, 80, podA, 40000)
+	wantMACs(t, "SYN-ACK to the pod", out, podAMAC, hostAMAC)
+
+	// Without the Services flag (kube-proxy mode) the same packet is the
+	// kernel's.
+	cfg, err := b.dp.Maps.Config.Get()
+	must(t, err)
+	cfg.Flags &^= maps.ConfigServices
+	must(t, b.dp.Maps.Config.Set(cfg))
+	b.runCounted(t, maps.HookPod, b.podAIdx, tcpFrame(podAMAC, hostAMAC, podA, 40001, clusterIP, 80, packet.TCPSyn), actOK, maps.ReasonPodToStack)
+}

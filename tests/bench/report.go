@@ -234,9 +234,9 @@ func (r *Results) controlTable() [][]string {
 }
 
 func (r *Results) progTable() [][]string {
-	rows := [][]string{{"program", "path", "conntrack lookup", "ns/packet"}}
+	rows := [][]string{{"program", "path", "services", "conntrack lookup", "ns/packet"}}
 	for _, p := range r.ProgCost {
-		rows = append(rows, []string{p.Program, p.Path, map[bool]string{true: "on", false: "off"}[p.CTLookup], fmtStat(p.NsPerPkt, 0)})
+		rows = append(rows, []string{p.Program, p.Path, map[bool]string{true: "bpf", false: "kube-proxy"}[p.Services], p.Conntrack, fmtStat(p.NsPerPkt, 0)})
 	}
 	return rows
 }

@@ -74,12 +74,14 @@ test: deps vet build cni-plugins images
 
 # The benchmark (docs/benchmarks.md): needs the machine to itself, ~40 min
 # (5 interleaved rounds; BENCH_FLAGS="--rounds N" for more).
-bench: deps build cni-plugins
-	$(GO) run ./tests/bench --bin-dir $(BIN) --cni-bin-dir $(BIN)/cni --markdown docs/benchmarks.md $(BENCH_FLAGS)
+bench: deps build cni-plugins kube
+	$(GO) run ./tests/bench --bin-dir $(BIN) --cni-bin-dir $(BIN)/cni --kube-dir "$$(scripts/kube.sh --dir)" --markdown docs/benchmarks.md $(BENCH_FLAGS)
 
 # One short round of every row: keeps the harness working (make test).
+# The kube row needs `make kube`'s binaries: without them it is skipped,
+# except under CI=true, where it fails.
 bench-smoke: deps build cni-plugins
-	$(GO) run ./tests/bench --bin-dir $(BIN) --cni-bin-dir $(BIN)/cni --smoke > /dev/null
+	$(GO) run ./tests/bench --bin-dir $(BIN) --cni-bin-dir $(BIN)/cni --kube-dir "$$(scripts/kube.sh --dir)" --smoke > /dev/null
 
 # The simulated VNet: two nodes, pods made by the real plugin, traffic over
 # the eBPF path, the debug view; everything removed at the end (or Ctrl-C).

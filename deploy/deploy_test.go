@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/pflag"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/kustomize/api/krusty"
 	kusttypes "sigs.k8s.io/kustomize/api/types"
@@ -28,6 +29,7 @@ import (
 
 	"github.com/podvnet/podvnet/pkg/agent"
 	"github.com/podvnet/podvnet/pkg/install"
+	"github.com/podvnet/podvnet/pkg/kube"
 )
 
 // Host paths the agent needs (docs/operations.md says why for each).
@@ -45,6 +47,8 @@ type objects struct {
 	daemonSets      []*appsv1.DaemonSet
 	configMaps      []*corev1.ConfigMap
 	serviceAccounts []*corev1.ServiceAccount
+	clusterRoles    []*rbacv1.ClusterRole
+	bindings        []*rbacv1.ClusterRoleBinding
 }
 
 // decodeStrict decodes one YAML document into its API type: unknown
@@ -66,8 +70,14 @@ func (o *objects) decodeStrict(doc []byte) error {
 	case "v1/ServiceAccount":
 		sa := &corev1.ServiceAccount{}
 		o.serviceAccounts, into = append(o.serviceAccounts, sa), sa
+	case "rbac.authorization.k8s.io/v1/ClusterRole":
+		r := &rbacv1.ClusterRole{}
+		o.clusterRoles, into = append(o.clusterRoles, r), r
+	case "rbac.authorization.k8s.io/v1/ClusterRoleBinding":
+		b := &rbacv1.ClusterRoleBinding{}
+		o.bindings, into = append(o.bindings, b), b
 	default:
-		// RBAC or anything else is a decision: teach this test about it.
+		// Anything else is a decision: teach this test about it.
 		return fmt.Errorf("unexpected object %s %s", tm.APIVersion, tm.Kind)
 	}
 	return yaml.UnmarshalStrict(doc, into)
@@ -171,12 +181,15 @@ func render(t *testing.T, kdir string) *objects {
 		if err := o.decodeStrict(b); err != nil {
 			t.Fatalf("rendered %s: %v", r.CurId(), err)
 		}
-		if ns := r.GetNamespace(); ns != "kube-system" {
+		if ns := r.GetNamespace(); ns != "kube-system" && !clusterScoped[r.GetKind()] {
 			t.Errorf("%s in namespace %q, want kube-system (system-node-critical, where CNIs live)", r.CurId(), ns)
 		}
 	}
 	return o
 }
+
+// clusterScoped are the kinds deploy/ ships that live in no namespace.
+var clusterScoped = map[string]bool{"ClusterRole": true, "ClusterRoleBinding": true}
 
 // bins returns a directory with podvnet-agent and podvnet: PODVNET_BIN_DIR
 // (make test builds them) or a fresh build.
@@ -252,6 +265,9 @@ func expandArgs(t *testing.T, c corev1.Container, cm *corev1.ConfigMap) []string
 			env[e.Name] = e.Value
 		case e.ValueFrom.ConfigMapKeyRef != nil:
 			ref := e.ValueFrom.ConfigMapKeyRef
+			if cm != nil && ref.Name == cm.Name && !hasKey(cm, ref.Key) && ref.Optional != nil && *ref.Optional {
+				continue // kubelet leaves the variable unset
+			}
 			if cm == nil || ref.Name != cm.Name || !hasKey(cm, ref.Key) {
 				t.Errorf("env %s: ConfigMap %s has no key %s", e.Name, ref.Name, ref.Key)
 				continue
@@ -319,9 +335,9 @@ func (a agentPod) hostMount(t *testing.T, hostPath string) corev1.VolumeMount {
 func loadAgent(t *testing.T, binDir string) (*objects, agentPod) {
 	t.Helper()
 	o := render(t, ".")
-	if len(o.daemonSets) != 1 || len(o.configMaps) != 1 || len(o.serviceAccounts) != 1 {
-		t.Fatalf("rendered %d DaemonSets, %d ConfigMaps, %d ServiceAccounts; want one each",
-			len(o.daemonSets), len(o.configMaps), len(o.serviceAccounts))
+	if len(o.daemonSets) != 1 || len(o.configMaps) != 1 || len(o.serviceAccounts) != 1 || len(o.clusterRoles) != 1 || len(o.bindings) != 1 {
+		t.Fatalf("rendered %d DaemonSets, %d ConfigMaps, %d ServiceAccounts, %d ClusterRoles, %d ClusterRoleBindings; want one each",
+			len(o.daemonSets), len(o.configMaps), len(o.serviceAccounts), len(o.clusterRoles), len(o.bindings))
 	}
 	ds := o.daemonSets[0]
 	if len(ds.Spec.Template.Spec.Containers) != 1 || len(ds.Spec.Template.Spec.InitContainers) != 0 {
@@ -372,8 +388,14 @@ func TestDaemonSet(t *testing.T) {
 		if spec.ServiceAccountName != o.serviceAccounts[0].Name {
 			t.Errorf("serviceAccountName %q, the ServiceAccount is %q", spec.ServiceAccountName, o.serviceAccounts[0].Name)
 		}
-		if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
-			t.Error("a service account token is mounted: the agent calls no Kubernetes API")
+		if spec.AutomountServiceAccountToken == nil || !*spec.AutomountServiceAccountToken {
+			t.Error("no service account token is mounted: the agent's in-cluster config reads it")
+		}
+		if sa := o.serviceAccounts[0]; sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
+			t.Error("the ServiceAccount mounts its token into every pod that names it; only the agent's pod asks for it")
+		}
+		if got := a.flag(t, "node-name"); got != "field:spec.nodeName" {
+			t.Errorf("--node-name is %q, want the downward API's spec.nodeName", got)
 		}
 		if spec.TerminationGracePeriodSeconds == nil || *spec.TerminationGracePeriodSeconds <= 10 {
 			t.Error("terminationGracePeriodSeconds must exceed the agent's 10 s API shutdown")
@@ -545,15 +567,59 @@ func TestDaemonSet(t *testing.T) {
 	})
 }
 
+// TestRBAC: the ClusterRole grants exactly the calls pkg/kube makes
+// (kube.Permissions, which its own test holds to the client's calls), and
+// is bound to the ServiceAccount the agent runs as.
+func TestRBAC(t *testing.T) {
+	o := render(t, ".")
+	if len(o.clusterRoles) != 1 || len(o.bindings) != 1 {
+		t.Fatalf("%d ClusterRoles, %d ClusterRoleBindings; want one each", len(o.clusterRoles), len(o.bindings))
+	}
+	// Every (group, resource, verb) granted, sorted, against those called.
+	var want, got []string
+	for _, p := range kube.Permissions {
+		for _, v := range p.Verbs {
+			want = append(want, p.Group+"/"+p.Resource+" "+v)
+		}
+	}
+	for _, r := range o.clusterRoles[0].Rules {
+		if len(r.ResourceNames) > 0 || len(r.NonResourceURLs) > 0 {
+			t.Errorf("rule %+v: the agent's calls need neither resource names nor URLs", r)
+		}
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				for _, v := range r.Verbs {
+					got = append(got, g+"/"+res+" "+v)
+				}
+			}
+		}
+	}
+	slices.Sort(want)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("the ClusterRole grants %q; the agent calls %q (kube.Permissions)", got, want)
+	}
+	b, sa := o.bindings[0], o.serviceAccounts[0]
+	if b.RoleRef.Kind != "ClusterRole" || b.RoleRef.Name != o.clusterRoles[0].Name {
+		t.Errorf("the binding refers to %s %s, not the ClusterRole %s", b.RoleRef.Kind, b.RoleRef.Name, o.clusterRoles[0].Name)
+	}
+	if len(b.Subjects) != 1 || b.Subjects[0].Kind != "ServiceAccount" || b.Subjects[0].Name != sa.Name || b.Subjects[0].Namespace != sa.Namespace {
+		t.Errorf("the binding's subjects %+v; want the ServiceAccount %s/%s alone", b.Subjects, sa.Namespace, sa.Name)
+	}
+	if ds := o.daemonSets[0]; ds.Spec.Template.Spec.ServiceAccountName != sa.Name {
+		t.Errorf("the agent runs as %q, the binding names %q", ds.Spec.Template.Spec.ServiceAccountName, sa.Name)
+	}
+}
+
 // TestUninstallDaemonSet: deploy/uninstall runs `podvnet-agent cleanup` on
 // every node against exactly what the agent's DaemonSet made.
 func TestUninstallDaemonSet(t *testing.T) {
 	binDir := bins(t)
 	_, a := loadAgent(t, binDir)
 	o := render(t, "uninstall")
-	if len(o.daemonSets) != 1 || len(o.configMaps) != 0 || len(o.serviceAccounts) != 0 {
-		t.Fatalf("rendered %d DaemonSets, %d ConfigMaps, %d ServiceAccounts; want one DaemonSet",
-			len(o.daemonSets), len(o.configMaps), len(o.serviceAccounts))
+	if len(o.daemonSets) != 1 || len(o.configMaps) != 0 || len(o.serviceAccounts) != 0 || len(o.clusterRoles) != 0 {
+		t.Fatalf("rendered %d DaemonSets, %d ConfigMaps, %d ServiceAccounts, %d ClusterRoles; want one DaemonSet",
+			len(o.daemonSets), len(o.configMaps), len(o.serviceAccounts), len(o.clusterRoles))
 	}
 	ds := o.daemonSets[0]
 	spec := ds.Spec.Template.Spec

@@ -16,6 +16,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/podvnet/podvnet/pkg/maps"
+	"github.com/podvnet/podvnet/pkg/node"
+	"github.com/podvnet/podvnet/pkg/paths"
 )
 
 // monitorEvent is one event as `debug monitor -o json` prints it (one JSON
@@ -30,12 +32,16 @@ type monitorEvent struct {
 	Proto   string `json:"proto"`
 	Src     string `json:"src"`
 	Dst     string `json:"dst"`
-	Sport   uint16 `json:"sport,omitempty"`
-	Dport   uint16 `json:"dport,omitempty"`
-	Len     uint32 `json:"len"`
+	// SrcPod and DstPod name the pod (namespace/name) of an address that
+	// is an endpoint of this node.
+	SrcPod string `json:"src_pod,omitempty"`
+	DstPod string `json:"dst_pod,omitempty"`
+	Sport  uint16 `json:"sport,omitempty"`
+	Dport  uint16 `json:"dport,omitempty"`
+	Len    uint32 `json:"len"`
 }
 
-func newDebugMonitorCommand(root *string) *cobra.Command {
+func newDebugMonitorCommand(p *paths.Node) *cobra.Command {
 	var (
 		output  string
 		ipFlag  string
@@ -70,7 +76,7 @@ and prints each event: reason, hook, interface, addresses, protocol, ports.`,
 			if trace {
 				flags |= maps.MonitorTrace
 			}
-			sess, err := maps.OpenMonitor(*root, flags, ip)
+			sess, err := maps.OpenMonitor(p.BPFFSRoot, flags, ip)
 			if err != nil {
 				return err
 			}
@@ -85,6 +91,7 @@ and prints each event: reason, hook, interface, addresses, protocol, ports.`,
 				end = time.Now().Add(timeout)
 			}
 			wallOffset := time.Duration(time.Now().UnixNano()) - maps.Monotonic()
+			pods := &podNames{state: *p}
 			seen := 0
 			renew := time.Now().Add(maps.LeaseTTL / 3)
 			for ctx.Err() == nil && (count == 0 || seen < count) {
@@ -111,7 +118,9 @@ and prints each event: reason, hook, interface, addresses, protocol, ports.`,
 					continue
 				}
 				seen++
-				if err := printEvent(cmd.OutOrStdout(), output, toMonitorEvent(ev, wallOffset)); err != nil {
+				me := toMonitorEvent(ev, wallOffset)
+				me.SrcPod, me.DstPod = pods.name(me.Src), pods.name(me.Dst)
+				if err := printEvent(cmd.OutOrStdout(), output, me); err != nil {
 					return err
 				}
 			}
@@ -190,10 +199,44 @@ func printEvent(w io.Writer, output string, e monitorEvent) error {
 		if e.Sport != 0 || e.Dport != 0 {
 			src, dst = fmt.Sprintf("%s:%d", src, e.Sport), fmt.Sprintf("%s:%d", dst, e.Dport)
 		}
+		if e.SrcPod != "" {
+			src += "[" + e.SrcPod + "]"
+		}
+		if e.DstPod != "" {
+			dst += "[" + e.DstPod + "]"
+		}
 		_, err := fmt.Fprintf(w, "%s %-20s %-8s %s(%d) %s -> %s %s %dB\n",
 			e.Time, e.Reason, e.Hook, e.IfName, e.Ifindex, src, dst, e.Proto, e.Len)
 		return err
 	default:
 		return fmt.Errorf("-o %q: want table or json", output)
 	}
+}
+
+// podNames names the pods of this node's endpoints from the state file,
+// read again when it changed (at most once a second): pods come and go
+// while a monitor runs.
+type podNames struct {
+	state   paths.Node
+	byIP    map[string]string
+	modTime time.Time
+	checked time.Time
+}
+
+// name is the pod (namespace/name) holding ip, or "".
+func (n *podNames) name(ip string) string {
+	if time.Since(n.checked) > time.Second {
+		n.checked = time.Now()
+		if fi, err := os.Stat(n.state.StateFile()); err == nil && !fi.ModTime().Equal(n.modTime) {
+			if st, err := node.ReadState(n.state); err == nil {
+				n.modTime, n.byIP = fi.ModTime(), map[string]string{}
+				for _, al := range st.Allocations {
+					if al.PodName != "" {
+						n.byIP[al.IP.String()] = al.PodNamespace + "/" + al.PodName
+					}
+				}
+			}
+		}
+	}
+	return n.byIP[ip]
 }

@@ -14,7 +14,7 @@ var layers = [][]string{
 	{"cmd/agent", "cmd/plugin"},
 	{"pkg/agent", "pkg/node", "pkg/install"},
 	{"pkg/cni", "pkg/loader", "pkg/snat", "pkg/nexthop"},
-	{"pkg/agentapi", "pkg/ipam", "pkg/ipplan", "pkg/platform", "pkg/settings", "internal/podroute", "internal/svcdev"},
+	{"pkg/agentapi", "pkg/ipam", "pkg/ipplan", "pkg/platform", "pkg/settings", "pkg/kube", "internal/podroute", "internal/svcdev"},
 	{"pkg/services"},
 	{"pkg/maps", "internal/atomicfile", "internal/strictjson", "internal/netlinkdump", "internal/nettest", "internal/packet"},
 	{"pkg/paths"},
@@ -54,5 +54,35 @@ func TestPackagesImportDownward(t *testing.T) {
 				t.Errorf("%s imports %s, a package of its own layer or above", pkg, dep)
 			}
 		}
+	}
+}
+
+// TestOnlyKubeImportsKubernetes: pkg/kube is the agent's one client of the
+// API server; every other package (tests of the cluster and of deploy/
+// aside) sees its plain Go views, never client-go or the API types, so
+// that the data path cannot grow a dependency on the API server's objects.
+func TestOnlyKubeImportsKubernetes(t *testing.T) {
+	const module = "github.com/podvnet/podvnet/"
+	out, err := exec.Command("go", "list", "-f",
+		`{{.ImportPath}} {{join .Imports " "}} {{join .TestImports " "}} {{join .XTestImports " "}}`, module+"...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	checked := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		fields := strings.Fields(line)
+		pkg := strings.TrimPrefix(fields[0], module)
+		if pkg == "pkg/kube" || strings.HasPrefix(pkg, "tests/") || pkg == "deploy" {
+			continue
+		}
+		checked++
+		for _, imp := range fields[1:] {
+			if strings.HasPrefix(imp, "k8s.io/") || strings.HasPrefix(imp, "sigs.k8s.io/") {
+				t.Errorf("%s imports %s: only pkg/kube talks to Kubernetes", pkg, imp)
+			}
+		}
+	}
+	if checked < 10 {
+		t.Fatalf("checked only %d packages: is the go list output what the test expects?\n%s", checked, out)
 	}
 }

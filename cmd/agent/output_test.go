@@ -55,12 +55,13 @@ func TestDebugOutputs(t *testing.T) {
 		{Check: "endpoint 10.240.0.5", Detail: "no route 10.240.0.5/32 dev pv11b6102fc642", Fix: "ip route replace 10.240.0.5/32 dev pv11b6102fc642"},
 	}
 	endpoints := []endpointRow{
-		{IP: "10.240.0.5", PodNamespace: "default", PodName: "web-0", ContainerID: "0123456789abcdef0123", Ifindex: 5,
+		{IP: "10.240.0.5", PodNamespace: "default", PodName: "web-0", PodUID: "6f1c2d5e-0b7a-4f7e-9d1a-2c3b4d5e6f70",
+			Labels: map[string]string{"app": "web", "app.kubernetes.io/part-of": "shop"}, ContainerID: "0123456789abcdef0123", Ifindex: 5,
 			IfName: "pv11b6102fc642", PodMAC: "02:0a:4d:cd:a2:e1", HostMAC: "d6:fc:a6:0a:bf:92"},
-		{IP: "10.240.0.6", Ifindex: 6, IfName: "(gone)", PodMAC: "76:69:8e:1e:d3:f0", HostMAC: "aa:71:61:6c:cc:5f", Flags: 1},
+		{IP: "10.240.0.6", Labels: map[string]string{}, Ifindex: 6, IfName: "(gone)", PodMAC: "76:69:8e:1e:d3:f0", HostMAC: "aa:71:61:6c:cc:5f", Flags: 1},
 	}
 	event := monitorEvent{Time: "12:00:00.000001", Reason: "drop_spoofed_ip", Verdict: "drop", Hook: "from_pod", Ifindex: 5,
-		IfName: "pv11b6102fc642", Proto: "udp", Src: "10.240.0.6", Dst: "10.240.0.36", Sport: 40000, Dport: 9100, Len: 64}
+		IfName: "pv11b6102fc642", Proto: "udp", Src: "10.240.0.6", SrcPod: "default/web-0", Dst: "10.240.0.36", Sport: 40000, Dport: 9100, Len: 64}
 
 	for _, output := range []string{"table", "json"} {
 		var b bytes.Buffer

@@ -16,6 +16,7 @@ import (
 	"github.com/podvnet/podvnet/pkg/agent"
 	"github.com/podvnet/podvnet/pkg/ipam"
 	"github.com/podvnet/podvnet/pkg/ipplan"
+	"github.com/podvnet/podvnet/pkg/kube"
 	"github.com/podvnet/podvnet/pkg/loader"
 	"github.com/podvnet/podvnet/pkg/nexthop"
 	"github.com/podvnet/podvnet/pkg/paths"
@@ -43,6 +44,7 @@ type runFlags struct {
 	logLevel    string
 	logFormat   string
 	cni         cniFlags
+	kube        kubeFlags
 }
 
 func newRunCommand() *cobra.Command {
@@ -79,6 +81,7 @@ func newRunCommand() *cobra.Command {
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "console", "console or json")
 	f.cni.register(fl)
+	f.kube.register(fl)
 	return cmd
 }
 
@@ -136,14 +139,29 @@ func runAgent(ctx context.Context, f *runFlags) error {
 	cfg.Ready = agent.NewReadiness("learning the pool from " + src.String())
 	ctx, failed := context.WithCancelCause(ctx)
 	defer failed(nil)
+	// installed is closed once the CNI config is in place: the node's
+	// network is ready only then.
+	installed := make(chan struct{})
 	if inst != nil {
 		go func() {
 			if err := installWhenReady(ctx, inst, cfg.Ready, log); err != nil {
 				failed(err)
+				return
 			}
+			close(installed)
 		}()
+	} else {
+		close(installed)
 	}
 	cfg.Metrics = agent.NewMetrics(version, commit)
+	kc, err := f.kube.client(f.paths, cfg.Metrics, cfg.Ready, log)
+	if err != nil {
+		return err
+	}
+	if kc != nil {
+		defer kc.Close()
+		cfg.Events = kc
+	}
 	if f.metricsAddr != "" {
 		srv, err := agent.ServeHTTP(f.metricsAddr, cfg.Metrics, cfg.Ready)
 		if err != nil {
@@ -179,6 +197,16 @@ func runAgent(ctx context.Context, f *runFlags) error {
 	defer a.Close()
 
 	go a.WatchPool(ctx, src, f.refresh)
+	var nicChanged func()
+	if kc != nil {
+		kc.OnNode(func(n kube.Node) { a.SetKubeletMaxPods(n.AllocatablePods) })
+		kc.Start(ctx)
+		go reportNetwork(ctx, cfg.Ready, installed, kc)
+		// Connections to the API server went with the NIC (or go
+		// through another interface now): new ones, at once.
+		nicChanged = kc.CloseConnections
+	}
+	go a.WatchNIC(ctx, nicChanged)
 	if err := a.Serve(ctx); err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/utils/sysctl"
@@ -54,6 +55,10 @@ type Config struct {
 	// Version is the agent's build version, recorded in the settings file.
 	Version string
 
+	// Events, when set, receives warnings for the cluster (Events on the
+	// Node): the pool exhausted or withdrawn, kubelet's max-pods too high.
+	Events Events
+
 	// Metrics and Ready, when set, receive the agent's metrics and its
 	// readiness (they outlive New, which may wait for the NIC).
 	Metrics *Metrics
@@ -69,7 +74,10 @@ type Agent struct {
 	log   *zap.Logger
 	dp    *loader.Datapath
 	alloc *ipam.Allocator
-	nic   netlink.Link
+	nic   netlink.Link // guarded by mu once the NIC watch runs
+	// nicIndex is nic's index, for the NIC watch to compare every link
+	// update with, without waiting for mu.
+	nicIndex atomic.Int64
 
 	// mu serialises changes to endpoints (ADD, DEL, reconcile); lookups of
 	// the allocator are safe without it.
@@ -81,6 +89,16 @@ type Agent struct {
 	// configMu serialises writes of the config map; config is what it holds.
 	configMu sync.Mutex
 	config   maps.Config
+
+	// nexthopMu guards the next hop's watch: its stop, and whether the
+	// agent has stopped it for good.
+	nexthopMu   sync.Mutex
+	nexthopStop func()
+	nexthopDone bool
+
+	maxPodsMu      sync.Mutex
+	kubeletMaxPods int    // the Node's allocatable pods; 0 unknown
+	maxPodsWarned  [2]int // the (kubelet, limit) pair last warned of
 
 	svc *serviceState
 }
@@ -116,6 +134,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Agent, err error)
 		log.Warn("replaced a pinned map of another podvnet release; its entries are rebuilt", zap.String("map", r))
 	}
 	a := &Agent{cfg: cfg, log: log, dp: dp, alloc: alloc, nic: nic, ready: cfg.Ready, metrics: cfg.Metrics, jobs: newHostJobs()}
+	a.nicIndex.Store(int64(nic.Attrs().Index))
 	defer func() {
 		if err != nil {
 			dp.Close()
@@ -248,7 +267,7 @@ func (a *Agent) prepareNode() error {
 // and the no-SNAT ranges.
 func (a *Agent) writeConfigMaps() error {
 	attrs := a.nic.Attrs()
-	hop := a.readNextHop()
+	hop := a.readNextHop(a.nic)
 	cfg := maps.Config{
 		NICIfindex: uint32(attrs.Index),
 		NodeIP:     a.cfg.Pool.Primary.As4(),
@@ -305,7 +324,11 @@ func (a *Agent) Serve(ctx context.Context) error {
 	go a.replayDelQueueEvery(ctx, delQueueInterval)
 	go a.purgeFlows(ctx)
 	go a.writeNamesEvery(ctx, time.Second)
-	defer a.watchNextHop(ctx)()
+	a.mu.Lock()
+	nic := a.nic
+	a.mu.Unlock()
+	a.startNextHop(ctx, nic)
+	defer a.stopNextHop()
 	select {
 	case <-ctx.Done():
 	case err := <-errc:

@@ -79,7 +79,7 @@ func (a *Agent) Add(ctx context.Context, req agentapi.AddRequest) (_ agentapi.Ad
 			a.log.Error("release after failed ADD", zap.String("ip", ip.String()), zap.Error(rerr))
 		}
 	}()
-	al, err := a.alloc.Allocate(key, ipam.Owner{
+	al, err := a.allocate(key, ipam.Owner{
 		PodNamespace: req.PodNamespace, PodName: req.PodName, PodUID: req.PodUID,
 		Netns: req.Netns, HostIfName: req.HostIfName, PodMAC: podMAC.String(), Shaped: req.Shaped,
 	})
@@ -110,6 +110,16 @@ func (a *Agent) Add(ctx context.Context, req agentapi.AddRequest) (_ agentapi.Ad
 		HostMAC: host.Attrs().HardwareAddr.String(),
 		MTU:     a.mtu(),
 	}, nil
+}
+
+// allocate returns key's address, allocating one if it has none; a pool
+// with none left is also a warning to the cluster, naming the pod.
+func (a *Agent) allocate(key ipam.Key, o ipam.Owner) (ipam.Allocation, error) {
+	al, err := a.alloc.Allocate(key, o)
+	if errors.Is(err, ipam.ErrPoolExhausted) {
+		a.warn(ReasonPoolExhausted, fmt.Sprintf("no pod address for %s: %v", podName(ipam.Allocation{Key: key, Owner: o}), err))
+	}
+	return al, err
 }
 
 // restoreEndpoint wires the endpoint and attaches from_pod at once. Each

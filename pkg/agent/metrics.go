@@ -100,7 +100,25 @@ func (m *Metrics) registerAgent(a *Agent) {
 		pool("free", func() float64 { return float64(a.alloc.Free()) }),
 		pool("withdrawn", func() float64 { return float64(len(a.alloc.Withdrawn())) }),
 		&datapathCollector{counters: a.dp.Maps.Counters},
+		endpointCollector{alloc: a.alloc},
 	)
+}
+
+// endpointCollector names the pod of every endpoint on each scrape, the
+// join key for anything measured per pod IP. Kubernetes labels stay out:
+// they would multiply the series.
+type endpointCollector struct{ alloc *ipam.Allocator }
+
+var endpointInfoDesc = prometheus.NewDesc("podvnet_endpoint_info",
+	"One per endpoint of this node: its IP and its pod's namespace and name (empty when the runtime passed none).",
+	[]string{"ip", "namespace", "pod"}, nil)
+
+func (c endpointCollector) Describe(ch chan<- *prometheus.Desc) { ch <- endpointInfoDesc }
+
+func (c endpointCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, al := range c.alloc.List() {
+		ch <- prometheus.MustNewConstMetric(endpointInfoDesc, prometheus.GaugeValue, 1, al.IP.String(), al.PodNamespace, al.PodName)
+	}
 }
 
 // datapathCollector reads the per-CPU counters map on each scrape.

@@ -37,6 +37,11 @@ func (n Node) StateFile() string { return filepath.Join(n.StateDir, "ipam.json")
 // SettingsFile is where the agent records the settings it put in force.
 func (n Node) SettingsFile() string { return filepath.Join(n.StateDir, "settings.json") }
 
+// PodsFile is this node's pods as the API server last showed them
+// (namespace, name, UID, labels): the agent writes it, `debug endpoints`
+// reads it while the agent is down.
+func (n Node) PodsFile() string { return filepath.Join(n.StateDir, "pods.json") }
+
 // ServicesFile names the Services' frontend ids (the agent writes it in
 // service mode bpf; debug reads it).
 func (n Node) ServicesFile() string { return filepath.Join(n.StateDir, "services.json") }
@@ -48,7 +53,7 @@ func (n Node) DelQueueDir() string { return filepath.Join(n.StateDir, "del-queue
 // StateFiles are the files directly under the state dir, in the order a
 // cleanup removes them (the DEL queue is a directory of its own).
 func (n Node) StateFiles() []string {
-	return []string{n.StateFile(), n.SettingsFile(), n.ServicesFile()}
+	return []string{n.StateFile(), n.SettingsFile(), n.PodsFile(), n.ServicesFile()}
 }
 
 // MapsDir holds the pinned maps.

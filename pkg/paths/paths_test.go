@@ -12,6 +12,7 @@ func TestLayoutIsStable(t *testing.T) {
 	for got, want := range map[string]string{
 		n.StateFile():              "/var/lib/podvnet/ipam.json",
 		n.SettingsFile():           "/var/lib/podvnet/settings.json",
+		n.PodsFile():               "/var/lib/podvnet/pods.json",
 		n.ServicesFile():           "/var/lib/podvnet/services.json",
 		n.DelQueueDir():            "/var/lib/podvnet/del-queue",
 		n.Socket:                   "/run/podvnet/agent.sock",
@@ -25,7 +26,8 @@ func TestLayoutIsStable(t *testing.T) {
 			t.Errorf("%s, want %s", got, want)
 		}
 	}
-	if got := n.StateFiles(); len(got) != 3 || got[0] != n.StateFile() || got[1] != n.SettingsFile() || got[2] != n.ServicesFile() {
+	if got := n.StateFiles(); len(got) != 4 || got[0] != n.StateFile() || got[1] != n.SettingsFile() || got[2] != n.PodsFile() ||
+		got[3] != n.ServicesFile() {
 		t.Errorf("StateFiles() = %v", got)
 	}
 }

@@ -4,9 +4,7 @@
 package settings
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/podvnet/podvnet/internal/atomicfile"
@@ -38,23 +36,15 @@ type Settings struct {
 
 // Write replaces the node's record with s, atomically.
 func Write(n paths.Node, s Settings) error {
-	b, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode agent settings: %w", err)
-	}
-	return atomicfile.WriteFile(n.SettingsFile(), append(b, '\n'), 0o600)
+	return atomicfile.WriteJSON(n.SettingsFile(), s, 0o600)
 }
 
 // Read reads what the last agent on the node put in force. Fields a newer
 // agent added are ignored: the reader may be older than the writer.
 func Read(n paths.Node) (*Settings, error) {
-	b, err := os.ReadFile(n.SettingsFile())
-	if err != nil {
-		return nil, fmt.Errorf("read agent settings: %w", err)
-	}
 	var s Settings
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("parse %s: %w", n.SettingsFile(), err)
+	if err := atomicfile.ReadJSON(n.SettingsFile(), &s); err != nil {
+		return nil, fmt.Errorf("read agent settings: %w", err)
 	}
 	return &s, nil
 }

@@ -19,7 +19,15 @@ import (
 	"time"
 
 	"github.com/podvnet/podvnet/internal/nettest"
+	"github.com/podvnet/podvnet/tests/cluster"
 )
+
+// isSet says whether the command line set the flag.
+func isSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
 
 func main() {
 	if err := run(); err != nil {
@@ -41,6 +49,9 @@ func run() error {
 		markdown  = flag.String("markdown", "", "also write the report as markdown to this file (docs/benchmarks.md)")
 		agentArgs = flag.String("agent-args", "", "extra flags for podvnet-agent run, space-separated (e.g. \"--attach-mode legacy\")")
 		profOnly  = flag.Bool("profile-only", false, "only profile the sender's CPU during a UDP flood across nodes, for each path of --paths side by side, over --rounds interleaved rounds (e.g. --profiles bare --paths ptp,podvnet); nothing else is measured")
+		phases    = flag.String("phases", "data,progcost,kube", "what to measure: data (data and control path, per --profiles), progcost (per-packet program cost), kube (the agent's memory with --kube-pods pods in an API server)")
+		kubeDirs  = flag.String("kube-dir", "", "the Kubernetes binaries of the kube phase (scripts/kube.sh --dir when empty)")
+		kubePods  = flag.Int("kube-pods", 5000, "Pod objects in the API server for the kube phase, most on other nodes (500 with --smoke)")
 	)
 	flag.Parse()
 	if os.Geteuid() != 0 {
@@ -53,6 +64,28 @@ func run() error {
 	}
 	if *smoke {
 		*rounds, *dur = 1, time.Second
+		if !isSet("kube-pods") {
+			*kubePods = 500
+		}
+	}
+	phase := map[string]bool{}
+	for _, p := range strings.Split(*phases, ",") {
+		switch p {
+		case "data", "progcost", "kube":
+			phase[p] = true
+		default:
+			return fmt.Errorf("--phases: %q is not data, progcost or kube", p)
+		}
+	}
+	if phase["kube"] {
+		*kubeDirs = kubeDir(*kubeDirs)
+		if err := cluster.CheckControlPlane(*kubeDirs); err != nil {
+			if os.Getenv("CI") == "true" {
+				return fmt.Errorf("the kube phase needs the Kubernetes binaries (make kube), and CI=true forbids skipping it: %w", err)
+			}
+			fmt.Fprintf(os.Stderr, "bench: kube phase skipped: %v (make kube)\n", err)
+			delete(phase, "kube")
+		}
 	}
 	if *rounds < 1 {
 		return fmt.Errorf("--rounds %d: want at least 1", *rounds)
@@ -91,6 +124,9 @@ func run() error {
 		}
 	}
 	for _, profile := range strings.Split(*profiles, ",") {
+		if !phase["data"] {
+			break
+		}
 		if profile != "bare" && profile != "loaded" {
 			return fmt.Errorf("--profiles: %q is not bare or loaded", profile)
 		}
@@ -108,10 +144,20 @@ func run() error {
 		}
 		return b.res.writeProfiles(os.Stdout, *output)
 	}
-	b.execCosts()
-	b.logf("per-packet program cost")
-	if err := b.progCost(); err != nil {
-		return err
+	if phase["data"] {
+		b.execCosts()
+	}
+	if phase["progcost"] {
+		b.logf("per-packet program cost")
+		if err := b.progCost(); err != nil {
+			return err
+		}
+	}
+	if phase["kube"] {
+		b.logf("the agent's memory with %d pods in the API server", *kubePods)
+		if err := b.kubePhase(ctx, *kubeDirs, *kubePods); err != nil {
+			return fmt.Errorf("kube phase: %w", err)
+		}
 	}
 	b.res.compare()
 	b.res.evaluate()

@@ -27,6 +27,7 @@ type Results struct {
 	ExecMS          map[string]float64 `json:"exec_ms"` // median time to start each plugin binary (VERSION)
 	AgentRSSMiB     float64            `json:"agent_rss_mib_30_endpoints"`
 	AgentPeakRSSMiB float64            `json:"agent_peak_rss_mib"`
+	Kube            *KubeMemory        `json:"agent_memory_with_api,omitempty"`
 	ProgCost        []ProgCostRow      `json:"program_cost"`
 	Profiles        []Profile          `json:"profiles"`
 	Targets         []Target           `json:"targets"`
@@ -177,6 +178,10 @@ func (r *Results) evaluate() {
 	if r.AgentRSSMiB > 0 {
 		r.Targets = append(r.Targets, target("agent steady RSS, 30 endpoints", "<= 40 MiB", r.AgentRSSMiB, "MiB", r.AgentRSSMiB <= 40, 40))
 	}
+	if k := r.Kube; k != nil {
+		r.Targets = append(r.Targets, target(fmt.Sprintf("agent steady RSS, %s Pods in the API", thousands(k.PodsInAPI)), "<= 60 MiB",
+			k.RSSMiB, "MiB", k.RSSMiB <= 60, 60))
+	}
 }
 
 // fmtStat is a row's metric: the median, and over several rounds the
@@ -262,6 +267,26 @@ func (t Target) got() string {
 
 func f1(x float64) string { return fmt.Sprintf("%.1f", x) }
 
+// kubeMemory is the sentence on the agent's memory as an API client, empty
+// when not measured.
+func (r *Results) kubeMemory() string {
+	k := r.Kube
+	if k == nil {
+		return ""
+	}
+	return fmt.Sprintf("agent RSS with %s Pod objects in the API server (%d of them on its node, each an endpoint; the rest on %d other nodes): %.1f MiB (peak %.1f MiB)",
+		thousands(k.PodsInAPI), k.LocalPods, k.Nodes-1, k.RSSMiB, k.PeakRSSMiB)
+}
+
+// thousands writes n with a comma every three digits (5,000).
+func thousands(n int) string {
+	s := fmt.Sprint(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
 func printTable(w io.Writer, rows [][]string) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for i, r := range rows {
@@ -285,16 +310,25 @@ func markdownTable(w io.Writer, rows [][]string) {
 }
 
 func (r *Results) writeText(w io.Writer) {
-	fmt.Fprintf(w, "\nData path (%d rounds of %ds; median (min-max) ±median absolute deviation):\n", r.Rounds, r.Seconds)
-	printTable(w, r.dataTable())
-	fmt.Fprintln(w, "\nRatios, paired round by round (median (min-max) of the rounds' ratios):")
-	printTable(w, r.ratioTable())
-	fmt.Fprintln(w, "\nControl path (CNI through libcni with the real binaries):")
-	printTable(w, r.controlTable())
-	fmt.Fprintf(w, "first ADD after agent start: %.1f ms; agent RSS with 30 endpoints: %.1f MiB (peak %.1f MiB)\n",
-		r.FirstAddMS, r.AgentRSSMiB, r.AgentPeakRSSMiB)
-	fmt.Fprintln(w, "\nPer-packet program cost (BPF_PROG_TEST_RUN, kernel-timed):")
-	printTable(w, r.progTable())
+	if len(r.Data) > 0 {
+		fmt.Fprintf(w, "\nData path (%d rounds of %ds; median (min-max) ±median absolute deviation):\n", r.Rounds, r.Seconds)
+		printTable(w, r.dataTable())
+		fmt.Fprintln(w, "\nRatios, paired round by round (median (min-max) of the rounds' ratios):")
+		printTable(w, r.ratioTable())
+	}
+	if len(r.Control) > 0 {
+		fmt.Fprintln(w, "\nControl path (CNI through libcni with the real binaries):")
+		printTable(w, r.controlTable())
+		fmt.Fprintf(w, "first ADD after agent start: %.1f ms; agent RSS with 30 endpoints: %.1f MiB (peak %.1f MiB)\n",
+			r.FirstAddMS, r.AgentRSSMiB, r.AgentPeakRSSMiB)
+	}
+	if s := r.kubeMemory(); s != "" {
+		fmt.Fprintln(w, "\n"+s)
+	}
+	if len(r.ProgCost) > 0 {
+		fmt.Fprintln(w, "\nPer-packet program cost (BPF_PROG_TEST_RUN, kernel-timed):")
+		printTable(w, r.progTable())
+	}
 	r.writeProfileText(w)
 	fmt.Fprintln(w, "\nTargets:")
 	printTable(w, r.targetTable())

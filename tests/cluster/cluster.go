@@ -58,6 +58,10 @@ type Options struct {
 	// KubeletFlags are added to every kubelet's command line, e.g.
 	// --register-with-taints=podvnet.io/agent-not-ready:NoSchedule.
 	KubeletFlags []string
+	// BinDir holds podvnet-agent and podvnet, for agents a caller runs on
+	// the VNet's nodes by hand (vnet.Node.StartAgent) rather than as the
+	// DaemonSet's pods.
+	BinDir string
 	// Log receives progress lines; default none.
 	Log io.Writer
 }
@@ -82,8 +86,11 @@ type Cluster struct {
 	closeErr    error
 }
 
-// Binaries the cluster runs from KubeDir.
-var kubeBinaries = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl"}
+// Binaries the cluster runs from KubeDir; NewControlPlane the first two.
+var (
+	kubeBinaries         = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl"}
+	controlPlaneBinaries = kubeBinaries[:2]
+)
 
 // Tools the nodes run from the host.
 var hostTools = []string{"containerd", "containerd-shim-runc-v2", "runc", "ctr", "nsenter", "unshare", "mount", "nft"}
@@ -108,11 +115,32 @@ func CheckPrerequisites(kubeDir string) error {
 	return nil
 }
 
+// CheckControlPlane says what NewControlPlane misses: etcd and the API
+// server (scripts/kube.sh).
+func CheckControlPlane(kubeDir string) error {
+	for _, b := range controlPlaneBinaries {
+		if _, err := os.Stat(filepath.Join(kubeDir, b)); err != nil {
+			return fmt.Errorf("missing: %s (scripts/kube.sh)", filepath.Join(kubeDir, b))
+		}
+	}
+	return nil
+}
+
 // New brings a cluster up: the VNet, the control plane, and every node with
 // containerd and kubelet (and kube-proxy unless KubeProxy is "none"). The
 // nodes are registered but not Ready: no CNI is installed (Install). On
 // error everything built so far is removed.
-func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
+func New(ctx context.Context, opts Options) (*Cluster, error) { return build(ctx, opts, true) }
+
+// NewControlPlane brings up the VNet, whose nodes are bare namespaces (no
+// containerd, kubelet or Node object), and etcd and an API server alone:
+// for agents run by hand against a real API server, with the Nodes and
+// Pods the caller creates (the benchmark's 5,000 pods).
+func NewControlPlane(ctx context.Context, opts Options) (*Cluster, error) {
+	return build(ctx, opts, false)
+}
+
+func build(ctx context.Context, opts Options, full bool) (_ *Cluster, err error) {
 	if opts.Nodes == 0 {
 		opts.Nodes = 2
 	}
@@ -133,7 +161,11 @@ func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	default:
 		return nil, fmt.Errorf("KubeProxy %q: want nftables, iptables or none", opts.KubeProxy)
 	}
-	if err := CheckPrerequisites(opts.KubeDir); err != nil {
+	if full {
+		if err := CheckPrerequisites(opts.KubeDir); err != nil {
+			return nil, err
+		}
+	} else if err := CheckControlPlane(opts.KubeDir); err != nil {
 		return nil, err
 	}
 	if err := CleanupStale(); err != nil {
@@ -148,19 +180,25 @@ func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	step := func(format string, args ...any) { fmt.Fprintf(opts.Log, format+"\n", args...) }
 	start := time.Now()
 
-	if c.images, err = c.imageTarballs(ctx); err != nil {
-		return nil, err
+	if full {
+		if c.images, err = c.imageTarballs(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if c.pki, err = newPKI(filepath.Join(c.dir, "pki")); err != nil {
 		return nil, err
 	}
 	step("VNet %s: fabric, %d nodes, wireserver (prefix %s)", vnet.Subnet, opts.Nodes, opts.Prefix)
 	if c.VNet, err = vnet.New(vnet.Options{Prefix: opts.Prefix, Nodes: opts.Nodes, PerNode: 30,
-		WorkDir: filepath.Join(c.dir, "vnet"), IPAMSource: "nmagent"}); err != nil {
+		WorkDir: filepath.Join(c.dir, "vnet"), IPAMSource: "nmagent", BinDir: opts.BinDir}); err != nil {
 		return nil, err
 	}
-	step("control plane at %s: etcd, kube-apiserver, kube-controller-manager, kube-scheduler", APIServerIP)
-	if err := c.startControlPlane(); err != nil {
+	if full {
+		step("control plane at %s: etcd, kube-apiserver, kube-controller-manager, kube-scheduler", APIServerIP)
+	} else {
+		step("control plane at %s: etcd, kube-apiserver", APIServerIP)
+	}
+	if err := c.startControlPlane(full); err != nil {
 		return nil, err
 	}
 	if c.RESTConfig, err = c.restConfig(); err != nil {
@@ -168,6 +206,10 @@ func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	if c.Client, err = kubernetes.NewForConfig(c.RESTConfig); err != nil {
 		return nil, err
+	}
+	if !full {
+		step("control plane up in %s", time.Since(start).Round(time.Second))
+		return c, nil
 	}
 	// kubelet changes kernel settings of the whole machine.
 	if err := recordSysctls(); err != nil {

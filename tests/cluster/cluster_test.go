@@ -18,13 +18,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/podvnet/podvnet/internal/nettest"
+	"github.com/podvnet/podvnet/pkg/kube"
 	"github.com/podvnet/podvnet/tests/cluster"
 	"github.com/podvnet/podvnet/tests/cluster/probe"
 	"github.com/podvnet/podvnet/tests/e2e/vnet"
@@ -111,7 +110,10 @@ func requireCluster(t *testing.T) *cluster.Cluster {
 		}
 		// PODVNET_KUBE_PROXY=iptables|none runs the suite with another
 		// kube-proxy mode than nftables, or without kube-proxy.
-		opts := cluster.Options{Repo: abs, WorkDir: shared.work, KubeDir: dir, Log: testLog{}, KubeProxy: os.Getenv("PODVNET_KUBE_PROXY")}
+		opts := cluster.Options{Repo: abs, WorkDir: shared.work, KubeDir: dir, Log: testLog{}, KubeProxy: os.Getenv("PODVNET_KUBE_PROXY"),
+			// As docs/operations.md tells operators: the scheduler keeps
+			// pods off a node until its agent has the network in place.
+			KubeletFlags: cluster.KubeletFlags}
 		if b := os.Getenv("PODVNET_BIN_DIR"); b != "" {
 			opts.CNIBinDir = filepath.Join(b, "cni")
 			if _, err := os.Stat(filepath.Join(b, "images")); err == nil {
@@ -249,6 +251,7 @@ func reach(t *testing.T, c *cluster.Cluster, from *corev1.Pod, want map[probe.Ta
 func TestInstallTurnsNodesReady(t *testing.T) {
 	c := requireCluster(t)
 	cx := ctx(t, 10*time.Minute)
+	var early *corev1.Pod
 	if !shared.installed {
 		nodes, err := c.Client.CoreV1().Nodes().List(cx, metav1.ListOptions{})
 		if err != nil {
@@ -258,9 +261,38 @@ func TestInstallTurnsNodesReady(t *testing.T) {
 			if cond := cluster.NodeCondition(&n, corev1.NodeReady); cond == nil || cond.Status == corev1.ConditionTrue || !strings.Contains(cond.Message, "network") {
 				t.Errorf("%s before podvnet: Ready condition %+v; want not ready for want of a network plugin", n.Name, cond)
 			}
+			if !cluster.HasNotReadyTaint(&n) {
+				t.Errorf("%s before podvnet: taints %+v; kubelet registers it with %s", n.Name, n.Spec.Taints, kube.NotReadyTaint)
+			}
 		}
+		// A pod created before any node's network is ready, tolerating
+		// every taint but podvnet's, stays unscheduled until an agent
+		// removes it.
+		// The default ServiceAccount, which admission wants, comes a moment
+		// after the controller manager starts.
+		var lastErr error
+		if err := eventually(time.Minute, func() bool {
+			early, lastErr = c.Client.CoreV1().Pods("default").Create(cx, untaintedOnlyPod("early", ""), metav1.CreateOptions{})
+			return lastErr == nil
+		}); err != nil {
+			t.Fatalf("create a pod: %v", lastErr)
+		}
+		t.Cleanup(func() { deletePod(t, c, early.Name) })
+		var names []string
+		for _, n := range c.Nodes {
+			names = append(names, n.Name)
+		}
+		waitUnschedulable(t, c, early.Name, names...)
 	}
 	c = installed(t)
+	for _, n := range c.Nodes {
+		waitNode(t, c, n.Name, "taint removed, NetworkUnavailable False", cluster.NodeNetworkReady)
+	}
+	if early != nil {
+		if _, err := c.WaitPodsReady(cx, "default", "app=early", 1, 3*time.Minute); err != nil {
+			t.Errorf("the pod created before the agents were ready: %v", err)
+		}
+	}
 
 	pods, err := c.Client.CoreV1().Pods("kube-system").List(cx, metav1.ListOptions{LabelSelector: cluster.AgentSelector})
 	if err != nil {
@@ -625,97 +657,5 @@ func TestRolloutRestartLosesNothing(t *testing.T) {
 	}
 	if got, want := ips(now), ips(pods); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("pods and IPs after the rollout %v; before %v", got, want)
-	}
-}
-
-// TestUninstallLeavesNodesClean runs last: the steps of docs/operations.md
-// (workloads drained, kubectl delete -k deploy/, apply -k deploy/uninstall/,
-// its rollout, delete -k deploy/uninstall/) leave each node as the page
-// says: no conflist, no programs, pins, nftables table, pod veths, socket
-// or state; the plugin binary stays for DELs of pods that remain.
-func TestUninstallLeavesNodesClean(t *testing.T) {
-	c := installed(t)
-	cx := ctx(t, 10*time.Minute)
-	webPods(t, c)
-	if _, err := c.Kubectl(cx, "delete", "deployment", webApp, "--wait=true"); err != nil {
-		t.Fatal(err)
-	}
-	if err := eventually(2*time.Minute, func() bool {
-		pods, err := c.Client.CoreV1().Pods("default").List(cx, metav1.ListOptions{LabelSelector: "app=" + webApp})
-		return err == nil && len(pods.Items) == 0
-	}); err != nil {
-		t.Fatalf("web pods still there: %v", err)
-	}
-	install, err := c.InstallOverlay()
-	if err != nil {
-		t.Fatal(err)
-	}
-	uninstall, err := c.Overlay("uninstall", "deploy/uninstall", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	shared.installed = false
-	for _, args := range [][]string{{"delete", "-k", install}, {"apply", "-k", uninstall}} {
-		if _, err := c.Kubectl(cx, args...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := c.RolloutStatus(cx, "podvnet-uninstall", 5*time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Kubectl(cx, "delete", "-k", uninstall, "--wait=true"); err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range c.Nodes {
-		for _, f := range []string{"/etc/cni/net.d/05-podvnet.conflist", "/var/lib/podvnet/ipam.json", "/run/podvnet/agent.sock"} {
-			if _, err := os.Stat(n.Path(f)); !errors.Is(err, fs.ErrNotExist) {
-				t.Errorf("%s: %s left (%v)", n.Name, f, err)
-			}
-		}
-		if _, err := os.Stat(n.Path("/opt/cni/bin/podvnet")); err != nil {
-			t.Errorf("%s: the plugin must stay for DELs of remaining pods: %v", n.Name, err)
-		}
-		var pins []string
-		root := n.Path("/sys/fs/bpf/podvnet")
-		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-			if err == nil && !d.IsDir() {
-				pins = append(pins, strings.TrimPrefix(p, root))
-			}
-			return nil
-		})
-		if len(pins) > 0 {
-			t.Errorf("%s: pins left: %v", n.Name, pins)
-		}
-		if out, _ := n.Exec("nft", "list", "tables"); strings.Contains(out, "podvnet") {
-			t.Errorf("%s: nftables table left:\n%s", n.Name, out)
-		}
-		if out, _ := n.Exec("tc", "filter", "show", "dev", "eth0", "ingress"); strings.Contains(out, "podvnet") {
-			t.Errorf("%s: legacy tc filter left on eth0:\n%s", n.Name, out)
-		}
-		links, err := n.NS.NL.LinkList()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, l := range links {
-			if strings.HasPrefix(l.Attrs().Name, "pv") {
-				t.Errorf("%s: pod veth %s left", n.Name, l.Attrs().Name)
-			}
-			if l.Attrs().Name != "eth0" {
-				continue
-			}
-			var progs []link.AttachedProgram
-			if err := n.NS.Do(func() error {
-				res, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: ebpf.AttachTCXIngress})
-				if err == nil {
-					progs = res.Programs
-				}
-				return err
-			}); err != nil {
-				t.Fatalf("%s: query eth0's tcx programs: %v", n.Name, err)
-			}
-			if len(progs) > 0 {
-				t.Errorf("%s: %d tcx programs left on eth0", n.Name, len(progs))
-			}
-		}
 	}
 }

@@ -36,10 +36,10 @@ func APIServerURL() string {
 	return fmt.Sprintf("https://%s", netip.AddrPortFrom(APIServerIP, APIServerPort))
 }
 
-// startControlPlane runs etcd, kube-apiserver, kube-controller-manager and
-// kube-scheduler in the control plane's namespace and waits until the API
-// server is ready.
-func (c *Cluster) startControlPlane() error {
+// startControlPlane runs etcd and kube-apiserver in the control plane's
+// namespace, waits until the API server is ready, and with controllers
+// also starts kube-controller-manager and kube-scheduler.
+func (c *Cluster) startControlPlane(controllers bool) error {
 	cp, err := c.VNet.AddHost("cp", vnet.HostOptions{Addr: netip.PrefixFrom(APIServerIP, vnet.Subnet.Bits())})
 	if err != nil {
 		return fmt.Errorf("control plane namespace: %w", err)
@@ -114,6 +114,9 @@ func (c *Cluster) startControlPlane() error {
 	}
 	if err := c.waitAPIServer(2 * time.Minute); err != nil {
 		return err
+	}
+	if !controllers {
+		return nil
 	}
 	common := func(kubeconfig string) []string {
 		return []string{"--kubeconfig=" + kubeconfig, "--authentication-kubeconfig=" + kubeconfig,

@@ -7,11 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/podvnet/podvnet/pkg/kube"
 	"github.com/podvnet/podvnet/tests/cluster/image"
 )
 
@@ -24,11 +26,19 @@ const AgentSelector = "app.kubernetes.io/name=podvnet"
 // Settings are the ConfigMap values the simulated VNet needs, merged over
 // deploy/config/agent.env: the pool comes from the wireserver the fabric
 // serves, as on Azure (the default, stated so that a change of default
-// does not go unnoticed here), and debug logs help a failing test.
+// does not go unnoticed here), a test that changes what the wireserver
+// serves sees the agents notice within seconds, and debug logs help a
+// failing test.
 var Settings = map[string]string{
-	"IPAM_SOURCE": "nmagent",
-	"LOG_LEVEL":   "debug",
+	"IPAM_SOURCE":  "nmagent",
+	"POOL_REFRESH": "3s",
+	"LOG_LEVEL":    "debug",
 }
+
+// KubeletFlags are what docs/operations.md tells operators to give
+// kubelet: nodes register with podvnet's startup taint, which the agent
+// removes once the node's pod network is in place.
+var KubeletFlags = []string{"--register-with-taints=" + kube.NotReadyTaint + ":NoSchedule"}
 
 // Overlay writes a kustomization under the work dir whose only resource is
 // the repository's base (e.g. "deploy" or "deploy/uninstall"), with the
@@ -63,13 +73,20 @@ func (c *Cluster) Overlay(name, base string, settings map[string]string) (string
 // is the first step of an uninstall.
 func (c *Cluster) InstallOverlay() (string, error) {
 	settings := maps.Clone(Settings)
+	if c.Opts.KubeProxy == "none" {
+		// Without kube-proxy the kubernetes Service's ClusterIP leads
+		// nowhere from the agent's host network: the API server's own
+		// address, as docs/operations.md says.
+		settings["KUBERNETES_SERVICE_HOST"] = APIServerIP.String()
+		settings["KUBERNETES_SERVICE_PORT"] = strconv.Itoa(APIServerPort)
+	}
 	maps.Copy(settings, c.Opts.AgentSettings)
 	return c.Overlay("install", "deploy", settings)
 }
 
 // Install installs podvnet as the README says (kubectl apply -k, here on an
-// overlay of deploy/), waits for the DaemonSet's rollout and for every
-// node to turn Ready.
+// overlay of deploy/), waits for the DaemonSet's rollout, for every node to
+// turn Ready and for every agent to declare its node's pod network ready.
 func (c *Cluster) Install(ctx context.Context) error {
 	dir, err := c.InstallOverlay()
 	if err != nil {
@@ -81,7 +98,10 @@ func (c *Cluster) Install(ctx context.Context) error {
 	if err := c.RolloutStatus(ctx, "podvnet", 5*time.Minute); err != nil {
 		return err
 	}
-	return c.WaitNodesReady(ctx, 2*time.Minute)
+	if err := c.WaitNodesReady(ctx, 2*time.Minute); err != nil {
+		return err
+	}
+	return c.WaitNodesNetworkReady(ctx, time.Minute)
 }
 
 // RolloutStatus waits for a kube-system DaemonSet's rollout to finish.

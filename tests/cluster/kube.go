@@ -3,16 +3,20 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+
+	"github.com/podvnet/podvnet/pkg/kube"
 )
 
 func (c *Cluster) restConfig() (*rest.Config, error) {
@@ -123,6 +127,41 @@ func (c *Cluster) WaitNodesReady(ctx context.Context, timeout time.Duration) err
 			return false, fmt.Errorf("not Ready: %s", strings.Join(notReady, "; "))
 		}
 		return true, nil
+	})
+}
+
+// WaitNodesNetworkReady waits until every node's agent has declared the
+// node's pod network ready (NodeNetworkReady).
+func (c *Cluster) WaitNodesNetworkReady(ctx context.Context, timeout time.Duration) error {
+	return poll(timeout, 500*time.Millisecond, "nodes' pod network ready", func() (bool, error) {
+		nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		var errs []error
+		for i := range nodes.Items {
+			if err := NodeNetworkReady(&nodes.Items[i]); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", nodes.Items[i].Name, err))
+			}
+		}
+		return len(errs) == 0 && len(nodes.Items) == len(c.Nodes), errors.Join(errs...)
+	})
+}
+
+// NodeNetworkReady says whether podvnet has declared the node's pod
+// network ready: its startup taint removed, NetworkUnavailable False.
+func NodeNetworkReady(n *corev1.Node) error {
+	cond := NodeCondition(n, corev1.NodeNetworkUnavailable)
+	if HasNotReadyTaint(n) || cond == nil || cond.Status != corev1.ConditionFalse || cond.Reason != kube.ReasonReady {
+		return fmt.Errorf("taints %+v, NetworkUnavailable %+v", n.Spec.Taints, cond)
+	}
+	return nil
+}
+
+// HasNotReadyTaint says whether the node has podvnet's startup taint.
+func HasNotReadyTaint(n *corev1.Node) bool {
+	return slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool {
+		return t.Key == kube.NotReadyTaint && t.Effect == corev1.TaintEffectNoSchedule
 	})
 }
 

@@ -45,6 +45,7 @@ type Node struct {
 	cgroup string // the node's cgroup tree, the same path in every hierarchy
 	holder *proc  // holds the mount namespace; the other processes join it
 	procs  map[string]*proc
+	mgmtUp bool // the management link of TakeNIC is in place
 }
 
 // Path is where the test process finds what the node sees at path: through

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -95,7 +96,7 @@ func TestHealthAndMetrics(t *testing.T) {
 }
 
 // TestDebugMonitorReportsSpoofing: `debug monitor` shows a forged packet as
-// it is dropped, with its reason and addresses.
+// it is dropped, with its reason, addresses and the pod of a local address.
 func TestDebugMonitorReportsSpoofing(t *testing.T) {
 	v := newVNet(t, vnet.Options{PerNode: 4})
 	startAgents(t, v)
@@ -106,7 +107,7 @@ func TestDebugMonitorReportsSpoofing(t *testing.T) {
 
 	cmd := exec.Command("nsenter", "--net="+n1.NS.Path(), filepath.Join(binDir, "podvnet-agent"), "debug", "monitor",
 		"-o", "json", "--ip", b.IP.String(), "--reason", "drop_spoofed_ip", "--count", "1", "--timeout", "20s",
-		"--bpffs-root", n1.BPFFS)
+		"--bpffs-root", n1.BPFFS, "--state-dir", n1.Paths().StateDir)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Start(); err != nil {
@@ -161,6 +162,8 @@ func TestDebugMonitorReportsSpoofing(t *testing.T) {
 	}
 	var ev struct {
 		Reason, Verdict, Hook, Src, Dst, Proto, IfName string
+		SrcPod                                         string `json:"src_pod"`
+		DstPod                                         string `json:"dst_pod"`
 		Sport, Dport                                   uint16
 	}
 	if err := json.Unmarshal(out.Bytes(), &ev); err != nil {
@@ -169,6 +172,11 @@ func TestDebugMonitorReportsSpoofing(t *testing.T) {
 	if ev.Reason != "drop_spoofed_ip" || ev.Verdict != "drop" || ev.Hook != "from_pod" || ev.Src != b.IP.String() ||
 		ev.Dst != c.IP.String() || ev.Proto != "udp" || ev.Sport != 40000 || ev.Dport != 9100 || ev.IfName != a.Result.Interfaces[0].Name {
 		t.Errorf("monitor event %+v, want a's forged datagram %s:40000 -> %s:9100 on %s", ev, b.IP, c.IP, a.Result.Interfaces[0].Name)
+	}
+	// The source address is node1's endpoint b: the event names its pod;
+	// c is on node2, no endpoint of this node.
+	if ev.SrcPod != "default/"+b.Name || ev.DstPod != "" {
+		t.Errorf("monitor event names src pod %q, dst pod %q; want default/%s and none", ev.SrcPod, ev.DstPod, b.Name)
 	}
 }
 
@@ -224,5 +232,80 @@ func TestDebugDoctorFindsABrokenEndpoint(t *testing.T) {
 	}
 	if !strings.Contains(out, "NIC eth0, subnet 10.240.0.0/16") {
 		t.Errorf("debug ipam lacks the node's settings:\n%s", out)
+	}
+}
+
+// TestNICGoneAndBack: when the NIC disappears the agent turns unready with
+// the cause (STATUS fails, /readyz names it, the node would be tainted in
+// a cluster); when an interface of that name comes back, the agent points
+// the programs' config at its new index and attaches from_nic to it, and is
+// ready again without a restart.
+func TestNICGoneAndBack(t *testing.T) {
+	v := newVNet(t, vnet.Options{Nodes: 1, PerNode: 4})
+	n := v.Nodes[0]
+	addNIC := func() netlink.Link {
+		t.Helper()
+		if err := n.NS.NL.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vnic0"}, PeerName: "vnic0p"}); err != nil {
+			t.Fatal(err)
+		}
+		l, err := n.NS.NL.LinkByName("vnic0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	first := addNIC()
+	if err := n.StartAgent("--nic", "vnic0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.NS.NL.LinkDel(first); err != nil {
+		t.Fatal(err)
+	}
+	var code int
+	var body string
+	if !eventually(10*time.Second, func() bool {
+		code, body, _ = n.HTTPGet("/readyz")
+		return code == 503 && strings.Contains(body, "NIC vnic0 is gone")
+	}) {
+		t.Fatalf("/readyz with the NIC deleted: %d %q, want 503 naming vnic0", code, body)
+	}
+	if err := n.Status(vnet.ConfOptions{CNIVersion: "1.1.0"}); err == nil || !strings.Contains(err.Error(), "NIC vnic0 is gone") {
+		t.Errorf("CNI STATUS with the NIC gone: %v", err)
+	}
+
+	// A new interface of the name, with another index, as a hot-plugged
+	// NIC would have.
+	second := addNIC()
+	if second.Attrs().Index == first.Attrs().Index {
+		t.Fatalf("the new vnic0 has the old index %d: the test cannot tell them apart", first.Attrs().Index)
+	}
+	if err := n.WaitAgentReady(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var links []struct {
+		Hook    string `json:"hook"`
+		IfName  string `json:"ifname"`
+		Ifindex int    `json:"ifindex"`
+	}
+	if !eventually(10*time.Second, func() bool {
+		out, err := n.Debug("links", "-o", "json")
+		if err != nil || json.Unmarshal([]byte(out), &links) != nil {
+			return false
+		}
+		for _, l := range links {
+			if l.Hook == maps.HookNIC.String() && l.IfName == "vnic0" && l.Ifindex == second.Attrs().Index {
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Errorf("from_nic not on the new vnic0 (ifindex %d): %+v", second.Attrs().Index, links)
+	}
+	out, err := n.Debug("config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "vnic0 (ifindex " + strconv.Itoa(second.Attrs().Index); !strings.Contains(out, want) {
+		t.Errorf("debug config does not name %s):\n%s", want, out)
 	}
 }

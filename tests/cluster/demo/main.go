@@ -59,7 +59,8 @@ func run() error {
 
 	demo.Step("Bringing up Kubernetes in the simulated VNet %s", "10.240.0.0/16")
 	c, err := cluster.New(ctx, cluster.Options{Repo: abs(*repo), WorkDir: work, KubeDir: *kubeDir,
-		ImageDir: abs(*imageDir), CNIBinDir: abs(*cniBinDir), KubeProxy: *kubeProxy, Log: demo.IndentWriter{}})
+		ImageDir: abs(*imageDir), CNIBinDir: abs(*cniBinDir), KubeProxy: *kubeProxy, KubeletFlags: cluster.KubeletFlags,
+		Log: demo.IndentWriter{}})
 	// Teardown runs on success, error and Ctrl-C alike.
 	defer func() {
 		if c == nil {
@@ -76,7 +77,13 @@ func run() error {
 		fmt.Print(demo.Indent(out))
 		return err
 	}
+	// The startup taint keeps pods off a node until its agent is ready.
+	nodeNetwork := []string{"get", "nodes", "-o",
+		`custom-columns=NAME:.metadata.name,TAINTS:.spec.taints[*].key,NETWORK-UNAVAILABLE:.status.conditions[?(@.type=="NetworkUnavailable")].reason`}
 	if err := kubectl("get", "nodes", "-o", "wide"); err != nil {
+		return err
+	}
+	if err := kubectl(nodeNetwork...); err != nil {
 		return err
 	}
 
@@ -100,6 +107,12 @@ func run() error {
 		return err
 	}
 	if err := kubectl("-n", "kube-system", "get", "pods", "-l", cluster.AgentSelector, "-o", "wide"); err != nil {
+		return err
+	}
+	if err := c.WaitNodesNetworkReady(ctx, time.Minute); err != nil {
+		return err
+	}
+	if err := kubectl(nodeNetwork...); err != nil {
 		return err
 	}
 

@@ -145,13 +145,14 @@ func (n *Node) HTTPGet(path string) (int, string, error) {
 }
 
 // Metric returns the value of the first sample of the agent's /metrics
-// named name whose labels hold every one of labels (e.g. `op="add"`).
+// named name whose labels hold every one of labels (e.g. `op="add"`); a
+// sample without labels matches when labels is empty.
 func (n *Node) Metric(name string, labels ...string) (float64, error) {
 	code, body, err := n.HTTPGet("/metrics")
 	if err != nil || code != http.StatusOK {
 		return 0, fmt.Errorf("%s: GET /metrics: %d %v", n.Name, code, err)
 	}
-	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `\{([^}]*)\} (\S+)$`)
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `(?:\{([^}]*)\})? (\S+)$`)
 	for _, m := range re.FindAllStringSubmatch(body, -1) {
 		if !slices.ContainsFunc(labels, func(l string) bool { return !strings.Contains(m[1], l) }) {
 			return strconv.ParseFloat(m[2], 64)

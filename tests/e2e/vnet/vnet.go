@@ -194,6 +194,17 @@ func (v *VNet) addNode(n *Node) error {
 		}
 	}
 
+	if err := n.ConfigureNIC(); err != nil {
+		return err
+	}
+	return n.NS.Sysctl("net.ipv4.ip_forward", "1")
+}
+
+// ConfigureNIC gives the node's eth0 the node's address and brings it up
+// with the default route via the fabric: at creation, and when a test
+// brings the NIC back after taking it away (an interface that leaves a
+// namespace loses its addresses and routes).
+func (n *Node) ConfigureNIC() error {
 	nl, err := n.NS.NL.LinkByName("eth0")
 	if err != nil {
 		return err
@@ -208,7 +219,7 @@ func (v *VNet) addNode(n *Node) error {
 	if err := n.NS.NL.RouteAdd(&netlink.Route{Gw: Gateway.AsSlice(), LinkIndex: nl.Attrs().Index}); err != nil {
 		return fmt.Errorf("node default route: %w", err)
 	}
-	return n.NS.Sysctl("net.ipv4.ip_forward", "1")
+	return nil
 }
 
 // connect links ns's new eth0 to the fabric's new fabricSide (made inside

@@ -1,0 +1,20 @@
+package kube
+
+// Permission is an RBAC rule the agent needs: deploy/'s ClusterRole grants
+// exactly these (deploy_test compares), and TestPermissions checks that
+// the client uses every verb here and no other.
+type Permission struct {
+	Group    string // "" is the core group
+	Resource string // resource or resource/subresource
+	Verbs    []string
+	Why      string
+}
+
+// Permissions are every API call the agent makes.
+var Permissions = []Permission{
+	{"", "nodes", []string{"list", "watch"}, "the informer of this node's Node (fieldSelector metadata.name): allocatable pods, taints, conditions"},
+	{"", "nodes", []string{"patch"}, "remove and re-add the startup taint " + NotReadyTaint},
+	{"", "nodes/status", []string{"patch"}, "set the NetworkUnavailable condition"},
+	{"", "pods", []string{"list", "watch"}, "the informer of this node's Pods (fieldSelector spec.nodeName): endpoint names, UIDs and labels"},
+	{"", "events", []string{"create", "patch"}, "Warning Events on the Node (patch: a repeated Event's count)"},
+}

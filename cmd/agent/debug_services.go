@@ -3,8 +3,11 @@ package main
 import (
 	"fmt"
 	"io"
+	"net/netip"
+	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -143,4 +146,84 @@ func printServices(w io.Writer, output string, rows []serviceRow) error {
 		}
 		return fmt.Sprintf("%s, %s", count(len(rows), "frontend", "frontends"), count(backends, "backend slot", "backend slots"))
 	})
+}
+
+// serviceNamer names the Service of a monitor event about a translation,
+// from the pinned maps and the names file, read again at most once a
+// second: Services come and go while a monitor runs.
+type serviceNamer struct {
+	p       paths.Node
+	checked time.Time
+	fronts  map[maps.FrontendKey]uint32
+	byBE    map[maps.BackendAddr][]uint32 // backend -> the frontend ids whose slots name it
+	names   services.Names
+}
+
+func (n *serviceNamer) refresh() {
+	if time.Since(n.checked) < time.Second {
+		return
+	}
+	n.checked = time.Now()
+	set, err := maps.OpenPinned(n.p.BPFFSRoot)
+	if err != nil {
+		return
+	}
+	defer set.Close()
+	rows, err := serviceRows(set.Services, nil)
+	if err != nil {
+		return
+	}
+	n.fronts, n.byBE = map[maps.FrontendKey]uint32{}, map[maps.BackendAddr][]uint32{}
+	for _, r := range rows {
+		addr, _ := netip.ParseAddr(r.Addr)
+		if r.Addr == "*" {
+			addr = netip.IPv4Unspecified()
+		}
+		scope := maps.ScopeInternal
+		if r.Scope == "external" {
+			scope = maps.ScopeExternal
+		}
+		proto := protoNumbers[r.Proto]
+		n.fronts[maps.FrontendKey{Addr: addr, Port: r.Port, Proto: proto, Scope: scope}] = r.ID
+		for _, b := range r.Backends {
+			ba, _ := netip.ParseAddr(b.Addr)
+			k := maps.BackendAddr{Addr: ba, Port: b.Port, Proto: proto}
+			if !slices.Contains(n.byBE[k], r.ID) {
+				n.byBE[k] = append(n.byBE[k], r.ID)
+			}
+		}
+	}
+	if names, err := services.ReadNames(n.p.ServicesFile()); err == nil {
+		n.names = names
+	}
+}
+
+var protoNumbers = map[string]uint8{"tcp": 6, "udp": 17, "sctp": 132}
+
+// name is the Service an event is about: its destination's frontend (a
+// socket call, a flow's first packet or a refusal), or for a reply the
+// Services its source backend serves.
+func (n *serviceNamer) name(ev maps.Event) string {
+	n.refresh()
+	src, dst := ev.Addrs()
+	sport, dport := ev.Ports()
+	idName := func(id uint32) string {
+		if s := n.names[id]; s != "" {
+			return s
+		}
+		return fmt.Sprintf("id %d", id)
+	}
+	for _, addr := range []netip.Addr{dst, netip.IPv4Unspecified()} {
+		for _, scope := range []uint8{maps.ScopeInternal, maps.ScopeExternal} {
+			if id, ok := n.fronts[maps.FrontendKey{Addr: addr, Port: dport, Proto: ev.Proto, Scope: scope}]; ok {
+				return idName(id)
+			}
+		}
+	}
+	var out []string
+	for _, id := range n.byBE[maps.BackendAddr{Addr: src, Port: sport, Proto: ev.Proto}] {
+		out = append(out, idName(id))
+	}
+	slices.Sort(out)
+	return strings.Join(slices.Compact(out), ",")
 }

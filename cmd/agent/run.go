@@ -154,13 +154,15 @@ func runAgent(ctx context.Context, f *runFlags) error {
 		close(installed)
 	}
 	cfg.Metrics = agent.NewMetrics(version, commit)
-	kc, err := f.kube.client(f.paths, cfg.Metrics, cfg.Ready, log)
+	var services servicesRelay
+	kc, err := f.kube.client(f.paths, cfg.Metrics, cfg.Ready, services.apiStatus, log)
 	if err != nil {
 		return err
 	}
 	if kc != nil {
 		defer kc.Close()
 		cfg.Events = kc
+		cfg.Services.FromAPI, cfg.Services.NodeName = true, f.kube.nodeName
 	}
 	if f.metricsAddr != "" {
 		srv, err := agent.ServeHTTP(f.metricsAddr, cfg.Metrics, cfg.Ready)
@@ -200,6 +202,7 @@ func runAgent(ctx context.Context, f *runFlags) error {
 	var nicChanged func()
 	if kc != nil {
 		kc.OnNode(func(n kube.Node) { a.SetKubeletMaxPods(n.AllocatablePods) })
+		services.serve(kc, a, log)
 		kc.Start(ctx)
 		go reportNetwork(ctx, cfg.Ready, installed, kc)
 		// Connections to the API server went with the NIC (or go

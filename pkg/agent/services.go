@@ -261,7 +261,7 @@ func (a *Agent) ApplyService(key services.Key, svc *services.Service, slices []*
 		default: // the purger is behind: its next walk catches up on flows to gone backends
 		}
 	}
-	s.namesDirty = true
+	s.namesDirty = s.cfg.Mode == ServiceModeBPF
 	if s.health != nil {
 		var port uint16
 		if svc != nil && svc.ExternalLocal {

@@ -76,6 +76,8 @@ type Client struct {
 
 	events *events
 	health *health
+	// services is the cluster-wide watch of Services (WatchServices), or nil.
+	services *servicesWatch
 
 	mu      sync.Mutex
 	network NetworkStatus
@@ -198,6 +200,9 @@ func (c *Client) Start(ctx context.Context) {
 		f.Start(ctx.Done())
 	}
 	go c.health.run(ctx)
+	if c.services != nil {
+		go c.services.run(ctx, c.log)
+	}
 	go func() {
 		// A view built from a store that has not listed yet would call
 		// every pod gone: the first syncs wait for all of them.

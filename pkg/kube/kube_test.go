@@ -25,6 +25,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/podvnet/podvnet/pkg/paths"
+	"github.com/podvnet/podvnet/pkg/services"
 )
 
 const nodeName = "node1"
@@ -364,6 +365,7 @@ func eventsIn(t *testing.T, cs *fake.Clientset) []corev1.Event {
 func TestPermissions(t *testing.T) {
 	cs := fake.NewClientset(node(kubeletTaint), pod("a", "10.240.0.5"))
 	c := start(t, cs, Config{})
+	c.WatchServices(ServicesHandler{Apply: func(services.Key, *services.Service, []*services.EndpointSlice, time.Time) error { return nil }})
 	run(t, c)
 	c.SetNetwork(NetworkStatus{State: NetworkReady})
 	c.Warn("PoolExhausted", "x")

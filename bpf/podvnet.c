@@ -217,3 +217,29 @@ int sock_getpeername4(struct bpf_sock_addr *ctx)
 {
 	return pv_sock_revnat(ctx);
 }
+
+/* The same for IPv6 sockets, whose IPv4-mapped destinations (a dual-stack
+ * socket reaching an IPv4 Service) run these hooks, not the IPv4 ones. */
+SEC("cgroup/connect6")
+int sock_connect6(struct bpf_sock_addr *ctx)
+{
+	return pv_sock_xlate6(ctx, 0);
+}
+
+SEC("cgroup/sendmsg6")
+int sock_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return pv_sock_xlate6(ctx, 1);
+}
+
+SEC("cgroup/recvmsg6")
+int sock_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	return pv_sock_revnat6(ctx);
+}
+
+SEC("cgroup/getpeername6")
+int sock_getpeername6(struct bpf_sock_addr *ctx)
+{
+	return pv_sock_revnat6(ctx);
+}

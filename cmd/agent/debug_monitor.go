@@ -187,7 +187,7 @@ func toMonitorEvent(ev maps.Event, wallOffset time.Duration) monitorEvent {
 		Verdict: ev.Reason.Verdict(),
 		Hook:    ev.Hook.Program(),
 		Ifindex: ev.Ifindex,
-		IfName:  ifName(ev.Ifindex),
+		IfName:  eventIfName(ev),
 		Proto:   proto,
 		Src:     src.String(),
 		Dst:     dst.String(),
@@ -250,4 +250,13 @@ func (n *podNames) name(ip string) string {
 		}
 	}
 	return n.byIP[ip]
+}
+
+// eventIfName names the interface of a packet's event; a socket call's has
+// none.
+func eventIfName(ev maps.Event) string {
+	if ev.Hook == maps.HookSock {
+		return "-"
+	}
+	return ifName(ev.Ifindex)
 }

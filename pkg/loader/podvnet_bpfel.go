@@ -39,9 +39,13 @@ const (
 	podvnetProgFromNic          = "from_nic"
 	podvnetProgFromPod          = "from_pod"
 	podvnetProgSockConnect4     = "sock_connect4"
+	podvnetProgSockConnect6     = "sock_connect6"
 	podvnetProgSockGetpeername4 = "sock_getpeername4"
+	podvnetProgSockGetpeername6 = "sock_getpeername6"
 	podvnetProgSockRecvmsg4     = "sock_recvmsg4"
+	podvnetProgSockRecvmsg6     = "sock_recvmsg6"
 	podvnetProgSockSendmsg4     = "sock_sendmsg4"
+	podvnetProgSockSendmsg6     = "sock_sendmsg6"
 	podvnetVarPvCtOptsSize      = "pv_ct_opts_size"
 )
 
@@ -91,9 +95,13 @@ type podvnetProgramSpecs struct {
 	FromNic          *ebpf.ProgramSpec `ebpf:"from_nic"`
 	FromPod          *ebpf.ProgramSpec `ebpf:"from_pod"`
 	SockConnect4     *ebpf.ProgramSpec `ebpf:"sock_connect4"`
+	SockConnect6     *ebpf.ProgramSpec `ebpf:"sock_connect6"`
 	SockGetpeername4 *ebpf.ProgramSpec `ebpf:"sock_getpeername4"`
+	SockGetpeername6 *ebpf.ProgramSpec `ebpf:"sock_getpeername6"`
 	SockRecvmsg4     *ebpf.ProgramSpec `ebpf:"sock_recvmsg4"`
+	SockRecvmsg6     *ebpf.ProgramSpec `ebpf:"sock_recvmsg6"`
 	SockSendmsg4     *ebpf.ProgramSpec `ebpf:"sock_sendmsg4"`
+	SockSendmsg6     *ebpf.ProgramSpec `ebpf:"sock_sendmsg6"`
 }
 
 // podvnetMapSpecs contains maps before they are loaded into the kernel.
@@ -208,9 +216,13 @@ type podvnetPrograms struct {
 	FromNic          *ebpf.Program `ebpf:"from_nic"`
 	FromPod          *ebpf.Program `ebpf:"from_pod"`
 	SockConnect4     *ebpf.Program `ebpf:"sock_connect4"`
+	SockConnect6     *ebpf.Program `ebpf:"sock_connect6"`
 	SockGetpeername4 *ebpf.Program `ebpf:"sock_getpeername4"`
+	SockGetpeername6 *ebpf.Program `ebpf:"sock_getpeername6"`
 	SockRecvmsg4     *ebpf.Program `ebpf:"sock_recvmsg4"`
+	SockRecvmsg6     *ebpf.Program `ebpf:"sock_recvmsg6"`
 	SockSendmsg4     *ebpf.Program `ebpf:"sock_sendmsg4"`
+	SockSendmsg6     *ebpf.Program `ebpf:"sock_sendmsg6"`
 }
 
 func (p *podvnetPrograms) Close() error {
@@ -219,9 +231,13 @@ func (p *podvnetPrograms) Close() error {
 		p.FromNic,
 		p.FromPod,
 		p.SockConnect4,
+		p.SockConnect6,
 		p.SockGetpeername4,
+		p.SockGetpeername6,
 		p.SockRecvmsg4,
+		p.SockRecvmsg6,
 		p.SockSendmsg4,
+		p.SockSendmsg6,
 	)
 }
 

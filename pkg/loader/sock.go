@@ -23,6 +23,10 @@ var sockAttachTypes = map[string]ebpf.AttachType{
 	"sock_sendmsg4":     ebpf.AttachCGroupUDP4Sendmsg,
 	"sock_recvmsg4":     ebpf.AttachCGroupUDP4Recvmsg,
 	"sock_getpeername4": ebpf.AttachCgroupInet4GetPeername,
+	"sock_connect6":     ebpf.AttachCGroupInet6Connect,
+	"sock_sendmsg6":     ebpf.AttachCGroupUDP6Sendmsg,
+	"sock_recvmsg6":     ebpf.AttachCGroupUDP6Recvmsg,
+	"sock_getpeername6": ebpf.AttachCgroupInet6GetPeername,
 }
 
 func (d *Datapath) sockProgram(name string) *ebpf.Program {
@@ -35,6 +39,14 @@ func (d *Datapath) sockProgram(name string) *ebpf.Program {
 		return d.progs.SockRecvmsg4
 	case "sock_getpeername4":
 		return d.progs.SockGetpeername4
+	case "sock_connect6":
+		return d.progs.SockConnect6
+	case "sock_sendmsg6":
+		return d.progs.SockSendmsg6
+	case "sock_recvmsg6":
+		return d.progs.SockRecvmsg6
+	case "sock_getpeername6":
+		return d.progs.SockGetpeername6
 	}
 	return nil
 }

@@ -32,7 +32,7 @@ const sockClientEnv = "PODVNET_SOCK_CLIENT" // netns path; the ops come on stdin
 
 // sockOp is one socket call sequence the client makes; sockResult what it saw.
 type sockOp struct {
-	Kind string `json:"kind"` // tcp, udp (unconnected sendto/recvfrom; udp2: twice), udpconn
+	Kind string `json:"kind"` // tcp, udp (unconnected sendto/recvfrom; udp2: twice), udpconn; tcp6, udp6...: a dual-stack socket
 	Addr string `json:"addr"`
 }
 
@@ -70,29 +70,43 @@ func sockClient() int {
 
 func runSockOp(op sockOp) (r sockResult) {
 	ap := netip.MustParseAddrPort(op.Addr)
-	sa := &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}
+	// A kind ending in 6: a dual-stack IPv6 socket, the IPv4 address mapped.
+	kind, six := strings.CutSuffix(op.Kind, "6")
+	family := unix.AF_INET
+	var sa unix.Sockaddr = &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}
+	if six {
+		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Addr: netip.AddrFrom16(ap.Addr().As16()).As16(), Port: int(ap.Port())}
+	}
 	typ := unix.SOCK_DGRAM
-	if op.Kind == "tcp" {
+	if kind == "tcp" {
 		typ = unix.SOCK_STREAM
 	}
-	fd, err := unix.Socket(unix.AF_INET, typ, 0)
+	fd, err := unix.Socket(family, typ, 0)
 	if err != nil {
 		return sockResult{Err: errName(err)}
 	}
 	defer unix.Close(fd)
+	addrOf := func(sa unix.Sockaddr) string {
+		switch a := sa.(type) {
+		case *unix.SockaddrInet4:
+			return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)).String()
+		case *unix.SockaddrInet6:
+			return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port)).String()
+		}
+		return ""
+	}
 	// Long enough for a busy machine: every reply is expected.
 	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 20})
 	peer := func() {
 		if p, err := unix.Getpeername(fd); err == nil {
-			p4 := p.(*unix.SockaddrInet4)
-			r.Peer = netip.AddrPortFrom(netip.AddrFrom4(p4.Addr), uint16(p4.Port)).String()
+			r.Peer = addrOf(p)
 		}
 	}
 	buf := make([]byte, 64)
-	switch op.Kind {
+	switch kind {
 	case "udp", "udp2":
 		// udp2: two exchanges on the one socket, both replies reported.
-		for i := 0; i < 1+strings.Count(op.Kind, "2"); i++ {
+		for i := 0; i < 1+strings.Count(kind, "2"); i++ {
 			if err := unix.Sendto(fd, []byte("ping"), 0, sa); err != nil {
 				return sockResult{Err: errName(err)}
 			}
@@ -100,8 +114,7 @@ func runSockOp(op sockOp) (r sockResult) {
 			if err != nil {
 				return sockResult{Err: errName(err)}
 			}
-			f4 := from.(*unix.SockaddrInet4)
-			r.From = netip.AddrPortFrom(netip.AddrFrom4(f4.Addr), uint16(f4.Port)).String()
+			r.From = addrOf(from)
 			r.Reply = strings.TrimPrefix(r.Reply+"|"+string(buf[:n]), "|")
 		}
 	default:
@@ -109,7 +122,7 @@ func runSockOp(op sockOp) (r sockResult) {
 			return sockResult{Err: errName(err)}
 		}
 		peer()
-		if op.Kind == "udpconn" {
+		if kind == "udpconn" {
 			if _, err := unix.Write(fd, []byte("ping")); err != nil {
 				r.Err = errName(err)
 				return r
@@ -257,8 +270,9 @@ func (b *sockbed) serveUDP(t *testing.T, addr netip.AddrPort) {
 // reaches the backend, yet getpeername shows the ClusterIP; a DNS-shaped
 // exchange on an unconnected UDP socket gets its answer from the ClusterIP;
 // a NodePort on the node's IP is translated too; a Service without
-// endpoints refuses at once. A process outside the cgroup is not
-// translated at all.
+// endpoints refuses at once. Dual-stack IPv6 sockets reaching the IPv4
+// Service (Go's and Java's unconnected UDP sockets are) get the same. A
+// process outside the cgroup is not translated at all.
 func TestSocketHooks(t *testing.T) {
 	nettest.RequireRoot(t)
 	b := newSockbed(t)
@@ -273,29 +287,36 @@ func TestSocketHooks(t *testing.T) {
 
 	svc := netip.AddrPortFrom(clusterIP, 80).String()
 	svcDNS := netip.AddrPortFrom(clusterIP, 53).String()
-	res := b.client(t,
-		sockOp{"tcp", svc},
-		sockOp{"udp", svcDNS},
-		sockOp{"udpconn", svcDNS},
-		sockOp{"tcp", netip.AddrPortFrom(nodeIP, 30080).String()},
-		sockOp{"tcp", netip.AddrPortFrom(noEPIP, 80).String()},
-	)
+	ops := []sockOp{
+		{"tcp", svc},
+		{"udp", svcDNS},
+		{"udpconn", svcDNS},
+		{"tcp", netip.AddrPortFrom(nodeIP, 30080).String()},
+		{"tcp", netip.AddrPortFrom(noEPIP, 80).String()},
+		{"tcp6", svc},
+		{"udp6", svcDNS},
+		{"tcp6", netip.AddrPortFrom(noEPIP, 80).String()},
+	}
 	want := []sockResult{
 		{Peer: svc, Reply: web.String()},
 		{From: svcDNS, Reply: dns.String()},
 		{Peer: svcDNS, Reply: dns.String()},
 		{Peer: netip.AddrPortFrom(nodeIP, 30080).String(), Reply: web.String()},
 		{Err: "ECONNREFUSED"},
+		{Peer: svc, Reply: web.String()},
+		{From: svcDNS, Reply: dns.String()},
+		{Err: "ECONNREFUSED"},
 	}
+	res := b.client(t, ops...)
 	for i := range want {
 		if res[i] != want[i] {
-			t.Errorf("%s %s: got %+v, want %+v", []string{"tcp", "udp", "udpconn", "nodeport", "no endpoints"}[i], svc, res[i], want[i])
+			t.Errorf("%s %s: got %+v, want %+v", ops[i].Kind, ops[i].Addr, res[i], want[i])
 		}
 	}
 	c, err := b.dp.Maps.Counters.All()
 	must(t, err)
-	if c[maps.ReasonSvcSockXlate].Packets != 4 || c[maps.ReasonSvcSockNoBackend].Packets != 1 {
-		t.Errorf("counted %d translations and %d refusals, want 4 and 1", c[maps.ReasonSvcSockXlate].Packets, c[maps.ReasonSvcSockNoBackend].Packets)
+	if c[maps.ReasonSvcSockXlate].Packets != 6 || c[maps.ReasonSvcSockNoBackend].Packets != 2 {
+		t.Errorf("counted %d translations and %d refusals, want 6 and 2", c[maps.ReasonSvcSockXlate].Packets, c[maps.ReasonSvcSockNoBackend].Packets)
 	}
 
 	// Outside the cgroup nothing is translated: the ClusterIP has no route.

@@ -278,7 +278,8 @@ func (h Hook) Egress() bool { return h == HookHost }
 
 // SockPrograms are the cgroup programs of HookSock, each pinned under
 // links/sock/ by its name.
-var SockPrograms = []string{"sock_connect4", "sock_sendmsg4", "sock_recvmsg4", "sock_getpeername4"}
+var SockPrograms = []string{"sock_connect4", "sock_sendmsg4", "sock_recvmsg4", "sock_getpeername4",
+	"sock_connect6", "sock_sendmsg6", "sock_recvmsg6", "sock_getpeername6"}
 
 // ParseHook reads a hook's short name (String).
 func ParseHook(s string) (Hook, error) {

@@ -87,6 +87,7 @@ func (h *HealthServer) answer(w http.ResponseWriter, port uint16) {
 	healthy := h.healthy()
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("X-Load-Balancing-Endpoint-Weight", strconv.Itoa(local))
 	if local == 0 || !healthy {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	} else {

@@ -423,7 +423,6 @@ func (e *svcEnv) scaledAway() {
 	}
 }
 
-
 // TestServices runs the suite where kube-proxy serves Services and the
 // agents run --service-mode=kube-proxy: nothing the data path does (the
 // conntrack lookup limited to the ports kernel NAT answers from included)

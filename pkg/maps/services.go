@@ -329,6 +329,20 @@ func (s *Services) Frontends() ([]Frontend, error) {
 	})
 }
 
+// LookupFrontend reads one frontend; false when the map has none for k.
+func (s *Services) LookupFrontend(k FrontendKey) (Frontend, bool, error) {
+	var v Svc
+	err := s.frontends.Lookup(k.raw(), &v)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return Frontend{}, false, nil
+	}
+	if err != nil {
+		return Frontend{}, false, fmt.Errorf("read frontend %s: %w", k, err)
+	}
+	return Frontend{Addr: k.Addr, Port: k.Port, Proto: k.Proto, Scope: k.Scope, ID: v.ID, Count: v.Count, Flags: v.Flags,
+		AffinityTimeout: v.AffinityTimeout}, true, nil
+}
+
 // Slots returns the backend ids of id's slots 1..count (0 for a missing one).
 func (s *Services) Slots(id uint32, count int) ([]uint32, error) {
 	out := make([]uint32, count)

@@ -76,7 +76,22 @@ none does, and **within noise** when the rounds disagree.
 	fmt.Fprintf(w, "\n## Per-packet program cost\n\nBPF_PROG_TEST_RUN of the real programs on a TCP frame, 200 runs per batch, timed by the\nkernel; with and without the conntrack lookup (a miss, as for every fast-path flow). A test run\nreturns a redirect's verdict without performing it: what the kernel does next is not in these\nnumbers (for bpf_redirect_neigh, the route and neighbour lookups the cached next hop spares).\n\n")
 	markdownTable(w, r.progTable())
 	fmt.Fprintf(w, "\nThe agent's own part of a sequential ADD (its metric): %.1f ms; of a DEL: %.1f ms.\n", r.AgentAddMS, r.AgentDelMS)
-	fmt.Fprintf(w, "\n## Targets\n\nThe goals of issues 9 and 18, each ratio judged on the rounds' paired ratios (Method).\n\n")
+	if len(r.Services) > 0 {
+		fmt.Fprintf(w, "\n## Services\n\nA pod on node 1 reaches a pod on node 2 through a ClusterIP, with %s other Services (each with an\n"+
+			"EndpointSlice) in the API server (tests/cluster's etcd and kube-apiserver): podvnet serving Services\n"+
+			"itself (--service-mode bpf; the client's connect() translated by the socket hook), podvnet and the\n"+
+			"reference ptp plugin with the real kube-proxy of the pinned release in nftables and iptables modes,\n"+
+			"and the same two pods without a Service. The configurations run one after the other on one VNet\n"+
+			"(each needs the nodes to itself and a full sync of the Services), each its %d rounds in a row, so\n"+
+			"their ratios are of medians, not paired by round. TCP connect/request/close: one connection per\n"+
+			"one-byte request and answer, closed with a reset (no TIME_WAIT), one client.\n\n", thousands(r.ServicesLoaded), r.Rounds)
+		markdownTable(w, r.servicesTable())
+		fmt.Fprintf(w, "\nAn endpoint added to or removed from the measured Service's EndpointSlice, one change at a time, until\n"+
+			"every node has it: podvnet's maps read until the frontend's count shows it; kube-proxy's own\n"+
+			"network programming duration from the same trigger time (the slice's last-change-trigger-time).\n\n")
+		markdownTable(w, r.changesTable())
+	}
+	fmt.Fprintf(w, "\n## Targets\n\nThe goals of issues 9, 17 and 18, each ratio judged on the rounds' paired ratios (Method).\n\n")
 	markdownTable(w, r.targetTable())
 	fmt.Fprintln(w)
 	r.writeAnalysis(w)

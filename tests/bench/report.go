@@ -29,6 +29,9 @@ type Results struct {
 	AgentPeakRSSMiB float64            `json:"agent_peak_rss_mib"`
 	Kube            *KubeMemory        `json:"agent_memory_with_api,omitempty"`
 	ProgCost        []ProgCostRow      `json:"program_cost"`
+	ServicesLoaded  int                `json:"services_loaded,omitempty"`
+	Services        []ServiceRow       `json:"services,omitempty"`
+	Changes         []ChangeRow        `json:"endpoint_changes,omitempty"`
 	Profiles        []Profile          `json:"profiles"`
 	Targets         []Target           `json:"targets"`
 }
@@ -182,6 +185,7 @@ func (r *Results) evaluate() {
 		r.Targets = append(r.Targets, target(fmt.Sprintf("agent steady RSS, %s Pods in the API", thousands(k.PodsInAPI)), "<= 60 MiB",
 			k.RSSMiB, "MiB", k.RSSMiB <= 60, 60))
 	}
+	r.evaluateServices()
 }
 
 // fmtStat is a row's metric: the median, and over several rounds the
@@ -330,6 +334,10 @@ func (r *Results) writeText(w io.Writer) {
 		printTable(w, r.progTable())
 	}
 	r.writeProfileText(w)
+	if len(r.Services) > 0 {
+		fmt.Fprintf(w, "\nServices (%s Services in the API server; each configuration's %d rounds in a row):\n", thousands(r.ServicesLoaded), r.Rounds)
+		r.writeServices(w, printTable)
+	}
 	fmt.Fprintln(w, "\nTargets:")
 	printTable(w, r.targetTable())
 }

@@ -224,17 +224,10 @@ static __always_inline int pv_lb_forward(struct __sk_buff *skb, enum pv_hook hoo
 		return bpf_redirect(sc->host_ifindex, BPF_F_INGRESS);
 	}
 	ep = pv_endpoint(ip->daddr);
-	if (ep && hook == PV_HOOK_HOST) {
-		/* From the Service device's egress: no peer redirect there. */
-		if (!pv_decrease_ttl(ip))
-			return pv_count(skb, hook, PV_DROP_TTL_EXCEEDED, TC_ACT_SHOT);
-		__builtin_memcpy(eth->h_source, ep->host_mac, ETH_ALEN);
-		__builtin_memcpy(eth->h_dest, ep->pod_mac, ETH_ALEN);
-		pv_count(skb, hook, PV_POD_TO_LOCAL, TC_ACT_OK);
-		return bpf_redirect(ep->ifindex, 0);
-	}
 	if (ep)
-		return pv_to_local(skb, hook, eth, ip, ep, hook == PV_HOOK_POD ? PV_POD_TO_LOCAL : PV_NIC_TO_LOCAL);
+		/* from_host runs on an egress: no peer redirect there. */
+		return pv_deliver_local(skb, hook, eth, ip, ep, hook == PV_HOOK_NIC ? PV_NIC_TO_LOCAL : PV_POD_TO_LOCAL,
+					hook != PV_HOOK_HOST);
 	if (!cfg->nic_ifindex)
 		return pv_count(skb, hook, PV_SVC_DROP, TC_ACT_SHOT);
 	return pv_to_nic(skb, hook, eth, ip, cfg);

@@ -18,37 +18,24 @@ import (
 // bpf_link each on the pods' cgroup, pinned at <root>/links/sock/<program>
 // so that they outlive the agent, updated in place on upgrade.
 
-var sockAttachTypes = map[string]ebpf.AttachType{
-	"sock_connect4":     ebpf.AttachCGroupInet4Connect,
-	"sock_sendmsg4":     ebpf.AttachCGroupUDP4Sendmsg,
-	"sock_recvmsg4":     ebpf.AttachCGroupUDP4Recvmsg,
-	"sock_getpeername4": ebpf.AttachCgroupInet4GetPeername,
-	"sock_connect6":     ebpf.AttachCGroupInet6Connect,
-	"sock_sendmsg6":     ebpf.AttachCGroupUDP6Sendmsg,
-	"sock_recvmsg6":     ebpf.AttachCGroupUDP6Recvmsg,
-	"sock_getpeername6": ebpf.AttachCgroupInet6GetPeername,
-}
-
-func (d *Datapath) sockProgram(name string) *ebpf.Program {
-	switch name {
-	case "sock_connect4":
-		return d.progs.SockConnect4
-	case "sock_sendmsg4":
-		return d.progs.SockSendmsg4
-	case "sock_recvmsg4":
-		return d.progs.SockRecvmsg4
-	case "sock_getpeername4":
-		return d.progs.SockGetpeername4
-	case "sock_connect6":
-		return d.progs.SockConnect6
-	case "sock_sendmsg6":
-		return d.progs.SockSendmsg6
-	case "sock_recvmsg6":
-		return d.progs.SockRecvmsg6
-	case "sock_getpeername6":
-		return d.progs.SockGetpeername6
+// sockProgram returns a socket hook's program and where it attaches.
+func (d *Datapath) sockProgram(name string) (*ebpf.Program, ebpf.AttachType) {
+	p := &d.progs
+	hooks := map[string]struct {
+		prog   *ebpf.Program
+		attach ebpf.AttachType
+	}{
+		"sock_connect4":     {p.SockConnect4, ebpf.AttachCGroupInet4Connect},
+		"sock_sendmsg4":     {p.SockSendmsg4, ebpf.AttachCGroupUDP4Sendmsg},
+		"sock_recvmsg4":     {p.SockRecvmsg4, ebpf.AttachCGroupUDP4Recvmsg},
+		"sock_getpeername4": {p.SockGetpeername4, ebpf.AttachCgroupInet4GetPeername},
+		"sock_connect6":     {p.SockConnect6, ebpf.AttachCGroupInet6Connect},
+		"sock_sendmsg6":     {p.SockSendmsg6, ebpf.AttachCGroupUDP6Sendmsg},
+		"sock_recvmsg6":     {p.SockRecvmsg6, ebpf.AttachCGroupUDP6Recvmsg},
+		"sock_getpeername6": {p.SockGetpeername6, ebpf.AttachCgroupInet6GetPeername},
 	}
-	return nil
+	h := hooks[name]
+	return h.prog, h.attach
 }
 
 // CgroupID is the id of a cgroup v2 directory (its inode), as link info
@@ -84,7 +71,7 @@ func (d *Datapath) AttachSock(dir string) error {
 }
 
 func (d *Datapath) attachSock(name, dir string, id uint64) error {
-	prog := d.sockProgram(name)
+	prog, attach := d.sockProgram(name)
 	pin := linkPin(d.root, maps.HookSock, name)
 	if err := os.MkdirAll(filepath.Dir(pin), 0o700); err != nil {
 		return fmt.Errorf("create link pin dir: %w", err)
@@ -103,7 +90,7 @@ func (d *Datapath) attachSock(name, dir string, id uint64) error {
 			return nil
 		}
 	}
-	l, err := link.AttachCgroup(link.CgroupOptions{Path: dir, Attach: sockAttachTypes[name], Program: prog})
+	l, err := link.AttachCgroup(link.CgroupOptions{Path: dir, Attach: attach, Program: prog})
 	if err != nil {
 		return fmt.Errorf("attach %s to cgroup %s: %w", name, dir, err)
 	}

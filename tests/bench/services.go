@@ -8,7 +8,6 @@ import (
 	"io"
 	"math"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -528,15 +527,7 @@ type kubeProxyLatency struct{ sum, count float64 }
 // a node's network namespace.
 func readKubeProxyLatency(n *vnet.Node) (kubeProxyLatency, error) {
 	var l kubeProxyLatency
-	cl := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-			err = n.NS.Do(func() error {
-				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		}}}
-	resp, err := cl.Get("http://127.0.0.1:10249/metrics")
+	resp, err := vnet.HTTPClient(n.NS, 2*time.Second).Get("http://127.0.0.1:10249/metrics")
 	if err != nil {
 		return l, err
 	}

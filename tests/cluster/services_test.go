@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"strings"
@@ -280,16 +279,7 @@ func (e *svcEnv) nodePorts() {
 		e.until(fmt.Sprintf("healthCheckNodePort %d on %s", hc, node), func() string {
 			var code int
 			var body map[string]any
-			// The client dials from the VM's network namespace.
-			cl := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
-				DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-					err = e.vm.Do(func() error {
-						c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-						return err
-					})
-					return c, err
-				}}}
-			resp, err := cl.Get(fmt.Sprintf("http://%s/", net.JoinHostPort(node, fmt.Sprint(hc))))
+			resp, err := vnet.HTTPClient(e.vm, 2*time.Second).Get(fmt.Sprintf("http://%s/", net.JoinHostPort(node, fmt.Sprint(hc))))
 			if err == nil {
 				defer resp.Body.Close()
 				code = resp.StatusCode

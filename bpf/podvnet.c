@@ -35,6 +35,12 @@
  * egress of a pod's host veth (what the stack delivers to the pod), and
  * to_nic, on the tc egress of the NIC (a pod's packets the stack routed
  * out after translating them). A pod no policy isolates costs a flag test.
+ * Services (--service-mode=bpf, PV_CFG_F_SVC): a pod's socket calls to a
+ * Service are translated by the cgroup programs (sock_*, lib/sock.h) before
+ * any packet exists; what no socket hook sees is translated per packet
+ * (lib/nat.h): NodePorts and other external frontends in from_nic, the
+ * node's own Service traffic in from_host (the Service device's egress),
+ * and the replies of those flows where they arrive.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -53,6 +59,9 @@
 #include "lib/arp.h"
 #include "lib/platform.h"
 #include "lib/policy.h"
+#include "lib/lb.h"
+#include "lib/nat.h"
+#include "lib/sock.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -88,25 +97,38 @@ int from_pod(struct __sk_buff *skb)
 		return pv_count(skb, PV_HOOK_POD, blocked, TC_ACT_SHOT);
 
 	/* NetworkPolicy, also before every branch below: the stack masquerades
-	 * what leaves for the Internet, so it is judged here or never. */
+	 * what leaves for the Internet, so it is judged here or never. A reply
+	 * of a flow translated per packet is judged as its backend sent it. */
 	dst = pv_endpoint(ip->daddr);
 	denied = pv_policy_from_pod(skb, ip, src, dst, &judged);
 	if (denied)
 		return pv_count(skb, PV_HOOK_POD, denied, TC_ACT_SHOT);
+
+	cfg = pv_config();
+	/* A backend's answer to a flow translated per packet (a NodePort, the
+	 * node's own Service traffic): translated back before anything else,
+	 * to wherever the client is. */
+	if (cfg && (cfg->flags & PV_CFG_F_SVC) && pv_lb_reply(skb, PV_HOOK_POD, cfg, &ret) == PV_LB_DONE)
+		return ret;
 
 	/* TC_ACT_UNSPEC: under tcx, "next", so that the tc filters of a
 	 * chained bandwidth plugin (mirred to its ifb) still run. */
 	if (src->flags & PV_EP_F_SHAPED)
 		return pv_count(skb, PV_HOOK_POD, PV_POD_SHAPED, TC_ACT_UNSPEC);
 
-	cfg = pv_config();
 	if (!cfg || cfg->nic_ifindex == 0 || ip->daddr == cfg->node_ip)
 		return pv_count(skb, PV_HOOK_POD, PV_POD_TO_STACK, TC_ACT_OK);
 
 	if (dst && (dst->flags & PV_EP_F_SHAPED))
 		return pv_count(skb, PV_HOOK_POD, PV_POD_SHAPED, TC_ACT_OK);
-	if (!dst && !pv_nosnat_dest(cfg, ip->daddr))
+	if (!dst && !pv_nosnat_dest(cfg, ip->daddr)) {
+		/* A Service packet no socket hook translated (a raw socket, a
+		 * process outside the pods' cgroup) is translated here. */
+		if ((cfg->flags & PV_CFG_F_SVC) &&
+		    pv_lb_to_frontend(skb, PV_HOOK_POD, cfg, PV_SVC_SCOPE_INT, &ret) == PV_LB_DONE)
+			return ret;
 		return pv_count(skb, PV_HOOK_POD, PV_POD_TO_STACK, TC_ACT_OK);
+	}
 	if (pv_is_frag_or_icmp_error(skb, ip))
 		return pv_count(skb, PV_HOOK_POD, PV_POD_TO_STACK_FRAG, TC_ACT_OK);
 	if (pv_nat_flow(skb, ip, cfg))
@@ -118,6 +140,20 @@ int from_pod(struct __sk_buff *skb)
 	return pv_to_nic(skb, PV_HOOK_POD, eth, ip, cfg);
 }
 
+/* What the NIC receives for no pod: the node's own traffic, and in
+ * service mode bpf the Service frontends from outside (NodePorts, ...) and
+ * the replies of flows translated here. Not inlined: from_nic's pod path
+ * stays as small as it was. */
+static __noinline int pv_nic_not_for_pod(struct __sk_buff *skb)
+{
+	struct pv_config *cfg = pv_config();
+	int ret;
+
+	if (cfg && (cfg->flags & PV_CFG_F_SVC) && pv_lb_to_frontend(skb, PV_HOOK_NIC, cfg, PV_SVC_SCOPE_EXT, &ret) == PV_LB_DONE)
+		return ret;
+	return pv_count(skb, PV_HOOK_NIC, PV_NIC_TO_STACK, TC_ACT_OK);
+}
+
 SEC("tc")
 int from_nic(struct __sk_buff *skb)
 {
@@ -126,7 +162,7 @@ int from_nic(struct __sk_buff *skb)
 	struct pv_endpoint *dst;
 	struct pv_config *cfg;
 	__u32 denied;
-	int ret;
+	int ret, translated = 0;
 
 	ret = pv_parse_ipv4(skb, &eth, &ip);
 	if (ret <= 0 || skb->pkt_type != PACKET_HOST)
@@ -135,11 +171,24 @@ int from_nic(struct __sk_buff *skb)
 	/* Most of what the NIC receives is the node's own: it leaves before the
 	 * config lookup, which only the checks for a pod need. */
 	dst = pv_endpoint(ip->daddr);
-	if (!dst)
-		return pv_count(skb, PV_HOOK_NIC, PV_NIC_TO_STACK, TC_ACT_OK);
+	if (!dst) {
+		ret = pv_nic_not_for_pod(skb);
+		if (ret != PV_LB_TO_POD)
+			return ret;
+		/* A Service's frontend, translated to a backend on this node. */
+		translated = 1;
+		if (pv_parse_ipv4(skb, &eth, &ip) <= 0)
+			return pv_count(skb, PV_HOOK_NIC, PV_DROP_MALFORMED, TC_ACT_SHOT);
+		dst = pv_endpoint(ip->daddr);
+		if (!dst)
+			return pv_count(skb, PV_HOOK_NIC, PV_SVC_DROP, TC_ACT_SHOT);
+	}
 	cfg = pv_config();
 	if (!cfg)
 		return pv_count(skb, PV_HOOK_NIC, PV_NIC_TO_STACK, TC_ACT_OK);
+	/* A remote backend answering a pod's flow translated per packet. */
+	if (!translated && (cfg->flags & PV_CFG_F_SVC) && pv_lb_reply(skb, PV_HOOK_NIC, cfg, &ret) == PV_LB_DONE)
+		return ret;
 	if (dst->flags & PV_EP_F_SHAPED)
 		return pv_count(skb, PV_HOOK_NIC, PV_NIC_SHAPED, TC_ACT_OK);
 	if (pv_is_frag_or_icmp_error(skb, ip))
@@ -220,4 +269,76 @@ int to_nic(struct __sk_buff *skb)
 	if (denied)
 		return pv_count(skb, PV_HOOK_TO_NIC, denied, TC_ACT_SHOT);
 	return pv_count(skb, PV_HOOK_TO_NIC, PV_STACK_TO_NIC, TC_ACT_OK);
+}
+
+/* from_host: tc egress of the Service device, where the node's route for
+ * the Service CIDR sends what the node itself (and hostNetwork processes
+ * outside the pods' cgroup) sends to a Service. Translated per packet
+ * (lib/nat.h) and sent on to the backend; replies come back into the host
+ * through the same device. */
+SEC("tc")
+int from_host(struct __sk_buff *skb)
+{
+	struct ethhdr *eth = NULL;
+	struct iphdr *ip = NULL;
+	struct pv_config *cfg;
+	int ret;
+
+	if (pv_parse_ipv4(skb, &eth, &ip) <= 0)
+		return pv_count(skb, PV_HOOK_HOST, PV_SVC_HOST_NO_SERVICE, TC_ACT_SHOT);
+	cfg = pv_config();
+	if (cfg && (cfg->flags & PV_CFG_F_SVC) && pv_lb_to_frontend(skb, PV_HOOK_HOST, cfg, PV_SVC_SCOPE_INT, &ret) == PV_LB_DONE)
+		return ret;
+	return pv_count(skb, PV_HOOK_HOST, PV_SVC_HOST_NO_SERVICE, TC_ACT_SHOT);
+}
+
+/* The socket hooks (lib/sock.h), attached to the pods' cgroup v2. */
+SEC("cgroup/connect4")
+int sock_connect4(struct bpf_sock_addr *ctx)
+{
+	return pv_sock_xlate(ctx, 0);
+}
+
+SEC("cgroup/sendmsg4")
+int sock_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return pv_sock_xlate(ctx, 1);
+}
+
+SEC("cgroup/recvmsg4")
+int sock_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	return pv_sock_revnat(ctx);
+}
+
+SEC("cgroup/getpeername4")
+int sock_getpeername4(struct bpf_sock_addr *ctx)
+{
+	return pv_sock_revnat(ctx);
+}
+
+/* The same for IPv6 sockets, whose IPv4-mapped destinations (a dual-stack
+ * socket reaching an IPv4 Service) run these hooks, not the IPv4 ones. */
+SEC("cgroup/connect6")
+int sock_connect6(struct bpf_sock_addr *ctx)
+{
+	return pv_sock_xlate6(ctx, 0);
+}
+
+SEC("cgroup/sendmsg6")
+int sock_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return pv_sock_xlate6(ctx, 1);
+}
+
+SEC("cgroup/recvmsg6")
+int sock_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	return pv_sock_revnat6(ctx);
+}
+
+SEC("cgroup/getpeername6")
+int sock_getpeername6(struct bpf_sock_addr *ctx)
+{
+	return pv_sock_revnat6(ctx);
 }

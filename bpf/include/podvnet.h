@@ -65,6 +65,12 @@ struct pv_config {
 
 /* PV_CFG_F_*: node config flags. */
 #define PV_CFG_F_CT_LOOKUP (1U << 0) /* ask conntrack before a fast-path redirect */
+/* Ask conntrack only for packets whose source port has its ct bit in
+ * svc_ports: the ports kernel NAT can answer from (Service backends under
+ * kube-proxy, hostPorts). Without it every lookup happens. */
+#define PV_CFG_F_CT_BY_PORT (1U << 1)
+/* --service-mode=bpf: the programs translate Service traffic themselves. */
+#define PV_CFG_F_SVC (1U << 2)
 
 struct pv_nosnat_key {
 	__u32 prefixlen;
@@ -86,6 +92,131 @@ struct pv_blocked_key {
 struct pv_blocked {
 	__u32 reason; /* enum pv_reason: PV_DROP_WIRESERVER ... PV_DROP_BLOCKED_ENDPOINT */
 };
+
+/*
+ * Services (lib/lb.h, lib/sock.h, lib/nat.h). A frontend is an address, port
+ * and protocol a Service answers on, in one of two scopes: what pods and the
+ * node reach (internal) and what arrives from outside (external). The scopes
+ * differ only in the backends they hold (a Local traffic policy: this node's
+ * alone). A frontend's backends fill slots 1..count of its id.
+ */
+struct pv_svc_key {
+	__be32 addr; /* 0: a NodePort, on every node IP */
+	__be16 port;
+	__u8 proto;  /* IPPROTO_TCP, IPPROTO_UDP */
+	__u8 scope;  /* PV_SVC_SCOPE_* */
+};
+
+#define PV_SVC_SCOPE_EXT 0 /* from outside the cluster: from_nic */
+#define PV_SVC_SCOPE_INT 1 /* from pods (sockets and packets) and the node */
+
+struct pv_svc {
+	__u32 id;               /* keys svc_slots, affinity; names the Service for debug */
+	__u16 count;            /* backends in slots 1..count; 0: none */
+	__u16 flags;            /* PV_SVC_F_* */
+	__u32 affinity_timeout; /* seconds, with PV_SVC_F_AFFINITY */
+};
+
+#define PV_SVC_F_NODEPORT (1U << 0) /* key addr 0: any node IP */
+#define PV_SVC_F_EXTERNAL (1U << 1) /* a LoadBalancer ingress IP or an externalIP */
+#define PV_SVC_F_LOCAL (1U << 2)    /* traffic policy Local: this node's backends, client IP kept */
+#define PV_SVC_F_AFFINITY (1U << 3) /* sessionAffinity ClientIP */
+#define PV_SVC_F_DROP (1U << 4)     /* count 0 means drop (Local, none here), not reject */
+
+struct pv_svc_slot_key {
+	__u32 id;
+	__u32 slot; /* 1..count */
+};
+
+/* A backend: one endpoint address and port of a Service port. */
+struct pv_backend {
+	__be32 addr;
+	__be16 port;
+	__u8 proto;
+	__u8 flags; /* PV_BE_F_* */
+};
+
+#define PV_BE_F_LOCAL (1U << 0) /* a pod of this node */
+
+/* Session affinity: the last backend a client got from a Service. The
+ * client is a netns cookie at the socket, an IPv4 address per packet. */
+struct pv_affinity_key {
+	__u64 client;
+	__u32 id;
+	__u32 pad;
+};
+
+struct pv_affinity {
+	__u64 last_used_ns;
+	__u32 backend_id;
+	__u32 pad;
+};
+
+/* An (id, backend) pair that is in the Service now: an affinity entry for
+ * a backend that left is not followed. */
+struct pv_affinity_match_key {
+	__u32 id;
+	__u32 backend_id;
+};
+
+/* The reverse translation a socket needs (recvmsg, getpeername): the
+ * backend it was sent to, keyed with its cookie, gives the frontend. */
+struct pv_sock_key {
+	__u64 cookie;
+	__be32 addr; /* backend */
+	__be16 port;
+	__u16 pad;
+};
+
+struct pv_sock_revnat {
+	__be32 addr; /* frontend */
+	__be16 port;
+	__u16 pad;
+	__u32 id;
+};
+
+/* One direction of a flow translated per packet, as the packet arrives. */
+struct pv_nat_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+/* What that direction's packets become. */
+struct pv_nat {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u32 id;         /* the Service's frontend id */
+	__u32 backend_id;
+	__u32 flags;      /* PV_NAT_F_* */
+};
+
+#define PV_NAT_F_REPLY (1U << 0)   /* the reply direction: translated back */
+#define PV_NAT_F_TO_HOST (1U << 1) /* delivered to the node (its Service device) */
+
+/* Services' settings for the programs, index 0 of svc_config. */
+struct pv_svc_config {
+	__u32 host_ifindex;      /* the Service device the node's Service CIDR route uses */
+	__u8 host_mac[6];        /* its MAC: frames put into it are for the host */
+	__u16 nat_port_min;      /* SNAT source ports of NodePort traffic (host order) */
+	__u16 nat_port_max;
+	__u16 pad;
+};
+
+/* Source ports that may answer for a translated flow, a bitmap per protocol
+ * (key: PV_PORTS_UDP for UDP + port / 64; bit: port % 64). svc: replies our
+ * own translation must see (bpf mode); ct: replies kernel NAT must see. */
+struct pv_port_bits {
+	__u64 svc;
+	__u64 ct;
+};
+
+#define PV_PORTS_UDP 1024 /* UDP's half of svc_ports; TCP's starts at 0 */
 
 /* Every verdict and drop reason. Names are printed by `debug counters`. */
 enum pv_reason {
@@ -122,6 +253,15 @@ enum pv_reason {
 	PV_DROP_POLICY_PENDING_EGRESS,  /* out of such a pod */
 	PV_STACK_TO_POD,        /* to_pod: what the stack delivers to a pod, passed */
 	PV_STACK_TO_NIC,        /* to_nic: a pod's packet the stack routes out, judged and passed */
+	/* Services (lib/lb.h, lib/sock.h): translations and their failures. */
+	PV_SVC_SOCK_XLATE,      /* a socket's connect/sendmsg to a Service, translated to a backend */
+	PV_SVC_SOCK_NO_BACKEND, /* a socket's connect/sendmsg to a Service without endpoints: refused */
+	PV_SVC_XLATE,           /* a packet to a Service translated to a backend (DNAT, SNAT) */
+	PV_SVC_REV_XLATE,       /* a reply of a translated flow translated back */
+	PV_SVC_NO_BACKEND,      /* a packet to a Service without endpoints: ICMP port unreachable */
+	PV_SVC_DROP,            /* a packet to a Service with a Local policy and no local endpoint */
+	PV_SVC_NAT_FULL,        /* no free SNAT port for a new flow: dropped */
+	PV_SVC_HOST_NO_SERVICE, /* from the node to the Service CIDR, no such frontend: dropped */
 	PV_REASON_MAX,
 };
 
@@ -136,6 +276,8 @@ enum pv_hook {
 	PV_HOOK_NIC = 2,    /* from_nic: tc ingress of the NIC */
 	PV_HOOK_TO_POD = 3, /* to_pod: tc egress of a pod's host veth */
 	PV_HOOK_TO_NIC = 4, /* to_nic: tc egress of the NIC */
+	PV_HOOK_SOCK = 5,   /* the cgroup socket hooks (connect4, sendmsg4, ...) */
+	PV_HOOK_HOST = 6,   /* from_host: the node's packets to the Service CIDR */
 };
 
 /* One packet reported to `debug monitor` through the events ring buffer. */

@@ -12,6 +12,7 @@
 
 #include "podvnet.h"
 #include "parse.h"
+#include "svc_maps.h"
 
 /*
  * Replies of connections the kernel NAT'd (kube-proxy's DNAT of a Service,
@@ -60,7 +61,10 @@ static __always_inline int pv_is_frag_or_icmp_error(struct __sk_buff *skb, struc
 }
 
 /* pv_nat_flow reports whether conntrack holds a NAT'd connection for this
- * TCP or UDP packet (in either direction). */
+ * TCP or UDP packet (in either direction). With PV_CFG_F_CT_BY_PORT only a
+ * packet from a port kernel NAT can answer from is looked up: on the fast
+ * path a NAT'd flow shows only as its reply, which comes from the port
+ * kube-proxy DNAT'd to or portmap's container port (svc_ports). */
 static __always_inline int pv_nat_flow(struct __sk_buff *skb, struct iphdr *ip, const struct pv_config *cfg)
 {
 	struct bpf_ct_opts___pv opts = { .netns_id = BPF_F_CURRENT_NETNS };
@@ -74,6 +78,13 @@ static __always_inline int pv_nat_flow(struct __sk_buff *skb, struct iphdr *ip, 
 	ports = pv_l4_ports(skb, ip);
 	if (!ports)
 		return 0;
+	if (cfg->flags & PV_CFG_F_CT_BY_PORT) {
+		__u64 bit = 0;
+		struct pv_port_bits *bits = pv_port_bits(ip->protocol, ports->sport, &bit);
+
+		if (!bits || !(bits->ct & bit))
+			return 0;
+	}
 	tuple.ipv4.saddr = ip->saddr;
 	tuple.ipv4.daddr = ip->daddr;
 	tuple.ipv4.sport = ports->sport;

@@ -44,16 +44,27 @@ static __always_inline int pv_decrease_ttl(struct iphdr *ip)
 }
 
 /* Deliver to a local pod: the frame looks as if the node routed it out of
- * the pod's host veth, then it moves straight into the pod's netns. */
-static __always_inline int pv_to_local(struct __sk_buff *skb, enum pv_hook hook, struct ethhdr *eth, struct iphdr *ip,
-				       const struct pv_endpoint *dst, enum pv_reason reason)
+ * the pod's host veth, then it moves straight into the pod's netns (from a
+ * tc ingress, peer set) or out of the host veth (from an egress, where no
+ * peer redirect exists). */
+static __always_inline int pv_deliver_local(struct __sk_buff *skb, enum pv_hook hook, struct ethhdr *eth, struct iphdr *ip,
+					    const struct pv_endpoint *dst, enum pv_reason reason, int peer)
 {
 	if (!pv_decrease_ttl(ip))
 		return pv_count(skb, hook, PV_DROP_TTL_EXCEEDED, TC_ACT_SHOT);
 	__builtin_memcpy(eth->h_source, dst->host_mac, ETH_ALEN);
 	__builtin_memcpy(eth->h_dest, dst->pod_mac, ETH_ALEN);
 	pv_count(skb, hook, reason, TC_ACT_OK);
-	return bpf_redirect_peer(dst->ifindex, 0);
+	if (peer)
+		return bpf_redirect_peer(dst->ifindex, 0);
+	return bpf_redirect(dst->ifindex, 0);
+}
+
+/* pv_to_local delivers to a local pod from a tc ingress. */
+static __always_inline int pv_to_local(struct __sk_buff *skb, enum pv_hook hook, struct ethhdr *eth, struct iphdr *ip,
+				       const struct pv_endpoint *dst, enum pv_reason reason)
+{
+	return pv_deliver_local(skb, hook, eth, ip, dst, reason, 1);
 }
 
 /* pv_unicast_mac: neither all zero (not known) nor multicast/broadcast. */

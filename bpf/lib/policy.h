@@ -295,6 +295,17 @@ static __always_inline __u32 pv_policy_from_nic(struct __sk_buff *skb, struct ip
 	return pv_judge(skb, ip, NULL, dst, 0);
 }
 
+/* pv_policy_translated: a packet a per-packet Service translation just
+ * addressed to its backend. src: the local endpoint that sent it (its
+ * egress), dst: the backend if it is local (its ingress). */
+static __always_inline __u32 pv_policy_translated(struct __sk_buff *skb, struct iphdr *ip, const struct pv_endpoint *src,
+						  const struct pv_endpoint *dst)
+{
+	if (!(src && (src->flags & PV_EP_F_POLICY)) && !(dst && (dst->flags & PV_EP_F_POLICY)))
+		return 0;
+	return pv_judge(skb, ip, src, dst, 0);
+}
+
 /* pv_service_reply: a packet from a Service IP to a pod is the stack's
  * translated answer on a connection the pod opened (a Service IP opens
  * none), when conntrack holds that connection, DNAT'd, with the pod as its

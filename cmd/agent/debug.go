@@ -37,7 +37,7 @@ func newDebugCommand() *cobra.Command {
 	cmd.PersistentFlags().StringVar(&p.StateDir, "state-dir", paths.DefaultStateDir, "the agent's state directory")
 	cmd.AddCommand(newDebugEndpointsCommand(&p), newDebugCountersCommand(&p.BPFFSRoot), newDebugLinksCommand(&p.BPFFSRoot),
 		newDebugMonitorCommand(&p), newDebugConfigCommand(&p), newDebugDoctorCommand(&p), newDebugIPAMCommand(&p),
-		newDebugBlockedCommand(&p.BPFFSRoot), newDebugPolicyCommand(&p))
+		newDebugBlockedCommand(&p.BPFFSRoot), newDebugPolicyCommand(&p), newDebugServicesCommand(&p))
 	return cmd
 }
 

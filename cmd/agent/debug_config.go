@@ -65,8 +65,15 @@ func configRows(set *maps.Set) ([]configRow, error) {
 		rs = append(rs, r.String())
 	}
 	ct := "off"
-	if cfg.Flags&maps.ConfigCTLookup != 0 {
+	switch {
+	case cfg.Flags&maps.ConfigCTLookup != 0 && cfg.Flags&maps.ConfigCTByPort != 0:
+		ct = "on, by port (replies from ports kernel NAT answers from)"
+	case cfg.Flags&maps.ConfigCTLookup != 0:
 		ct = "on"
+	}
+	services := "kube-proxy (the kernel's rules)"
+	if cfg.Flags&maps.ConfigServices != 0 {
+		services = "bpf (the data path)"
 	}
 	blocked, err := blockedRows(set.Blocked)
 	if err != nil {
@@ -78,6 +85,7 @@ func configRows(set *maps.Set) ([]configRow, error) {
 		{"pod_gateway", netip.AddrFrom4(cfg.GatewayIP).String(), "map"},
 		{"next_hop", cfg.DescribeNextHop(), "map"},
 		{"conntrack_lookup", ct, "map"},
+		{"services", services, "map"},
 		{"no_snat_cidrs", strings.Join(rs, ", "), "map"},
 		{"blocked_endpoints", blockedList(blocked), "map"},
 	}, nil

@@ -39,9 +39,12 @@ type monitorEvent struct {
 	// is an endpoint of this node.
 	SrcPod string `json:"src_pod,omitempty"`
 	DstPod string `json:"dst_pod,omitempty"`
-	Sport  uint16 `json:"sport,omitempty"`
-	Dport  uint16 `json:"dport,omitempty"`
-	Len    uint32 `json:"len"`
+	// Service names the Service (namespace/name:port/proto) of a
+	// translation or of its failure.
+	Service string `json:"service,omitempty"`
+	Sport   uint16 `json:"sport,omitempty"`
+	Dport   uint16 `json:"dport,omitempty"`
+	Len     uint32 `json:"len"`
 }
 
 func newDebugMonitorCommand(p *paths.Node) *cobra.Command {
@@ -95,6 +98,7 @@ and prints each event: reason, hook, interface, addresses, protocol, ports.`,
 			}
 			wallOffset := time.Duration(time.Now().UnixNano()) - maps.Monotonic()
 			pods := &podNames{state: *p}
+			svcs := &serviceNamer{p: *p}
 			seen := 0
 			renew := time.Now().Add(maps.LeaseTTL / 3)
 			for ctx.Err() == nil && (count == 0 || seen < count) {
@@ -123,6 +127,9 @@ and prints each event: reason, hook, interface, addresses, protocol, ports.`,
 				seen++
 				me := toMonitorEvent(ev, wallOffset)
 				me.SrcPod, me.DstPod = pods.name(me.Src), pods.name(me.Dst)
+				if ev.Reason.IsService() {
+					me.Service = svcs.name(ev)
+				}
 				if err := printEvent(cmd.OutOrStdout(), output, me); err != nil {
 					return err
 				}
@@ -184,7 +191,7 @@ func toMonitorEvent(ev maps.Event, wallOffset time.Duration) monitorEvent {
 		Direction: ev.Reason.PolicyDirection(),
 		Hook:      ev.Hook.Program(),
 		Ifindex:   ev.Ifindex,
-		IfName:    ifName(ev.Ifindex),
+		IfName:    eventIfName(ev),
 		Proto:     proto,
 		Src:       src.String(),
 		Dst:       dst.String(),
@@ -209,8 +216,12 @@ func printEvent(w io.Writer, output string, e monitorEvent) error {
 		if e.DstPod != "" {
 			dst += "[" + e.DstPod + "]"
 		}
-		_, err := fmt.Fprintf(w, "%s %-20s %-8s %s(%d) %s -> %s %s %dB\n",
-			e.Time, e.Reason, e.Hook, e.IfName, e.Ifindex, src, dst, e.Proto, e.Len)
+		service := ""
+		if e.Service != "" {
+			service = " service=" + e.Service
+		}
+		_, err := fmt.Fprintf(w, "%s %-20s %-8s %s(%d) %s -> %s %s %dB%s\n",
+			e.Time, e.Reason, e.Hook, e.IfName, e.Ifindex, src, dst, e.Proto, e.Len, service)
 		return err
 	default:
 		return fmt.Errorf("-o %q: want table or json", output)
@@ -243,4 +254,13 @@ func (n *podNames) name(ip string) string {
 		}
 	}
 	return n.byIP[ip]
+}
+
+// eventIfName names the interface of a packet's event; a socket call's has
+// none.
+func eventIfName(ev maps.Event) string {
+	if ev.Hook == maps.HookSock {
+		return "-"
+	}
+	return ifName(ev.Ifindex)
 }

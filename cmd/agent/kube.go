@@ -26,7 +26,7 @@ func (k *kubeFlags) register(fl *pflag.FlagSet) {
 
 // client makes the API client, or nil in static mode (no --node-name),
 // which the agent says once.
-func (k *kubeFlags) client(p paths.Node, m *agent.Metrics, ready *agent.Readiness, log *zap.Logger) (*kube.Client, error) {
+func (k *kubeFlags) client(p paths.Node, m *agent.Metrics, ready *agent.Readiness, onAPI func(kube.APIStatus), log *zap.Logger) (*kube.Client, error) {
 	if k.nodeName == "" {
 		if k.kubeconfig != "" {
 			return nil, errors.New("--kubeconfig needs --node-name: the agent watches its own node")
@@ -39,6 +39,7 @@ func (k *kubeFlags) client(p paths.Node, m *agent.Metrics, ready *agent.Readines
 		Metrics: m.Registry,
 		OnAPIStatus: func(s kube.APIStatus) {
 			ready.SetDetail("apiserver", describeAPI(s))
+			onAPI(s)
 		},
 	}, log)
 	if err != nil {

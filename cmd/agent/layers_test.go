@@ -14,7 +14,8 @@ var layers = [][]string{
 	{"cmd/agent", "cmd/plugin"},
 	{"pkg/agent", "pkg/node", "pkg/install"},
 	{"pkg/cni", "pkg/loader", "pkg/snat", "pkg/nexthop"},
-	{"pkg/agentapi", "pkg/ipam", "pkg/ipplan", "pkg/platform", "pkg/settings", "pkg/kube", "pkg/policymap", "internal/podroute"},
+	{"pkg/agentapi", "pkg/ipam", "pkg/ipplan", "pkg/platform", "pkg/settings", "pkg/kube", "pkg/policymap", "internal/podroute", "internal/svcdev"},
+	{"pkg/services"},
 	{"pkg/maps", "pkg/policy", "internal/atomicfile", "internal/strictjson", "internal/netlinkdump", "internal/nettest", "internal/packet"},
 	{"pkg/paths"},
 }

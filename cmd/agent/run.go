@@ -31,6 +31,7 @@ type runFlags struct {
 	refresh     time.Duration
 	cluster     clusterFlags
 	platform    platformFlags
+	services    servicesFlags
 	paths       paths.Node
 	maxPods     int
 	cooldown    time.Duration
@@ -77,6 +78,7 @@ func newRunCommand() *cobra.Command {
 	fl.StringVar(&f.metricsAddr, "metrics-addr", agent.DefaultMetricsAddr, "address for /metrics, /healthz and /readyz; empty turns it off")
 	f.cluster.register(fl)
 	f.platform.register(fl)
+	f.services.register(fl)
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "console", "console or json")
 	f.cni.register(fl)
@@ -112,6 +114,9 @@ func runAgent(ctx context.Context, f *runFlags) error {
 		return err
 	}
 	if cfg.Blocked, err = f.platform.parse(); err != nil {
+		return err
+	}
+	if cfg.Services, err = f.services.parse(); err != nil {
 		return err
 	}
 	// Flags that do not parse fail before the fabric is asked anything;
@@ -151,13 +156,15 @@ func runAgent(ctx context.Context, f *runFlags) error {
 		close(installed)
 	}
 	cfg.Metrics = agent.NewMetrics(version, commit)
-	kc, err := f.kube.client(f.paths, cfg.Metrics, cfg.Ready, log)
+	var services servicesRelay
+	kc, err := f.kube.client(f.paths, cfg.Metrics, cfg.Ready, services.apiStatus, log)
 	if err != nil {
 		return err
 	}
 	if kc != nil {
 		defer kc.Close()
 		cfg.Events = kc
+		cfg.Services.FromAPI, cfg.Services.NodeName = true, f.kube.nodeName
 	}
 	if cfg.Policy, err = f.policy.options(kc, cluster.ServiceCIDR); err != nil {
 		return err
@@ -174,6 +181,7 @@ func runAgent(ctx context.Context, f *runFlags) error {
 		return err
 	}
 	cfg.Pool, cfg.NIC = in.Pool, nic
+	cfg.Services.CIDR = cluster.ServiceCIDR
 	cluster.Subnet = cfg.Pool.Subnet
 	if err := cluster.Validate(); err != nil {
 		return fmt.Errorf("cluster settings: %w", err)
@@ -199,6 +207,7 @@ func runAgent(ctx context.Context, f *runFlags) error {
 	var nicChanged func()
 	if kc != nil {
 		kc.OnNode(func(n kube.Node) { a.SetKubeletMaxPods(n.AllocatablePods) })
+		services.serve(kc, a, log)
 		kc.Start(ctx)
 		go reportNetwork(ctx, cfg.Ready, installed, kc)
 		// Connections to the API server went with the NIC (or go

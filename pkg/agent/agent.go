@@ -52,6 +52,8 @@ type Config struct {
 	// Policy turns NetworkPolicy on (policy.go); nil: pods are never
 	// isolated (static mode).
 	Policy *PolicyOptions
+	// Services says who serves Services and how (services.go).
+	Services ServiceConfig
 
 	// Version is the agent's build version, recorded in the settings file.
 	Version string
@@ -105,6 +107,7 @@ type Agent struct {
 	entries *endpointEntries
 	// policy keeps NetworkPolicy in the maps; nil when it is off.
 	policy *policyCtl
+	svc    *serviceState
 }
 
 // New waits for the NIC, loads the data path (adopting what is pinned),
@@ -156,6 +159,9 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Agent, err error)
 		return nil, err
 	}
 	if err := a.writeConfigMaps(); err != nil {
+		return nil, err
+	}
+	if err := a.startServices(); err != nil {
 		return nil, err
 	}
 	if err := a.syncBlocked(); err != nil {
@@ -286,6 +292,7 @@ func (a *Agent) writeConfigMaps() error {
 	if !a.cfg.NoConntrackLookup {
 		cfg.Flags |= maps.ConfigCTLookup
 	}
+	cfg.Flags |= a.serviceConfigFlags()
 	copy(cfg.NICMAC[:], attrs.HardwareAddr)
 	cfg = withHop(cfg, hop)
 	a.configMu.Lock()
@@ -332,6 +339,8 @@ func (a *Agent) Serve(ctx context.Context) error {
 	if a.policy != nil {
 		a.policy.start(ctx)
 	}
+	go a.purgeFlows(ctx)
+	go a.writeNamesEvery(ctx, time.Second)
 	a.mu.Lock()
 	nic := a.nic
 	a.mu.Unlock()
@@ -355,5 +364,6 @@ func (a *Agent) Serve(ctx context.Context) error {
 // The pinned data path keeps forwarding.
 func (a *Agent) Close() error {
 	a.jobs.waitAll()
+	a.closeServices()
 	return a.dp.Close()
 }

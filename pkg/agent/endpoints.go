@@ -51,6 +51,7 @@ func (a *Agent) Add(ctx context.Context, req agentapi.AddRequest) (_ agentapi.Ad
 		return agentapi.AddResponse{}, err
 	}
 
+	a.podAdded(req.PodNamespace, req.PodName)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	// The veth of an earlier attachment of the same name may still be

@@ -86,7 +86,7 @@ type policyCtl struct {
 
 // localEndpoint is an endpoint of this node as the allocator holds it.
 type localEndpoint struct {
-	ip                  netip.Addr
+	ip                   netip.Addr
 	namespace, name, uid string
 }
 

@@ -92,10 +92,10 @@ type Client struct {
 	// afterStart run in their own goroutines once Start has started the
 	// informers.
 	afterStart []func(context.Context)
-	started       bool
-	stopOnce      sync.Once
-	stop          chan struct{}
-	done          chan struct{}
+	started    bool
+	stopOnce   sync.Once
+	stop       chan struct{}
+	done       chan struct{}
 }
 
 // New builds the client from cfg. It does not contact the API server.

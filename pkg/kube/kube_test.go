@@ -26,6 +26,7 @@ import (
 
 	"github.com/podvnet/podvnet/pkg/paths"
 	"github.com/podvnet/podvnet/pkg/policy"
+	"github.com/podvnet/podvnet/pkg/services"
 )
 
 const nodeName = "node1"
@@ -370,6 +371,7 @@ func TestPermissions(t *testing.T) {
 	c := start(t, cs, Config{})
 	snapshots := make(chan policy.Snapshot, 10)
 	c.OnPolicySnapshot(func(s policy.Snapshot) { snapshots <- s })
+	c.WatchServices(ServicesHandler{Apply: func(services.Key, *services.Service, []*services.EndpointSlice, time.Time) error { return nil }})
 	run(t, c)
 	<-snapshots
 	if _, err := c.GetPod(context.Background(), "default", "a"); err != nil {

@@ -12,7 +12,7 @@ type Permission struct {
 
 // Permissions are every API call the agent makes.
 var Permissions = []Permission{
-	{"", "nodes", []string{"list", "watch"}, "the informer of this node's Node (fieldSelector metadata.name): allocatable pods, taints, conditions"},
+	{"", "nodes", []string{"list", "watch"}, "the informer of this node's Node (fieldSelector metadata.name): allocatable pods, taints, conditions; and of every Node's addresses, on each of which a NodePort answers (--service-mode bpf)"},
 	{"", "nodes", []string{"patch"}, "remove and re-add the startup taint " + NotReadyTaint},
 	{"", "nodes/status", []string{"patch"}, "set the NetworkUnavailable condition"},
 	{"", "pods", []string{"list", "watch"}, "the informer of this node's Pods (fieldSelector spec.nodeName): endpoint names, UIDs and labels; " +
@@ -21,4 +21,6 @@ var Permissions = []Permission{
 	{"", "namespaces", []string{"list", "watch"}, "NetworkPolicy: namespace labels (namespaceSelector)"},
 	{"networking.k8s.io", "networkpolicies", []string{"list", "watch"}, "NetworkPolicy"},
 	{"", "events", []string{"create", "patch"}, "Warning Events on the Node (patch: a repeated Event's count)"},
+	{"", "services", []string{"list", "watch"}, "every Service: the data path serves them (--service-mode bpf), or limits its conntrack lookup to their ports (kube-proxy)"},
+	{"discovery.k8s.io", "endpointslices", []string{"list", "watch"}, "every EndpointSlice: the Services' backends"},
 }

@@ -28,8 +28,11 @@ func trimPod(obj any) (any, error) {
 	for _, ctr := range p.Spec.Containers {
 		var ports []corev1.ContainerPort
 		for _, cp := range ctr.Ports {
-			if cp.Name != "" {
-				ports = append(ports, corev1.ContainerPort{Name: cp.Name, ContainerPort: cp.ContainerPort, Protocol: cp.Protocol})
+			// Named ports (a Service's targetPort may name one) and
+			// hostPorts (portmap NATs them: the conntrack lookup must see
+			// their replies).
+			if cp.Name != "" || cp.HostPort != 0 {
+				ports = append(ports, corev1.ContainerPort{Name: cp.Name, ContainerPort: cp.ContainerPort, Protocol: cp.Protocol, HostPort: cp.HostPort})
 			}
 		}
 		if len(ports) > 0 {

@@ -24,6 +24,9 @@ type Pod struct {
 	// Ports are the containers' named ports (what a Service's targetPort
 	// or a NetworkPolicy's port may name).
 	Ports map[string]Port `json:"ports,omitempty"`
+	// HostPorts are the container ports a hostPort maps to (portmap
+	// DNATs the node's port to them).
+	HostPorts []Port `json:"host_ports,omitempty"`
 	// Finished: Succeeded or Failed. Such a pod holds no address any
 	// more, even if its status still shows one.
 	Finished    bool `json:"finished,omitempty"`
@@ -82,6 +85,9 @@ func podOf(p *corev1.Pod) Pod {
 	}
 	for _, ctr := range p.Spec.Containers {
 		for _, cp := range ctr.Ports {
+			if cp.HostPort != 0 {
+				out.HostPorts = append(out.HostPorts, Port{Port: cp.ContainerPort, Protocol: string(cp.Protocol)})
+			}
 			if cp.Name == "" {
 				continue
 			}
@@ -224,5 +230,5 @@ func (c *Client) syncLocalPods(context.Context) error {
 func podEqual(a, b Pod) bool {
 	return a.Namespace == b.Namespace && a.Name == b.Name && a.UID == b.UID && a.Node == b.Node && a.IP == b.IP &&
 		a.HostNetwork == b.HostNetwork && a.Finished == b.Finished && a.Terminating == b.Terminating &&
-		maps.Equal(a.Labels, b.Labels) && maps.Equal(a.Ports, b.Ports)
+		maps.Equal(a.Labels, b.Labels) && maps.Equal(a.Ports, b.Ports) && slices.Equal(a.HostPorts, b.HostPorts)
 }

@@ -29,19 +29,32 @@ func TestLayoutMatchesBTF(t *testing.T) {
 		"pv_event":        maps.Event{},
 		"pv_monitor":      maps.Monitor{},
 
-		"pv_ipcache_key":     maps.IPCacheKey{},
-		"pv_identity":        maps.Identity{},
-		"pv_policy_key":      maps.PolicyKey{},
-		"pv_policy":          maps.PolicyValue{},
-		"pv_cidr_key":        maps.CIDRKey{},
-		"pv_ports_key":       maps.PortsKey{},
-		"pv_policy_endpoint": maps.PolicyEndpoint{},
-		"pv_policy_stats":    maps.PolicyStats{},
-		"pv_policy_config":   maps.PolicyConfig{},
-		"pv_flow_key":        maps.FlowKey{},
-		"pv_flow":            maps.Flow{},
-		"pv_frag_key":        maps.FragKey{},
-		"pv_frag":            maps.Frag{},
+		"pv_ipcache_key":        maps.IPCacheKey{},
+		"pv_identity":           maps.Identity{},
+		"pv_policy_key":         maps.PolicyKey{},
+		"pv_policy":             maps.PolicyValue{},
+		"pv_cidr_key":           maps.CIDRKey{},
+		"pv_ports_key":          maps.PortsKey{},
+		"pv_policy_endpoint":    maps.PolicyEndpoint{},
+		"pv_policy_stats":       maps.PolicyStats{},
+		"pv_policy_config":      maps.PolicyConfig{},
+		"pv_flow_key":           maps.FlowKey{},
+		"pv_flow":               maps.Flow{},
+		"pv_frag_key":           maps.FragKey{},
+		"pv_frag":               maps.Frag{},
+		"pv_svc_key":            maps.SvcKey{},
+		"pv_svc":                maps.Svc{},
+		"pv_svc_slot_key":       maps.SvcSlotKey{},
+		"pv_backend":            maps.Backend{},
+		"pv_affinity_key":       maps.AffinityKey{},
+		"pv_affinity":           maps.Affinity{},
+		"pv_affinity_match_key": maps.AffinityMatchKey{},
+		"pv_sock_key":           maps.SockKey{},
+		"pv_sock_revnat":        maps.SockRevNAT{},
+		"pv_nat_key":            maps.NATKey{},
+		"pv_nat":                maps.NAT{},
+		"pv_svc_config":         maps.SvcConfig{},
+		"pv_port_bits":          maps.PortBits{},
 	}
 	for cName, goVal := range mirrors {
 		t.Run(cName, func(t *testing.T) {
@@ -78,7 +91,8 @@ func TestLayoutMatchesBTF(t *testing.T) {
 			t.Fatalf("enum pv_hook not in BTF: %v", err)
 		}
 		want := map[string]maps.Hook{"PV_HOOK_POD": maps.HookPod, "PV_HOOK_NIC": maps.HookNIC,
-			"PV_HOOK_TO_POD": maps.HookToPod, "PV_HOOK_TO_NIC": maps.HookToNIC}
+			"PV_HOOK_TO_POD": maps.HookToPod, "PV_HOOK_TO_NIC": maps.HookToNIC,
+			"PV_HOOK_SOCK": maps.HookSock, "PV_HOOK_HOST": maps.HookHost}
 		if len(e.Values) != len(want) {
 			t.Errorf("C has %d hooks, Go %d", len(e.Values), len(want))
 		}
@@ -97,8 +111,13 @@ func TestLayoutMatchesBTF(t *testing.T) {
 				t.Errorf("hook %s: no program %s in the object", h, h.Program())
 			}
 		}
-		if len(spec.Programs) != len(maps.Hooks) {
-			t.Errorf("the object has %d programs, Go knows %d hooks", len(spec.Programs), len(maps.Hooks))
+		for _, name := range maps.SockPrograms {
+			if _, ok := spec.Programs[name]; !ok {
+				t.Errorf("hook sock: no program %s in the object", name)
+			}
+		}
+		if len(spec.Programs) != len(maps.Hooks)+len(maps.SockPrograms) {
+			t.Errorf("the object has %d programs, Go knows %d tc hooks and %d socket programs", len(spec.Programs), len(maps.Hooks), len(maps.SockPrograms))
 		}
 	})
 

@@ -186,6 +186,8 @@ func (d *Datapath) Program(h maps.Hook) *ebpf.Program {
 		return d.progs.ToPod
 	case maps.HookToNIC:
 		return d.progs.ToNic
+	case maps.HookHost:
+		return d.progs.FromHost
 	}
 	return nil
 }

@@ -16,28 +16,48 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	podvnetMapBlocked         = "blocked"
-	podvnetMapBlockedFilter   = "blocked_filter"
-	podvnetMapConfig          = "config"
-	podvnetMapCounters        = "counters"
-	podvnetMapEndpoints       = "endpoints"
-	podvnetMapEvents          = "events"
-	podvnetMapFlows           = "flows"
-	podvnetMapFrags           = "frags"
-	podvnetMapIpcache         = "ipcache"
-	podvnetMapMonitor         = "monitor"
-	podvnetMapNosnat          = "nosnat"
-	podvnetMapPolicy          = "policy"
-	podvnetMapPolicyCidr      = "policy_cidr"
-	podvnetMapPolicyConfig    = "policy_config"
-	podvnetMapPolicyEndpoints = "policy_endpoints"
-	podvnetMapPolicyPorts     = "policy_ports"
-	podvnetMapPolicyStats     = "policy_stats"
-	podvnetProgFromNic        = "from_nic"
-	podvnetProgFromPod        = "from_pod"
-	podvnetProgToNic          = "to_nic"
-	podvnetProgToPod          = "to_pod"
-	podvnetVarPvCtOptsSize    = "pv_ct_opts_size"
+	podvnetMapBlocked           = "blocked"
+	podvnetMapBlockedFilter     = "blocked_filter"
+	podvnetMapConfig            = "config"
+	podvnetMapCounters          = "counters"
+	podvnetMapEndpoints         = "endpoints"
+	podvnetMapEvents            = "events"
+	podvnetMapFlows             = "flows"
+	podvnetMapFrags             = "frags"
+	podvnetMapIpcache           = "ipcache"
+	podvnetMapMonitor           = "monitor"
+	podvnetMapNosnat            = "nosnat"
+	podvnetMapPolicy            = "policy"
+	podvnetMapPolicyCidr        = "policy_cidr"
+	podvnetMapPolicyConfig      = "policy_config"
+	podvnetMapPolicyEndpoints   = "policy_endpoints"
+	podvnetMapPolicyPorts       = "policy_ports"
+	podvnetMapPolicyStats       = "policy_stats"
+	podvnetMapSvcAffinity       = "svc_affinity"
+	podvnetMapSvcAffinityMatch  = "svc_affinity_match"
+	podvnetMapSvcBackendConns   = "svc_backend_conns"
+	podvnetMapSvcBackends       = "svc_backends"
+	podvnetMapSvcConfig         = "svc_config"
+	podvnetMapSvcFrontends      = "svc_frontends"
+	podvnetMapSvcNat            = "svc_nat"
+	podvnetMapSvcNodes          = "svc_nodes"
+	podvnetMapSvcPorts          = "svc_ports"
+	podvnetMapSvcSlots          = "svc_slots"
+	podvnetMapSvcSockRevnat     = "svc_sock_revnat"
+	podvnetProgFromHost         = "from_host"
+	podvnetProgFromNic          = "from_nic"
+	podvnetProgFromPod          = "from_pod"
+	podvnetProgSockConnect4     = "sock_connect4"
+	podvnetProgSockConnect6     = "sock_connect6"
+	podvnetProgSockGetpeername4 = "sock_getpeername4"
+	podvnetProgSockGetpeername6 = "sock_getpeername6"
+	podvnetProgSockRecvmsg4     = "sock_recvmsg4"
+	podvnetProgSockRecvmsg6     = "sock_recvmsg6"
+	podvnetProgSockSendmsg4     = "sock_sendmsg4"
+	podvnetProgSockSendmsg6     = "sock_sendmsg6"
+	podvnetProgToNic            = "to_nic"
+	podvnetProgToPod            = "to_pod"
+	podvnetVarPvCtOptsSize      = "pv_ct_opts_size"
 )
 
 // loadPodvnet returns the embedded CollectionSpec for podvnet.
@@ -82,33 +102,53 @@ type podvnetSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type podvnetProgramSpecs struct {
-	FromNic *ebpf.ProgramSpec `ebpf:"from_nic"`
-	FromPod *ebpf.ProgramSpec `ebpf:"from_pod"`
-	ToNic   *ebpf.ProgramSpec `ebpf:"to_nic"`
-	ToPod   *ebpf.ProgramSpec `ebpf:"to_pod"`
+	FromHost         *ebpf.ProgramSpec `ebpf:"from_host"`
+	FromNic          *ebpf.ProgramSpec `ebpf:"from_nic"`
+	FromPod          *ebpf.ProgramSpec `ebpf:"from_pod"`
+	SockConnect4     *ebpf.ProgramSpec `ebpf:"sock_connect4"`
+	SockConnect6     *ebpf.ProgramSpec `ebpf:"sock_connect6"`
+	SockGetpeername4 *ebpf.ProgramSpec `ebpf:"sock_getpeername4"`
+	SockGetpeername6 *ebpf.ProgramSpec `ebpf:"sock_getpeername6"`
+	SockRecvmsg4     *ebpf.ProgramSpec `ebpf:"sock_recvmsg4"`
+	SockRecvmsg6     *ebpf.ProgramSpec `ebpf:"sock_recvmsg6"`
+	SockSendmsg4     *ebpf.ProgramSpec `ebpf:"sock_sendmsg4"`
+	SockSendmsg6     *ebpf.ProgramSpec `ebpf:"sock_sendmsg6"`
+	ToNic            *ebpf.ProgramSpec `ebpf:"to_nic"`
+	ToPod            *ebpf.ProgramSpec `ebpf:"to_pod"`
 }
 
 // podvnetMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type podvnetMapSpecs struct {
-	Blocked         *ebpf.MapSpec `ebpf:"blocked"`
-	BlockedFilter   *ebpf.MapSpec `ebpf:"blocked_filter"`
-	Config          *ebpf.MapSpec `ebpf:"config"`
-	Counters        *ebpf.MapSpec `ebpf:"counters"`
-	Endpoints       *ebpf.MapSpec `ebpf:"endpoints"`
-	Events          *ebpf.MapSpec `ebpf:"events"`
-	Flows           *ebpf.MapSpec `ebpf:"flows"`
-	Frags           *ebpf.MapSpec `ebpf:"frags"`
-	Ipcache         *ebpf.MapSpec `ebpf:"ipcache"`
-	Monitor         *ebpf.MapSpec `ebpf:"monitor"`
-	Nosnat          *ebpf.MapSpec `ebpf:"nosnat"`
-	Policy          *ebpf.MapSpec `ebpf:"policy"`
-	PolicyCidr      *ebpf.MapSpec `ebpf:"policy_cidr"`
-	PolicyConfig    *ebpf.MapSpec `ebpf:"policy_config"`
-	PolicyEndpoints *ebpf.MapSpec `ebpf:"policy_endpoints"`
-	PolicyPorts     *ebpf.MapSpec `ebpf:"policy_ports"`
-	PolicyStats     *ebpf.MapSpec `ebpf:"policy_stats"`
+	Blocked          *ebpf.MapSpec `ebpf:"blocked"`
+	BlockedFilter    *ebpf.MapSpec `ebpf:"blocked_filter"`
+	Config           *ebpf.MapSpec `ebpf:"config"`
+	Counters         *ebpf.MapSpec `ebpf:"counters"`
+	Endpoints        *ebpf.MapSpec `ebpf:"endpoints"`
+	Events           *ebpf.MapSpec `ebpf:"events"`
+	Flows            *ebpf.MapSpec `ebpf:"flows"`
+	Frags            *ebpf.MapSpec `ebpf:"frags"`
+	Ipcache          *ebpf.MapSpec `ebpf:"ipcache"`
+	Monitor          *ebpf.MapSpec `ebpf:"monitor"`
+	Nosnat           *ebpf.MapSpec `ebpf:"nosnat"`
+	Policy           *ebpf.MapSpec `ebpf:"policy"`
+	PolicyCidr       *ebpf.MapSpec `ebpf:"policy_cidr"`
+	PolicyConfig     *ebpf.MapSpec `ebpf:"policy_config"`
+	PolicyEndpoints  *ebpf.MapSpec `ebpf:"policy_endpoints"`
+	PolicyPorts      *ebpf.MapSpec `ebpf:"policy_ports"`
+	PolicyStats      *ebpf.MapSpec `ebpf:"policy_stats"`
+	SvcAffinity      *ebpf.MapSpec `ebpf:"svc_affinity"`
+	SvcAffinityMatch *ebpf.MapSpec `ebpf:"svc_affinity_match"`
+	SvcBackendConns  *ebpf.MapSpec `ebpf:"svc_backend_conns"`
+	SvcBackends      *ebpf.MapSpec `ebpf:"svc_backends"`
+	SvcConfig        *ebpf.MapSpec `ebpf:"svc_config"`
+	SvcFrontends     *ebpf.MapSpec `ebpf:"svc_frontends"`
+	SvcNat           *ebpf.MapSpec `ebpf:"svc_nat"`
+	SvcNodes         *ebpf.MapSpec `ebpf:"svc_nodes"`
+	SvcPorts         *ebpf.MapSpec `ebpf:"svc_ports"`
+	SvcSlots         *ebpf.MapSpec `ebpf:"svc_slots"`
+	SvcSockRevnat    *ebpf.MapSpec `ebpf:"svc_sock_revnat"`
 }
 
 // podvnetVariableSpecs contains global variables before they are loaded into the kernel.
@@ -138,23 +178,34 @@ func (o *podvnetObjects) Close() error {
 //
 // It can be passed to loadPodvnetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type podvnetMaps struct {
-	Blocked         *ebpf.Map `ebpf:"blocked"`
-	BlockedFilter   *ebpf.Map `ebpf:"blocked_filter"`
-	Config          *ebpf.Map `ebpf:"config"`
-	Counters        *ebpf.Map `ebpf:"counters"`
-	Endpoints       *ebpf.Map `ebpf:"endpoints"`
-	Events          *ebpf.Map `ebpf:"events"`
-	Flows           *ebpf.Map `ebpf:"flows"`
-	Frags           *ebpf.Map `ebpf:"frags"`
-	Ipcache         *ebpf.Map `ebpf:"ipcache"`
-	Monitor         *ebpf.Map `ebpf:"monitor"`
-	Nosnat          *ebpf.Map `ebpf:"nosnat"`
-	Policy          *ebpf.Map `ebpf:"policy"`
-	PolicyCidr      *ebpf.Map `ebpf:"policy_cidr"`
-	PolicyConfig    *ebpf.Map `ebpf:"policy_config"`
-	PolicyEndpoints *ebpf.Map `ebpf:"policy_endpoints"`
-	PolicyPorts     *ebpf.Map `ebpf:"policy_ports"`
-	PolicyStats     *ebpf.Map `ebpf:"policy_stats"`
+	Blocked          *ebpf.Map `ebpf:"blocked"`
+	BlockedFilter    *ebpf.Map `ebpf:"blocked_filter"`
+	Config           *ebpf.Map `ebpf:"config"`
+	Counters         *ebpf.Map `ebpf:"counters"`
+	Endpoints        *ebpf.Map `ebpf:"endpoints"`
+	Events           *ebpf.Map `ebpf:"events"`
+	Flows            *ebpf.Map `ebpf:"flows"`
+	Frags            *ebpf.Map `ebpf:"frags"`
+	Ipcache          *ebpf.Map `ebpf:"ipcache"`
+	Monitor          *ebpf.Map `ebpf:"monitor"`
+	Nosnat           *ebpf.Map `ebpf:"nosnat"`
+	Policy           *ebpf.Map `ebpf:"policy"`
+	PolicyCidr       *ebpf.Map `ebpf:"policy_cidr"`
+	PolicyConfig     *ebpf.Map `ebpf:"policy_config"`
+	PolicyEndpoints  *ebpf.Map `ebpf:"policy_endpoints"`
+	PolicyPorts      *ebpf.Map `ebpf:"policy_ports"`
+	PolicyStats      *ebpf.Map `ebpf:"policy_stats"`
+	SvcAffinity      *ebpf.Map `ebpf:"svc_affinity"`
+	SvcAffinityMatch *ebpf.Map `ebpf:"svc_affinity_match"`
+	SvcBackendConns  *ebpf.Map `ebpf:"svc_backend_conns"`
+	SvcBackends      *ebpf.Map `ebpf:"svc_backends"`
+	SvcConfig        *ebpf.Map `ebpf:"svc_config"`
+	SvcFrontends     *ebpf.Map `ebpf:"svc_frontends"`
+	SvcNat           *ebpf.Map `ebpf:"svc_nat"`
+	SvcNodes         *ebpf.Map `ebpf:"svc_nodes"`
+	SvcPorts         *ebpf.Map `ebpf:"svc_ports"`
+	SvcSlots         *ebpf.Map `ebpf:"svc_slots"`
+	SvcSockRevnat    *ebpf.Map `ebpf:"svc_sock_revnat"`
 }
 
 func (m *podvnetMaps) Close() error {
@@ -176,6 +227,17 @@ func (m *podvnetMaps) Close() error {
 		m.PolicyEndpoints,
 		m.PolicyPorts,
 		m.PolicyStats,
+		m.SvcAffinity,
+		m.SvcAffinityMatch,
+		m.SvcBackendConns,
+		m.SvcBackends,
+		m.SvcConfig,
+		m.SvcFrontends,
+		m.SvcNat,
+		m.SvcNodes,
+		m.SvcPorts,
+		m.SvcSlots,
+		m.SvcSockRevnat,
 	)
 }
 
@@ -190,16 +252,34 @@ type podvnetVariables struct {
 //
 // It can be passed to loadPodvnetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type podvnetPrograms struct {
-	FromNic *ebpf.Program `ebpf:"from_nic"`
-	FromPod *ebpf.Program `ebpf:"from_pod"`
-	ToNic   *ebpf.Program `ebpf:"to_nic"`
-	ToPod   *ebpf.Program `ebpf:"to_pod"`
+	FromHost         *ebpf.Program `ebpf:"from_host"`
+	FromNic          *ebpf.Program `ebpf:"from_nic"`
+	FromPod          *ebpf.Program `ebpf:"from_pod"`
+	SockConnect4     *ebpf.Program `ebpf:"sock_connect4"`
+	SockConnect6     *ebpf.Program `ebpf:"sock_connect6"`
+	SockGetpeername4 *ebpf.Program `ebpf:"sock_getpeername4"`
+	SockGetpeername6 *ebpf.Program `ebpf:"sock_getpeername6"`
+	SockRecvmsg4     *ebpf.Program `ebpf:"sock_recvmsg4"`
+	SockRecvmsg6     *ebpf.Program `ebpf:"sock_recvmsg6"`
+	SockSendmsg4     *ebpf.Program `ebpf:"sock_sendmsg4"`
+	SockSendmsg6     *ebpf.Program `ebpf:"sock_sendmsg6"`
+	ToNic            *ebpf.Program `ebpf:"to_nic"`
+	ToPod            *ebpf.Program `ebpf:"to_pod"`
 }
 
 func (p *podvnetPrograms) Close() error {
 	return _PodvnetClose(
+		p.FromHost,
 		p.FromNic,
 		p.FromPod,
+		p.SockConnect4,
+		p.SockConnect6,
+		p.SockGetpeername4,
+		p.SockGetpeername6,
+		p.SockRecvmsg4,
+		p.SockRecvmsg6,
+		p.SockSendmsg4,
+		p.SockSendmsg6,
 		p.ToNic,
 		p.ToPod,
 	)

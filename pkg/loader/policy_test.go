@@ -30,7 +30,7 @@ const (
 
 var (
 	service   = netip.MustParsePrefix("10.0.0.0/16")
-	clusterIP = netip.MustParseAddr("10.0.0.10")
+	policyServiceIP = netip.MustParseAddr("10.0.0.10")
 )
 
 // policyBed is the testbed with pod B on a real veth too (to_pod runs on
@@ -99,8 +99,10 @@ func (pb *policyBed) flowCount(t *testing.T) int {
 	return len(fl)
 }
 
-func tcpRange(first, last uint16) maps.PortRange { return maps.PortRange{Proto: protoTCP, First: first, Last: last} }
-func tcpPort(p uint16) maps.PortRange          { return tcpRange(p, p) }
+func tcpRange(first, last uint16) maps.PortRange {
+	return maps.PortRange{Proto: protoTCP, First: first, Last: last}
+}
+func tcpPort(p uint16) maps.PortRange { return tcpRange(p, p) }
 
 // seg builds a TCP segment with flags, or a UDP or SCTP datagram (flags
 // ignored), from src to dst.
@@ -183,8 +185,8 @@ func (pb *policyBed) check(t *testing.T, cases []verdictCase) {
 	}
 }
 
-func (pb *policyBed) onA() skbCtx  { return skbCtx{Ifindex: uint32(pb.podAIdx)} }
-func (pb *policyBed) onB() skbCtx  { return skbCtx{Ifindex: uint32(pb.podBIdx)} }
+func (pb *policyBed) onA() skbCtx   { return skbCtx{Ifindex: uint32(pb.podAIdx)} }
+func (pb *policyBed) onB() skbCtx   { return skbCtx{Ifindex: uint32(pb.podBIdx)} }
 func (pb *policyBed) onNIC() skbCtx { return skbCtx{Ifindex: uint32(pb.nicIdx)} }
 
 // TestPolicyOpenEndpoint: a pod no policy isolates is forwarded as before,
@@ -228,7 +230,7 @@ func TestPolicyEgress(t *testing.T) {
 		{"the Internet", maps.HookPod, pb.onA(), fromA(inet, protoTCP, 40000, 80, tcpSYN), actShot, maps.ReasonDropPolicyEgress},
 		{"a local pod of another identity", maps.HookPod, pb.onA(), fromA(podB, protoTCP, 40000, 80, tcpSYN), actShot, maps.ReasonDropPolicyEgress},
 		{"the node", maps.HookPod, pb.onA(), fromA(nodeIP, protoTCP, 40000, 10250, tcpSYN), actShot, maps.ReasonDropPolicyEgress},
-		{"a Service IP: judged after DNAT", maps.HookPod, pb.onA(), fromA(clusterIP, protoUDP, 40000, 53, 0), actOK, maps.ReasonPodToStack},
+		{"a Service IP: judged after DNAT", maps.HookPod, pb.onA(), fromA(policyServiceIP, protoUDP, 40000, 53, 0), actOK, maps.ReasonPodToStack},
 	})
 	// What from_pod judged and sends out itself is marked for to_nic.
 	_, _, out, err := pb.runCtx(maps.HookPod, pb.onA(), fromA(remote, protoTCP, 40001, 80, tcpSYN))
@@ -403,7 +405,7 @@ func TestPolicyAfterDNAT(t *testing.T) {
 	toB := skbCtx{Ifindex: uint32(pb.podBIdx), IngressIfindex: uint32(pb.podAIdx)}
 	aToB := seg(hostBMAC, podBMAC, podA, podB, protoTCP, 40000, 80, tcpSYN)
 	pb.check(t, []verdictCase{
-		{"to the Service IP", maps.HookPod, pb.onA(), fromA(clusterIP, protoTCP, 40000, 80, tcpSYN), actOK, maps.ReasonPodToStack},
+		{"to the Service IP", maps.HookPod, pb.onA(), fromA(policyServiceIP, protoTCP, 40000, 80, tcpSYN), actOK, maps.ReasonPodToStack},
 		{"DNAT'd to a remote pod", maps.HookToNIC, fromPodA, fromA(remote, protoTCP, 40000, 80, tcpSYN), actShot, maps.ReasonDropPolicyEgress},
 		{"DNAT'd to a local pod", maps.HookToPod, toB, aToB, actShot, maps.ReasonDropPolicyEgress},
 		{"the node's own", maps.HookToNIC, skbCtx{Ifindex: uint32(pb.nicIdx)}, fromA(remote, protoTCP, 40000, 80, tcpSYN), actOK, noCount},

@@ -17,6 +17,7 @@ type Set struct {
 	NoSNAT    *NoSNAT
 	Blocked   *Blocked
 	Policy    *Policy
+	Services  *Services
 
 	all []*ebpf.Map
 }
@@ -39,6 +40,7 @@ func NewSet(m map[string]*ebpf.Map) (*Set, error) {
 	s.NoSNAT = NewNoSNAT(m[NoSNATMap])
 	s.Blocked = NewBlocked(m[BlockedMap], m[BlockedFilterMap])
 	s.Policy = NewPolicy(m)
+	s.Services = NewServices(m)
 	return s, nil
 }
 

@@ -47,22 +47,6 @@ func (r PortRange) String() string {
 	return fmt.Sprintf("%s/%d-%d", name, r.First, r.Last)
 }
 
-// ProtoName names an IP protocol ("tcp", "udp", "sctp", "icmp", or its
-// number).
-func ProtoName(p uint8) string {
-	switch p {
-	case 1:
-		return "icmp"
-	case 6:
-		return "tcp"
-	case 17:
-		return "udp"
-	case 132:
-		return "sctp"
-	}
-	return fmt.Sprintf("proto-%d", p)
-}
-
 // portsKeys are the trie entries of one range of set: the fewest prefixes
 // covering [First, Last], as Cilium encodes port ranges.
 func (r PortRange) portsKeys(set uint32) []PortsKey {

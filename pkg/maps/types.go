@@ -7,6 +7,7 @@ package maps
 
 import (
 	"fmt"
+	"slices"
 )
 
 // Go mirrors of the structs and enums in bpf/include/podvnet.h. Keep in sync:
@@ -87,6 +88,12 @@ const (
 	// ConfigCTLookup makes the programs ask conntrack before a fast-path
 	// redirect, so replies of NAT'd connections reach the stack.
 	ConfigCTLookup uint32 = 1 << 0
+	// ConfigCTByPort limits those lookups to packets whose source port has
+	// its ct bit in svc_ports (PortBits).
+	ConfigCTByPort uint32 = 1 << 1
+	// ConfigServices makes the programs translate Service traffic
+	// (--service-mode=bpf).
+	ConfigServices uint32 = 1 << 2
 )
 
 // Reason mirrors enum pv_reason: a verdict or a drop reason.
@@ -126,6 +133,14 @@ const (
 	ReasonDropPolicyPendingEgress
 	ReasonStackToPod
 	ReasonStackToNIC
+	ReasonSvcSockXlate
+	ReasonSvcSockNoBackend
+	ReasonSvcXlate
+	ReasonSvcRevXlate
+	ReasonSvcNoBackend
+	ReasonSvcDrop
+	ReasonSvcNATFull
+	ReasonSvcHostNoService
 	ReasonMax
 )
 
@@ -164,6 +179,14 @@ var reasonNames = [ReasonMax]string{
 	ReasonDropPolicyPendingEgress:  "drop_policy_pending_egress",
 	ReasonStackToPod:               "stack_to_pod",
 	ReasonStackToNIC:               "stack_to_nic",
+	ReasonSvcSockXlate:             "svc_sock_xlate",
+	ReasonSvcSockNoBackend:         "svc_sock_no_backend",
+	ReasonSvcXlate:                 "svc_xlate",
+	ReasonSvcRevXlate:              "svc_rev_xlate",
+	ReasonSvcNoBackend:             "svc_no_backend",
+	ReasonSvcDrop:                  "svc_drop",
+	ReasonSvcNATFull:               "svc_nat_full",
+	ReasonSvcHostNoService:         "svc_host_no_service",
 }
 
 func (r Reason) String() string {
@@ -173,8 +196,13 @@ func (r Reason) String() string {
 	return fmt.Sprintf("reason_%d", uint32(r))
 }
 
-// IsDrop reports whether packets counted under r were dropped.
+// IsDrop reports whether packets counted under r were dropped (or, for a
+// Service without endpoints, refused).
 func (r Reason) IsDrop() bool {
+	switch r {
+	case ReasonSvcSockNoBackend, ReasonSvcNoBackend, ReasonSvcDrop, ReasonSvcNATFull, ReasonSvcHostNoService:
+		return true
+	}
 	return r >= ReasonDropMalformed && r <= ReasonDropBlockedEndpoint || r.IsPolicyDrop()
 }
 
@@ -192,6 +220,10 @@ func (r Reason) PolicyDirection() string {
 	return [2]string{"ingress", "egress"}[(r-ReasonDropPolicyIngress)%2]
 }
 
+// IsService reports whether r counts a Service translation or its failure:
+// `debug monitor` names the Service of such events.
+func (r Reason) IsService() bool { return r >= ReasonSvcSockXlate && r < ReasonMax }
+
 // Verdict is what happened to packets counted under r: "redirect" (the eBPF
 // fast path), "pass" (handed to the kernel stack) or "drop".
 func (r Reason) Verdict() string {
@@ -200,6 +232,8 @@ func (r Reason) Verdict() string {
 		return "drop"
 	case r == ReasonPodToLocal || r == ReasonPodToNIC || r == ReasonPodToNICNeigh || r == ReasonNICToLocal || r == ReasonPodARPReply:
 		return "redirect"
+	case r == ReasonSvcSockXlate || r == ReasonSvcXlate || r == ReasonSvcRevXlate:
+		return "translate"
 	default:
 		return "pass"
 	}
@@ -245,21 +279,25 @@ const (
 	HookNIC   Hook = 2 // VNet NIC ingress: from_nic
 	HookToPod Hook = 3 // host-side veth egress: to_pod (NetworkPolicy)
 	HookToNIC Hook = 4 // VNet NIC egress: to_nic (NetworkPolicy)
+	HookSock  Hook = 5 // the pods' cgroup: the sock_* programs (SockPrograms)
+	HookHost  Hook = 6 // the Service device's egress: from_host
 )
 
-// Hooks lists every hook.
-var Hooks = []Hook{HookPod, HookNIC, HookToPod, HookToNIC}
+// Hooks lists every hook that runs a tc program on an interface.
+var Hooks = []Hook{HookPod, HookNIC, HookToPod, HookToNIC, HookHost}
 
 var hookNames = map[Hook][2]string{
 	HookPod:   {"pod", "from_pod"},
 	HookNIC:   {"nic", "from_nic"},
 	HookToPod: {"to-pod", "to_pod"},
 	HookToNIC: {"to-nic", "to_nic"},
+	HookHost:  {"host", "from_host"},
+	HookSock:  {"sock", "sock_connect4"},
 }
 
-// String is the hook's short name, "pod", "nic", "to-pod" or "to-nic": the
-// directory its links are pinned in, the name of its legacy tc filter, what
-// `debug links` shows.
+// String is the hook's short name, "pod", "nic", "to-pod", "to-nic", "host"
+// or "sock": the directory its links are pinned in, the name of its legacy
+// tc filter, what `debug links` shows.
 func (h Hook) String() string {
 	if n, ok := hookNames[h]; ok {
 		return n[0]
@@ -268,7 +306,8 @@ func (h Hook) String() string {
 }
 
 // Program is the name of the hook's program in the object ("from_pod",
-// "to_nic", ...), as `debug monitor` shows it.
+// "to_nic", ...), as `debug monitor` shows it; the socket hooks' programs
+// are SockPrograms, and HookSock names the first.
 func (h Hook) Program() string {
 	if n, ok := hookNames[h]; ok {
 		return n[1]
@@ -276,9 +315,14 @@ func (h Hook) Program() string {
 	return h.String()
 }
 
-// Egress says whether the hook is on tc egress (to_pod, to_nic), not
-// ingress.
-func (h Hook) Egress() bool { return h == HookToPod || h == HookToNIC }
+// Egress says whether the hook is on tc egress (to_pod, to_nic, the Service
+// device's from_host), not ingress.
+func (h Hook) Egress() bool { return h == HookToPod || h == HookToNIC || h == HookHost }
+
+// SockPrograms are the cgroup programs of HookSock, each pinned under
+// links/sock/ by its name.
+var SockPrograms = []string{"sock_connect4", "sock_sendmsg4", "sock_recvmsg4", "sock_getpeername4",
+	"sock_connect6", "sock_sendmsg6", "sock_recvmsg6", "sock_getpeername6"}
 
 // ParseHook reads a hook's short name (String).
 func ParseHook(s string) (Hook, error) {
@@ -287,7 +331,7 @@ func ParseHook(s string) (Hook, error) {
 			return h, nil
 		}
 	}
-	return 0, fmt.Errorf("hook %q: want pod, nic, to-pod or to-nic", s)
+	return 0, fmt.Errorf("hook %q: want pod, nic, to-pod, to-nic or host", s)
 }
 
 // MarshalText writes the short name, so JSON shows "pod", not a number.
@@ -307,5 +351,21 @@ const (
 )
 
 // Names lists every map podvnet pins.
-var Names = append([]string{EndpointsMap, ConfigMap, CountersMap, NoSNATMap, EventsMap, MonitorMap, BlockedMap, BlockedFilterMap},
-	PolicyNames...)
+var Names = slices.Concat([]string{EndpointsMap, ConfigMap, CountersMap, NoSNATMap, EventsMap, MonitorMap, BlockedMap, BlockedFilterMap},
+	PolicyNames, serviceMapNames)
+
+// ProtoName names an IP protocol ("tcp", "udp", "sctp", "icmp", or its
+// number).
+func ProtoName(p uint8) string {
+	switch p {
+	case 1:
+		return "icmp"
+	case 6:
+		return "tcp"
+	case 17:
+		return "udp"
+	case 132:
+		return "sctp"
+	}
+	return fmt.Sprintf("proto-%d", p)
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/podvnet/podvnet/internal/atomicfile"
 	"github.com/podvnet/podvnet/internal/netlinkdump"
+	"github.com/podvnet/podvnet/internal/svcdev"
 	"github.com/podvnet/podvnet/pkg/agentapi"
 	"github.com/podvnet/podvnet/pkg/loader"
 	"github.com/podvnet/podvnet/pkg/paths"
@@ -25,7 +26,8 @@ import (
 var ErrAgentRunning = errors.New("a podvnet agent is still running")
 
 // Cleanup removes everything podvnet made on this node: programs (tcx
-// links and legacy tc filters), the masquerade table, the host veths of
+// links and legacy tc filters; the socket hooks' links go with the pins),
+// the Service device, the masquerade table, the host veths of
 // pods (their /32 routes go with them), the pinned maps and pin
 // directories, the socket and the whole state dir (allocations, settings,
 // DEL queue). removeCNIConfig, when not nil, runs first, once no agent
@@ -53,6 +55,10 @@ func Cleanup(ctx context.Context, n paths.Node, removeCNIConfig func() error, lo
 			continue
 		}
 		log.Info("detached", zap.String("ifname", a.IfName), zap.String("prog", a.ProgName), zap.String("mode", string(a.Mode)))
+	}
+
+	if err := svcdev.Remove(); err != nil {
+		errs = append(errs, err)
 	}
 
 	if err := snat.Remove(); err != nil {

@@ -44,7 +44,13 @@ func (n Node) PodsFile() string { return filepath.Join(n.StateDir, "pods.json") 
 
 // PolicyIdentitiesFile is what the agent's NetworkPolicy identities stand
 // for (namespace, labels), for `debug policy`; the maps hold only numbers.
-func (n Node) PolicyIdentitiesFile() string { return filepath.Join(n.StateDir, "policy-identities.json") }
+func (n Node) PolicyIdentitiesFile() string {
+	return filepath.Join(n.StateDir, "policy-identities.json")
+}
+
+// ServicesFile names the Services' frontend ids (the agent writes it in
+// service mode bpf; debug reads it).
+func (n Node) ServicesFile() string { return filepath.Join(n.StateDir, "services.json") }
 
 // DelQueueDir is where the plugin queues the releases it could not hand to
 // the agent.
@@ -53,7 +59,7 @@ func (n Node) DelQueueDir() string { return filepath.Join(n.StateDir, "del-queue
 // StateFiles are the files directly under the state dir, in the order a
 // cleanup removes them (the DEL queue is a directory of its own).
 func (n Node) StateFiles() []string {
-	return []string{n.StateFile(), n.SettingsFile(), n.PodsFile(), n.PolicyIdentitiesFile()}
+	return []string{n.StateFile(), n.SettingsFile(), n.PodsFile(), n.PolicyIdentitiesFile(), n.ServicesFile()}
 }
 
 // MapsDir holds the pinned maps.

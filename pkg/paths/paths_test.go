@@ -14,6 +14,7 @@ func TestLayoutIsStable(t *testing.T) {
 		n.SettingsFile():           "/var/lib/podvnet/settings.json",
 		n.PodsFile():               "/var/lib/podvnet/pods.json",
 		n.PolicyIdentitiesFile():   "/var/lib/podvnet/policy-identities.json",
+		n.ServicesFile():           "/var/lib/podvnet/services.json",
 		n.DelQueueDir():            "/var/lib/podvnet/del-queue",
 		n.Socket:                   "/run/podvnet/agent.sock",
 		n.MapsDir():                "/sys/fs/bpf/podvnet/maps",
@@ -26,7 +27,8 @@ func TestLayoutIsStable(t *testing.T) {
 			t.Errorf("%s, want %s", got, want)
 		}
 	}
-	if got := n.StateFiles(); len(got) != 4 || got[0] != n.StateFile() || got[1] != n.SettingsFile() || got[2] != n.PodsFile() || got[3] != n.PolicyIdentitiesFile() {
+	if got := n.StateFiles(); len(got) != 5 || got[0] != n.StateFile() || got[1] != n.SettingsFile() || got[2] != n.PodsFile() ||
+		got[3] != n.PolicyIdentitiesFile() || got[4] != n.ServicesFile() {
 		t.Errorf("StateFiles() = %v", got)
 	}
 }

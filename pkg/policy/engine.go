@@ -454,9 +454,9 @@ func (e *Engine) finish(pd *pending) Changes {
 type staleness int
 
 const (
-	notStale    staleness = iota
-	peersStale            // only the identities its selectors match: updatePeers
-	wholeStale            // compile again
+	notStale   staleness = iota
+	peersStale           // only the identities its selectors match: updatePeers
+	wholeStale           // compile again
 )
 
 // stale says how much of an endpoint's rules may have changed.

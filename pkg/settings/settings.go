@@ -32,9 +32,9 @@ type Settings struct {
 	// NetworkPolicy says how the agent enforced NetworkPolicy: "off"
 	// (static mode, or turned off), or "on, unknown policy: deny|allow".
 	NetworkPolicy string `json:"network_policy,omitempty"`
-	BPFFSRoot       string    `json:"bpffs_root"`
-	Socket          string    `json:"socket"`
-	StateDir        string    `json:"state_dir"`
+	BPFFSRoot     string `json:"bpffs_root"`
+	Socket        string `json:"socket"`
+	StateDir      string `json:"state_dir"`
 }
 
 // Write replaces the node's record with s, atomically.

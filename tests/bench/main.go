@@ -30,6 +30,14 @@ func isSet(name string) bool {
 }
 
 func main() {
+	// The benchmark binary is also the CRR tool it runs in pods.
+	if tool, err := crrMain(os.Args); tool {
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench %s: %v\n", os.Args[1], err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
@@ -49,9 +57,10 @@ func run() error {
 		markdown  = flag.String("markdown", "", "also write the report as markdown to this file (docs/benchmarks.md)")
 		agentArgs = flag.String("agent-args", "", "extra flags for podvnet-agent run, space-separated (e.g. \"--attach-mode legacy\")")
 		profOnly  = flag.Bool("profile-only", false, "only profile the sender's CPU during a UDP flood across nodes, for each path of --paths side by side, over --rounds interleaved rounds (e.g. --profiles bare --paths ptp,podvnet); nothing else is measured")
-		phases    = flag.String("phases", "data,progcost,kube", "what to measure: data (data and control path, per --profiles), progcost (per-packet program cost), kube (the agent's memory with --kube-pods pods in an API server)")
-		kubeDirs  = flag.String("kube-dir", "", "the Kubernetes binaries of the kube phase (scripts/kube.sh --dir when empty)")
+		phases    = flag.String("phases", "data,progcost,kube,services", "what to measure: data (data and control path, per --profiles), progcost (per-packet program cost), kube (the agent's memory with --kube-pods pods in an API server), services (pod -> ClusterIP -> pod with podvnet and with the real kube-proxy, --services Services loaded; endpoint changes)")
+		kubeDirs  = flag.String("kube-dir", "", "the Kubernetes binaries of the kube and services phases (scripts/kube.sh --dir when empty)")
 		kubePods  = flag.Int("kube-pods", 5000, "Pod objects in the API server for the kube phase, most on other nodes (500 with --smoke)")
+		svcCount  = flag.Int("services", loadedServices, "Services (each with an EndpointSlice) in the API server for the services phase (200 with --smoke)")
 	)
 	flag.Parse()
 	if os.Geteuid() != 0 {
@@ -67,24 +76,30 @@ func run() error {
 		if !isSet("kube-pods") {
 			*kubePods = 500
 		}
+		if !isSet("services") {
+			*svcCount = 200
+		}
 	}
 	phase := map[string]bool{}
 	for _, p := range strings.Split(*phases, ",") {
 		switch p {
-		case "data", "progcost", "kube":
+		case "data", "progcost", "kube", "services":
 			phase[p] = true
 		default:
-			return fmt.Errorf("--phases: %q is not data, progcost or kube", p)
+			return fmt.Errorf("--phases: %q is not data, progcost, kube or services", p)
 		}
 	}
 	*kubeDirs = kubeDir(*kubeDirs)
 	kubeErr := cluster.CheckControlPlane(*kubeDirs)
-	if phase["kube"] && kubeErr != nil {
-		if os.Getenv("CI") == "true" {
-			return fmt.Errorf("the kube phase needs the Kubernetes binaries (make kube), and CI=true forbids skipping it: %w", kubeErr)
+	for _, p := range []string{"kube", "services"} {
+		if !phase[p] || kubeErr == nil {
+			continue
 		}
-		fmt.Fprintf(os.Stderr, "bench: kube phase skipped: %v (make kube)\n", kubeErr)
-		delete(phase, "kube")
+		if os.Getenv("CI") == "true" {
+			return fmt.Errorf("the %s phase needs the Kubernetes binaries (make kube), and CI=true forbids skipping it: %w", p, kubeErr)
+		}
+		fmt.Fprintf(os.Stderr, "bench: %s phase skipped: %v (make kube)\n", p, kubeErr)
+		delete(phase, p)
 	}
 	if *rounds < 1 {
 		return fmt.Errorf("--rounds %d: want at least 1", *rounds)
@@ -164,6 +179,12 @@ func run() error {
 		b.logf("the agent's memory with %d pods in the API server", *kubePods)
 		if err := b.kubePhase(ctx, *kubeDirs, *kubePods); err != nil {
 			return fmt.Errorf("kube phase: %w", err)
+		}
+	}
+	if phase["services"] {
+		b.logf("Services: podvnet and the real kube-proxy with %d Services in the API server", *svcCount)
+		if err := b.servicesPhase(ctx, *kubeDirs, *svcCount); err != nil {
+			return fmt.Errorf("services phase: %w", err)
 		}
 	}
 	b.res.compare()

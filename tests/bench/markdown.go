@@ -80,7 +80,22 @@ none does, and **within noise** when the rounds disagree.
 		fmt.Fprintf(w, "\n## NetworkPolicy\n\n`podvnet-policy` runs podvnet's agents against an API server (the cluster tests' control plane,\nno kubelets) holding %s: fake pods and namespaces around the benchmark's\nreal pods, each of which %d policies select, one per peer identity, besides the one that lets\nthem talk. Its data path rows compare with `podvnet` (no policy); its CNI rows include the\nlook-up of the pod, its rules written and both programs attached before ADD answers. A change is\ntimed from the request to the API server until every node's agent has written it (the policy\ngeneration, the writer's last write, polled every 0.5 ms):\n\n", r.PolicyScale, policyRulesPerPod)
 		markdownTable(w, r.policyTable())
 	}
-	fmt.Fprintf(w, "\n## Targets\n\nThe goals of issues 9 and 18, each ratio judged on the rounds' paired ratios (Method).\n\n")
+	if len(r.Services) > 0 {
+		fmt.Fprintf(w, "\n## Services\n\nA pod on node 1 reaches a pod on node 2 through a ClusterIP, with %s other Services (each with an\n"+
+			"EndpointSlice) in the API server (tests/cluster's etcd and kube-apiserver): podvnet serving Services\n"+
+			"itself (--service-mode bpf; the client's connect() translated by the socket hook), podvnet and the\n"+
+			"reference ptp plugin with the real kube-proxy of the pinned release in nftables and iptables modes,\n"+
+			"and the same two pods without a Service. The configurations run one after the other on one VNet\n"+
+			"(each needs the nodes to itself and a full sync of the Services), each its %d rounds in a row, so\n"+
+			"their ratios are of medians, not paired by round. TCP connect/request/close: one connection per\n"+
+			"one-byte request and answer, closed with a reset (no TIME_WAIT), one client.\n\n", thousands(r.ServicesLoaded), r.Rounds)
+		markdownTable(w, r.servicesTable())
+		fmt.Fprintf(w, "\nAn endpoint added to or removed from the measured Service's EndpointSlice, one change at a time, until\n"+
+			"every node has it: podvnet's maps read until the frontend's count shows it; kube-proxy's own\n"+
+			"network programming duration from the same trigger time (the slice's last-change-trigger-time).\n\n")
+		markdownTable(w, r.changesTable())
+	}
+	fmt.Fprintf(w, "\n## Targets\n\nThe goals of issues 9, 16, 17 and 18, each ratio judged on the rounds' paired ratios (Method).\n\n")
 	markdownTable(w, r.targetTable())
 	fmt.Fprintln(w)
 	r.writeAnalysis(w)

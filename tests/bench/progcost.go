@@ -19,10 +19,34 @@ import (
 // redirect's verdict without performing it: what the kernel does next (for
 // redirect_neigh a route and a neighbour lookup) is not in it.
 type ProgCostRow struct {
-	Program  string `json:"program"`
-	Path     string `json:"path"`
-	CTLookup bool   `json:"conntrack_lookup"`
-	NsPerPkt Stat   `json:"ns_per_packet"`
+	Program string `json:"program"`
+	Path    string `json:"path"`
+	// Conntrack is how the program asks conntrack (ctOff, ctEvery,
+	// ctByPort), Services whether it serves Services (--service-mode bpf).
+	Conntrack string `json:"conntrack"`
+	Services  bool   `json:"services,omitempty"`
+	NsPerPkt  Stat   `json:"ns_per_packet"`
+}
+
+// How a program run asks conntrack.
+const (
+	ctOff    = "off"          // no lookup (--no-conntrack-lookup)
+	ctEvery  = "every packet" // static mode, or before the Services are synced
+	ctByPort = "by port"      // only for a reply from a port kernel NAT answers from; this one is not
+)
+
+// progModes are the configurations each path is timed in: the lookup's
+// three modes under kube-proxy, and service mode bpf (where the lookup is
+// by port, for hostPorts only).
+var progModes = []struct {
+	conntrack string
+	services  bool
+	flags     uint32
+}{
+	{ctOff, false, 0},
+	{ctEvery, false, maps.ConfigCTLookup},
+	{ctByPort, false, maps.ConfigCTLookup | maps.ConfigCTByPort},
+	{ctByPort, true, maps.ConfigCTLookup | maps.ConfigCTByPort | maps.ConfigServices},
 }
 
 // The paths the analysis quotes.
@@ -32,7 +56,7 @@ const (
 )
 
 // progCost loads the data path in a private netns and bpffs and times each
-// program's fast path with and without the conntrack lookup. A repeated run
+// program's fast path in each of progModes. A repeated run
 // keeps modifying the same frame, so a frame starts at TTL 255 and each
 // timed batch runs it 200 times, all on the redirect path.
 func (b *bench) progCost() (err error) {
@@ -127,7 +151,7 @@ func (b *bench) progCost() (err error) {
 	if b.smoke {
 		batches = 20
 	}
-	for _, ct := range []bool{false, true} {
+	for _, mode := range progModes {
 		for _, c := range cases {
 			cfg := maps.Config{NICIfindex: 1, NodeIP: netip.MustParseAddr("10.240.0.4").As4(),
 				Subnet: [4]byte{10, 240, 0, 0}, SubnetMask: [4]byte{255, 255, 0, 0}}
@@ -135,9 +159,7 @@ func (b *bench) progCost() (err error) {
 			if c.cached {
 				copy(cfg.NextHopMAC[:], hostAMAC)
 			}
-			if ct {
-				cfg.Flags = maps.ConfigCTLookup
-			}
+			cfg.Flags = mode.flags
 			if err := dp.Maps.Config.Set(cfg); err != nil {
 				return err
 			}
@@ -179,7 +201,8 @@ func (b *bench) progCost() (err error) {
 			if after-before != uint64(batches*200) {
 				return fmt.Errorf("%s: %s counted %d of %d runs: another path was timed", c.path, c.reason, after-before, batches*200)
 			}
-			b.res.ProgCost = append(b.res.ProgCost, ProgCostRow{Program: c.prog.Program(), Path: c.path, CTLookup: ct, NsPerPkt: stat(samples)})
+			b.res.ProgCost = append(b.res.ProgCost, ProgCostRow{Program: c.prog.Program(), Path: c.path, Conntrack: mode.conntrack,
+				Services: mode.services, NsPerPkt: stat(samples)})
 		}
 	}
 	return nil

@@ -31,10 +31,13 @@ type Results struct {
 	ProgCost        []ProgCostRow      `json:"program_cost"`
 	// PolicyUpdates: how long NetworkPolicy changes take to reach every
 	// node's maps, at PolicyScale.
-	PolicyUpdates []PolicyUpdateRow `json:"policy_updates"`
-	PolicyScale   string            `json:"policy_scale,omitempty"`
-	Profiles        []Profile          `json:"profiles"`
-	Targets         []Target           `json:"targets"`
+	PolicyUpdates  []PolicyUpdateRow `json:"policy_updates"`
+	PolicyScale    string            `json:"policy_scale,omitempty"`
+	ServicesLoaded int               `json:"services_loaded,omitempty"`
+	Services       []ServiceRow      `json:"services,omitempty"`
+	Changes        []ChangeRow       `json:"endpoint_changes,omitempty"`
+	Profiles       []Profile         `json:"profiles"`
+	Targets        []Target          `json:"targets"`
 }
 
 // Machine names where the numbers come from.
@@ -190,6 +193,7 @@ func (r *Results) evaluate() {
 		r.Targets = append(r.Targets, target(fmt.Sprintf("agent steady RSS, %s Pods in the API", thousands(k.PodsInAPI)), "<= 60 MiB",
 			k.RSSMiB, "MiB", k.RSSMiB <= 60, 60))
 	}
+	r.evaluateServices()
 	r.evaluatePolicy()
 }
 
@@ -288,9 +292,9 @@ func (r *Results) controlTable() [][]string {
 }
 
 func (r *Results) progTable() [][]string {
-	rows := [][]string{{"program", "path", "conntrack lookup", "ns/packet"}}
+	rows := [][]string{{"program", "path", "services", "conntrack lookup", "ns/packet"}}
 	for _, p := range r.ProgCost {
-		rows = append(rows, []string{p.Program, p.Path, map[bool]string{true: "on", false: "off"}[p.CTLookup], fmtStat(p.NsPerPkt, 0)})
+		rows = append(rows, []string{p.Program, p.Path, map[bool]string{true: "bpf", false: "kube-proxy"}[p.Services], p.Conntrack, fmtStat(p.NsPerPkt, 0)})
 	}
 	return rows
 }
@@ -383,6 +387,10 @@ func (r *Results) writeText(w io.Writer) {
 		printTable(w, r.progTable())
 	}
 	r.writeProfileText(w)
+	if len(r.Services) > 0 {
+		fmt.Fprintf(w, "\nServices (%s Services in the API server; each configuration's %d rounds in a row):\n", thousands(r.ServicesLoaded), r.Rounds)
+		r.writeServices(w, printTable)
+	}
 	fmt.Fprintln(w, "\nTargets:")
 	printTable(w, r.targetTable())
 }

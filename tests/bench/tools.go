@@ -19,6 +19,9 @@ type peer struct {
 	name   string
 	nsPath string
 	ip     netip.Addr
+	// cgroup is the cgroup.procs its processes join (the pods' cgroup,
+	// where podvnet's socket hooks run); empty: the benchmark's own.
+	cgroup string
 }
 
 // flow is what one row measures: traffic from src to dst, sent to addr
@@ -39,6 +42,9 @@ func (f flow) String() string {
 // cpu (-1: not pinned), and dies with the benchmark.
 func (p peer) cmd(ctx context.Context, cpu int, name string, args ...string) *exec.Cmd {
 	full := []string{"--net=" + p.nsPath}
+	if p.cgroup != "" {
+		full = append(full, "sh", "-c", `echo $$ > "$1" && shift && exec "$@"`, "sh", p.cgroup)
+	}
 	if cpu >= 0 {
 		full = append(full, "taskset", "-c", strconv.Itoa(cpu))
 	}

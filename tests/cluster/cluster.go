@@ -58,6 +58,9 @@ type Options struct {
 	// KubeletFlags are added to every kubelet's command line, e.g.
 	// --register-with-taints=podvnet.io/agent-not-ready:NoSchedule.
 	KubeletFlags []string
+	// AlignedPools gives each node a /24 block of its own (vnet), for the
+	// reference plugins' host-local ranges beside podvnet.
+	AlignedPools bool
 	// BinDir holds podvnet-agent and podvnet, for agents a caller runs on
 	// the VNet's nodes by hand (vnet.Node.StartAgent) rather than as the
 	// DaemonSet's pods.
@@ -190,7 +193,7 @@ func build(ctx context.Context, opts Options, full bool) (_ *Cluster, err error)
 	}
 	step("VNet %s: fabric, %d nodes, wireserver (prefix %s)", vnet.Subnet, opts.Nodes, opts.Prefix)
 	if c.VNet, err = vnet.New(vnet.Options{Prefix: opts.Prefix, Nodes: opts.Nodes, PerNode: 30,
-		WorkDir: filepath.Join(c.dir, "vnet"), IPAMSource: "nmagent", BinDir: opts.BinDir}); err != nil {
+		WorkDir: filepath.Join(c.dir, "vnet"), IPAMSource: "nmagent", BinDir: opts.BinDir, AlignedPools: opts.AlignedPools}); err != nil {
 		return nil, err
 	}
 	if full {

@@ -65,6 +65,7 @@ func teardown() {
 				fmt.Fprintf(os.Stderr, "tear down the cluster: %v\n", err)
 			}
 		}
+		closeOtherClusters()
 		if shared.work != "" && os.Getenv("PODVNET_KEEP") == "" {
 			os.RemoveAll(shared.work)
 		}
@@ -91,40 +92,16 @@ func kubeDir(t *testing.T) string {
 // CI=true, where it fails: CI builds them (make kube).
 func requireCluster(t *testing.T) *cluster.Cluster {
 	t.Helper()
-	nettest.RequireRoot(t)
-	dir := kubeDir(t)
-	if err := cluster.CheckPrerequisites(dir); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("the cluster tests need the Kubernetes binaries and host tools, and CI=true forbids skipping: %v", err)
-		}
-		t.Skipf("no cluster: %v (make kube; scripts/deps.sh test)", err)
-	}
+	dir := clusterPrerequisites(t)
 	shared.once.Do(func() {
-		abs, err := filepath.Abs(repo)
-		if err != nil {
-			shared.err = err
-			return
-		}
 		if shared.work, shared.err = os.MkdirTemp("", "podvnet-cluster-"); shared.err != nil {
 			return
 		}
 		// PODVNET_KUBE_PROXY=iptables|none runs the suite with another
 		// kube-proxy mode than nftables, or without kube-proxy.
-		opts := cluster.Options{Repo: abs, WorkDir: shared.work, KubeDir: dir, Log: testLog{}, KubeProxy: os.Getenv("PODVNET_KUBE_PROXY"),
-			// As docs/operations.md tells operators: the scheduler keeps
-			// pods off a node until its agent has the network in place.
-			KubeletFlags: cluster.KubeletFlags}
-		if b := os.Getenv("PODVNET_BIN_DIR"); b != "" {
-			opts.CNIBinDir = filepath.Join(b, "cni")
-			if _, err := os.Stat(filepath.Join(b, "images")); err == nil {
-				opts.ImageDir = filepath.Join(b, "images")
-			}
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer cancel()
-		start := time.Now()
-		shared.c, shared.err = cluster.New(ctx, opts)
-		fmt.Fprintf(os.Stderr, "cluster: bring-up took %s\n", time.Since(start).Round(time.Second))
+		opts := clusterOptions(dir, shared.work)
+		opts.KubeProxy = os.Getenv("PODVNET_KUBE_PROXY")
+		shared.c, shared.err = newCluster(opts)
 	})
 	if shared.err != nil {
 		t.Fatalf("bring the cluster up: %v", shared.err)
@@ -135,6 +112,49 @@ func requireCluster(t *testing.T) *cluster.Cluster {
 		}
 	})
 	return shared.c
+}
+
+// clusterPrerequisites skips the test (fails it under CI=true) without
+// root or the Kubernetes binaries, and returns where the binaries are.
+func clusterPrerequisites(t *testing.T) string {
+	t.Helper()
+	nettest.RequireRoot(t)
+	dir := kubeDir(t)
+	if err := cluster.CheckPrerequisites(dir); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("the cluster tests need the Kubernetes binaries and host tools, and CI=true forbids skipping: %v", err)
+		}
+		t.Skipf("no cluster: %v (make kube; scripts/deps.sh test)", err)
+	}
+	return dir
+}
+
+// clusterOptions are what every cluster of the package starts from: this
+// repository, kubeDir's binaries, work as the work dir, and the images and
+// reference plugins make test built.
+func clusterOptions(kubeDir, work string) cluster.Options {
+	abs, _ := filepath.Abs(repo)
+	opts := cluster.Options{Repo: abs, WorkDir: work, KubeDir: kubeDir, Log: testLog{},
+		// As docs/operations.md tells operators: the scheduler keeps pods
+		// off a node until its agent has the network in place.
+		KubeletFlags: cluster.KubeletFlags}
+	if b := os.Getenv("PODVNET_BIN_DIR"); b != "" {
+		opts.CNIBinDir = filepath.Join(b, "cni")
+		if _, err := os.Stat(filepath.Join(b, "images")); err == nil {
+			opts.ImageDir = filepath.Join(b, "images")
+		}
+	}
+	return opts
+}
+
+// newCluster brings a cluster up and says how long it took.
+func newCluster(opts cluster.Options) (*cluster.Cluster, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	start := time.Now()
+	c, err := cluster.New(ctx, opts)
+	fmt.Fprintf(os.Stderr, "cluster: bring-up took %s\n", time.Since(start).Round(time.Second))
+	return c, err
 }
 
 type testLog struct{}

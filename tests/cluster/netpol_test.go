@@ -570,7 +570,9 @@ func npCases(m *netpolModel) []struct {
 		{"T21 namespace relabelled", []npStep{
 			{name: "before", do: applyPolicies(npPolicy{ns: "x", name: "p", pods: a, ingress: []npRule{{peers: []networkingv1.NetworkPolicyPeer{nsSel("ns2", "updated")}}}}),
 				expect: map[npProbe][]string{tcp80: {"*/*->x/a"}}},
-			{name: "y labelled", do: func(cx context.Context, m *netpolModel) error { return m.labelNamespace(cx, "y", map[string]string{"ns2": "updated"}) },
+			{name: "y labelled", do: func(cx context.Context, m *netpolModel) error {
+				return m.labelNamespace(cx, "y", map[string]string{"ns2": "updated"})
+			},
 				expect: map[npProbe][]string{tcp80: {"x/*->x/a", "z/*->x/a"}}},
 		}},
 		{"T22 pod relabelled", []npStep{

@@ -29,6 +29,7 @@ type flowRun struct {
 	got     map[uint64]bool
 	broken  error
 	stopped bool
+	server  string // who answered
 }
 
 func (r *flowRun) fail(err error) {
@@ -58,12 +59,14 @@ func (t *flowTable) start(f Flow) (int, error) {
 		// The stream starts with the server's name line.
 		br := bufio.NewReader(c)
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := br.ReadString('\n'); err != nil {
+		line, err := br.ReadString('\n')
+		if err != nil {
 			c.Close()
 			return 0, fmt.Errorf("tcp flow to %s: read the name line: %w", f.Addr, err)
 		}
 		c.SetReadDeadline(time.Time{})
 		rd = br
+		r.server, _ = parseNameLine(line[:len(line)-1])
 	}
 	go r.receive(rd)
 	go r.send()
@@ -85,9 +88,13 @@ func (r *flowRun) receive(rd io.Reader) {
 				r.fail(err)
 				return
 			}
-			if _, payload, err = splitReply(buf[:n]); err != nil {
+			var line string
+			if line, payload, err = splitReply(buf[:n]); err != nil {
 				continue
 			}
+			r.mu.Lock()
+			r.server, _ = parseNameLine(line)
+			r.mu.Unlock()
 		} else {
 			if _, err := io.ReadFull(rd, buf[:8]); err != nil {
 				r.fail(err)
@@ -142,7 +149,7 @@ func (t *flowTable) stop(id int) (FlowReport, bool) {
 	<-r.recv
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rep := FlowReport{Flow: r.flow, Sent: r.nsent, Received: uint64(len(r.got))}
+	rep := FlowReport{Flow: r.flow, Sent: r.nsent, Received: uint64(len(r.got)), Reply: r.server}
 	for seq := uint64(0); seq < r.nsent && len(rep.Missing) < 20; seq++ {
 		if !r.got[seq] {
 			rep.Missing = append(rep.Missing, seq)

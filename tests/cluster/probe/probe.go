@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -42,6 +43,9 @@ type Target struct {
 	Addr string `json:"addr"`
 	// TimeoutMS bounds the connect and the answer; 0 means 1000.
 	TimeoutMS int `json:"timeout_ms,omitempty"`
+	// Unconnected (UDP): sendto and recvfrom on a socket that is not
+	// connected, as resolvers do; Result.From is where the answer came from.
+	Unconnected bool `json:"unconnected,omitempty"`
 }
 
 // Result says whether a Target answered and who answered.
@@ -52,8 +56,13 @@ type Result struct {
 	// address the connection used.
 	Reply string `json:"reply,omitempty"`
 	Local string `json:"local,omitempty"`
-	Error string `json:"error,omitempty"`
-	MS    int64  `json:"ms"`
+	// Remote is the peer the socket reports (getpeername), From the source
+	// of an unconnected UDP answer, Peer the client address the server saw.
+	Remote string `json:"remote,omitempty"`
+	From   string `json:"from,omitempty"`
+	Peer   string `json:"peer,omitempty"`
+	Error  string `json:"error,omitempty"`
+	MS     int64  `json:"ms"`
 }
 
 func (r Result) String() string {
@@ -76,6 +85,8 @@ type Flow struct {
 // FlowReport is what a stopped flow saw.
 type FlowReport struct {
 	Flow
+	// Reply is the name of the server that answered (a Service's backend).
+	Reply    string   `json:"reply,omitempty"`
 	Sent     uint64   `json:"sent"`
 	Received uint64   `json:"received"`
 	Missing  []uint64 `json:"missing,omitempty"` // the first few
@@ -95,11 +106,21 @@ func (r FlowReport) String() string {
 	return s
 }
 
-// Message framing: a server first sends its name and "\n" on a stream;
-// every datagram or message it receives comes back prefixed with the same
-// line, so a client learns who answered from any reply.
+// Message framing: a server first sends its name line on a stream; every
+// datagram or message it receives comes back prefixed with the same line,
+// so a client learns who answered from any reply. The line is the name,
+// then " peer=" and the client address the server saw.
 func reply(name string, payload []byte) []byte {
 	return append([]byte(name+"\n"), payload...)
+}
+
+// nameLine is a server's name line for a client at peer (without "\n").
+func nameLine(name string, peer net.Addr) string { return name + " peer=" + peer.String() }
+
+// parseNameLine splits a name line into the name and the peer it reports.
+func parseNameLine(line string) (name, peer string) {
+	name, peer, _ = strings.Cut(line, " peer=")
+	return name, peer
 }
 
 func splitReply(b []byte) (name string, payload []byte, err error) {

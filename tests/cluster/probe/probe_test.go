@@ -76,6 +76,20 @@ func TestConnectThroughControlSocket(t *testing.T) {
 	if res[2].OK || res[2].Error == "" {
 		t.Errorf("a closed port: %s; want a failure", res[2])
 	}
+	// What each side saw: the server the client's address, the client the
+	// server's (getpeername), an unconnected UDP client the answer's source.
+	for i, r := range res[:2] {
+		if r.Peer != r.Local || r.Remote != r.Addr {
+			t.Errorf("target %d: the server saw %q, the client is %q; the client's peer %q, the target %q", i, r.Peer, r.Local, r.Remote, r.Addr)
+		}
+	}
+	res, err = c.Connect(ctx, Target{Proto: UDP, Addr: udp, Unconnected: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := res[0]; !r.OK || r.Reply != "server-pod" || r.From != udp || r.Remote != "" {
+		t.Errorf("unconnected UDP: %s, answer from %q (remote %q); want server-pod from %s", r, r.From, r.Remote, udp)
+	}
 }
 
 // TestFlowsCountEchoes: UDP and TCP flows to a probe report every message
@@ -101,6 +115,9 @@ func TestFlowsCountEchoes(t *testing.T) {
 		}
 		if lossless := rep.Received == rep.Sent && len(rep.Missing) == 0; lossless != tc.lossless {
 			t.Errorf("%s: lossless %v, want %v", rep, lossless, tc.lossless)
+		}
+		if want := map[bool]string{true: "peer", false: ""}[tc.lossless]; rep.Reply != want {
+			t.Errorf("%s: answered by %q, want %q", rep, rep.Reply, want)
 		}
 	}
 }

@@ -129,7 +129,7 @@ func (s *Server) acceptLoop(ln net.Listener) {
 		}
 		go func() {
 			defer c.Close()
-			if _, err := c.Write([]byte(s.Name + "\n")); err != nil {
+			if _, err := c.Write([]byte(nameLine(s.Name, c.RemoteAddr()) + "\n")); err != nil {
 				return
 			}
 			buf := make([]byte, 8)
@@ -152,7 +152,7 @@ func (s *Server) udpLoop(pc net.PacketConn) {
 		if err != nil {
 			return
 		}
-		pc.WriteTo(reply(s.Name, buf[:n]), from)
+		pc.WriteTo(reply(nameLine(s.Name, from), buf[:n]), from)
 	}
 }
 
@@ -231,12 +231,16 @@ func Connect(ctx context.Context, t Target) Result {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	err := func() error {
+		if t.Proto == UDP && t.Unconnected {
+			return connectUnconnected(t, timeout, &res)
+		}
 		c, err := dialProto(ctx, t.Proto, t.Addr)
 		if err != nil {
 			return err
 		}
 		defer c.Close()
 		res.Local = c.LocalAddr().String()
+		res.Remote = c.RemoteAddr().String()
 		c.SetDeadline(time.Now().Add(timeout))
 		if t.Proto == UDP {
 			if _, err := c.Write([]byte("hello")); err != nil {
@@ -247,14 +251,15 @@ func Connect(ctx context.Context, t Target) Result {
 			if err != nil {
 				return err
 			}
-			res.Reply, _, err = splitReply(buf[:n])
+			line, _, err := splitReply(buf[:n])
+			res.Reply, res.Peer = parseNameLine(line)
 			return err
 		}
 		line, err := bufio.NewReader(c).ReadString('\n')
 		if err != nil {
 			return err
 		}
-		res.Reply = line[:len(line)-1]
+		res.Reply, res.Peer = parseNameLine(line[:len(line)-1])
 		return nil
 	}()
 	res.MS = time.Since(start).Milliseconds()
@@ -264,6 +269,34 @@ func Connect(ctx context.Context, t Target) Result {
 		res.OK = true
 	}
 	return res
+}
+
+// connectUnconnected sends a datagram from a socket that is not connected
+// and takes the first answer, from wherever it comes.
+func connectUnconnected(t Target, timeout time.Duration, res *Result) error {
+	to, err := net.ResolveUDPAddr("udp", t.Addr)
+	if err != nil {
+		return err
+	}
+	pc, err := net.ListenPacket("udp", ":0")
+	if err != nil {
+		return err
+	}
+	defer pc.Close()
+	res.Local = pc.LocalAddr().String()
+	pc.SetDeadline(time.Now().Add(timeout))
+	if _, err := pc.WriteTo([]byte("hello"), to); err != nil {
+		return err
+	}
+	buf := make([]byte, 2048)
+	n, from, err := pc.ReadFrom(buf)
+	if err != nil {
+		return err
+	}
+	res.From = from.String()
+	line, _, err := splitReply(buf[:n])
+	res.Reply, res.Peer = parseNameLine(line)
+	return err
 }
 
 func dialProto(ctx context.Context, proto, addr string) (net.Conn, error) {

@@ -2,11 +2,13 @@ package vnet
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -164,6 +166,20 @@ func (f *UDPFlow) Stop() (sent uint64, missing []uint64, err error) {
 // namespace, a host.
 type Netns interface {
 	Do(func() error) error
+}
+
+// HTTPClient is an HTTP client whose connections start inside ns (an
+// http.Client dials from goroutines of its own, which a Do around the
+// request would not reach).
+func HTTPClient(ns Netns, timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+			err = ns.Do(func() error {
+				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		}}}
 }
 
 // WhoAmIServer answers every TCP connection on port with the address the

@@ -1,0 +1,718 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/podvnet/podvnet/pkg/maps"
+	"github.com/podvnet/podvnet/tests/cluster"
+	"github.com/podvnet/podvnet/tests/e2e/vnet"
+)
+
+// The services phase: pod -> ClusterIP -> pod on the other node, against
+// the real kube-proxy (the pinned release, run per node against a real API
+// server, in nftables and iptables modes) and with podvnet serving
+// Services itself, with loadedServices Services in the API; and how long
+// an endpoint change takes to reach every node.
+
+// ServiceRow is one way of serving a Service, measured through its
+// ClusterIP (or, for the direct row, to the pod's own IP).
+type ServiceRow struct {
+	Path    string `json:"path"`
+	UDPKpps Stat   `json:"udp_kpps"`
+	RRP50   Stat   `json:"rr_p50_us"`
+	CRR     Stat   `json:"tcp_crr_per_s"` // TCP connect, request, answer, close
+}
+
+// ChangeRow is how long an endpoint change took from the API (the
+// EndpointSlice's trigger time) to every node's data path: podvnet's maps,
+// read until they hold it; kube-proxy's own measure of the same interval
+// (network_programming_duration_seconds).
+type ChangeRow struct {
+	Path    string  `json:"path"`
+	Changes int     `json:"changes"`
+	P50MS   float64 `json:"p50_ms"`
+	P99MS   float64 `json:"p99_ms"`
+	MaxMS   float64 `json:"max_ms"`
+}
+
+// Ports of the measured Service besides iperf's and sockperf's.
+const crrPort = 12345
+
+// svcConfig is one way of serving Services.
+type svcConfig struct {
+	path      string
+	plugin    plugin
+	agentMode string // "" for ptp (no agent)
+	kubeProxy string // "" for none
+}
+
+func svcConfigs() []svcConfig {
+	return []svcConfig{
+		{"podvnet bpf", podvnetPlugin("podvnet"), "bpf", ""},
+		{"podvnet + kube-proxy nftables", podvnetPlugin("podvnet"), "kube-proxy", "nftables"},
+		{"podvnet + kube-proxy iptables", podvnetPlugin("podvnet"), "kube-proxy", "iptables"},
+		{"ptp + kube-proxy nftables", ptpPlugin(), "", "nftables"},
+		{"ptp + kube-proxy iptables", ptpPlugin(), "", "iptables"},
+	}
+}
+
+// Paths of the rows.
+const (
+	pathDirect = "podvnet direct (no Service)"
+	pathBPF    = "podvnet bpf"
+)
+
+// servicesPhase runs every svcConfig on one control plane and VNet, one
+// after the other: each needs the nodes to itself (an agent in another
+// mode, kube-proxy's rules), and setting one up takes a full sync of the
+// Services, so the rounds run within a configuration, not across.
+func (b *bench) servicesPhase(ctx context.Context, kubeDir string, services int) (err error) {
+	work := filepath.Join(b.work, "services")
+	c, err := cluster.NewControlPlane(ctx, cluster.Options{WorkDir: work, KubeDir: kubeDir, Nodes: 2, BinDir: b.binDir,
+		Prefix: b.prefix + "s", Log: logWriter{b}, AlignedPools: true})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, c.Close()) }()
+	rc := rest.CopyConfig(c.RESTConfig)
+	rc.QPS, rc.Burst = 500, 1000
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := loadServices(ctx, cs, c.VNet.Nodes, services); err != nil {
+		return err
+	}
+	b.res.ServicesLoaded = services
+	b.logf("services: %d Services with their EndpointSlices created in %s", services, time.Since(start).Round(time.Second))
+	svc, err := cs.CoreV1().Services(benchNamespace).Create(ctx, measuredService(), metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	cip := netip.MustParseAddr(svc.Spec.ClusterIP)
+	for _, cfg := range svcConfigs() {
+		if only := os.Getenv("PODVNET_BENCH_SERVICE_PATHS"); only != "" && !strings.Contains(only, cfg.path) {
+			continue
+		}
+		if err := b.serviceConfig(ctx, c, cs, cfg, cip); err != nil {
+			for _, n := range c.VNet.Nodes {
+				if out, rerr := os.ReadFile(filepath.Join(n.Dir, "kube-proxy-"+cfg.kubeProxy+".log")); rerr == nil {
+					b.logf("%s kube-proxy log (end): %s", n.Name, snippet(out))
+				}
+			}
+			return fmt.Errorf("%s: %w", cfg.path, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// serviceConfig sets one configuration up on both nodes, measures it and
+// takes it down again.
+func (b *bench) serviceConfig(ctx context.Context, c *cluster.Cluster, cs kubernetes.Interface, cfg svcConfig, cip netip.Addr) (err error) {
+	b.logf("services: %s", cfg.path)
+	nodes := c.VNet.Nodes
+	var cg string // the pods' cgroup (mode bpf): the clients run in it
+	if cfg.agentMode != "" {
+		args := []string{"--kubeconfig", c.Kubeconfig(), "--service-mode", cfg.agentMode}
+		if cfg.agentMode == "bpf" {
+			root, dir, err := podCgroup(b.prefix)
+			if err != nil {
+				return err
+			}
+			defer os.Remove(filepath.Join(root, dir))
+			cg = filepath.Join(root, dir, "cgroup.procs")
+			args = append(args, "--cgroup-root", root, "--pod-cgroup", dir)
+		}
+		for _, n := range nodes {
+			if err := n.StartAgent(append([]string{"--node-name", n.Name}, args...)...); err != nil {
+				return err
+			}
+		}
+		defer func() { err = errors.Join(err, b.stopAgents(nodes)) }()
+	}
+	var kps []*exec.Cmd
+	if cfg.kubeProxy != "" {
+		for _, n := range nodes {
+			kp, err := startKubeProxy(c, n, cfg.kubeProxy)
+			if err != nil {
+				return err
+			}
+			kps = append(kps, kp)
+		}
+		defer func() { err = errors.Join(err, stopKubeProxies(c, nodes, kps)) }()
+	}
+	client, err := newPod(b, nodes[0], cfg.plugin, "client")
+	if err != nil {
+		return err
+	}
+	server, err := newPod(b, nodes[1], cfg.plugin, "server")
+	if err != nil {
+		client.ns.Delete()
+		return err
+	}
+	defer func() {
+		_, _, derr := delAll(context.WithoutCancel(ctx), []*pod{client, server}, false)
+		err = errors.Join(err, derr)
+	}()
+	for _, p := range []*pod{client, server} {
+		if _, err := p.add(ctx); err != nil {
+			return err
+		}
+	}
+	client.peer.cgroup = cg
+	if err := setEndpoints(ctx, cs, server.ip, nodes[1].Name, nil); err != nil {
+		return err
+	}
+	via := flow{src: client.peer, dst: server.peer, addr: cip}
+	stopCRR, err := b.crrServer(ctx, server.peer)
+	if err != nil {
+		return err
+	}
+	defer stopCRR()
+	if err := waitFor(3*time.Minute, cfg.path+": the Service answers", func() bool {
+		_, err := b.crrRate(ctx, via, 100*time.Millisecond)
+		return err == nil
+	}); err != nil {
+		return err
+	}
+	// The tries before kube-proxy's rules were in place left conntrack
+	// entries of the ClusterIP without a DNAT (for 2 minutes, SYN_SENT):
+	// a later connection from the same port would meet one and be
+	// rejected. kube-proxy flushes them for UDP only.
+	for _, n := range nodes {
+		if err := n.NS.Do(func() error { return netlink.ConntrackTableFlush(netlink.ConntrackTable) }); err != nil {
+			return fmt.Errorf("%s: flush conntrack: %w", n.Name, err)
+		}
+	}
+	rows := []*ServiceRow{{Path: cfg.path}}
+	flows := []flow{via}
+	if cfg.path == pathBPF {
+		rows = append(rows, &ServiceRow{Path: pathDirect})
+		flows = append(flows, flow{src: client.peer, dst: server.peer, addr: server.ip})
+	}
+	samples := make([][3][]float64, len(rows))
+	for range b.rounds {
+		for i, f := range flows {
+			k, err := udpKpps(ctx, f, b.dur)
+			if err != nil {
+				return err
+			}
+			p50, _, err := tcpRR(ctx, f, b.dur)
+			if err != nil {
+				return err
+			}
+			crr, err := b.crrRate(ctx, f, b.dur)
+			if err != nil {
+				return err
+			}
+			samples[i][0], samples[i][1], samples[i][2] = append(samples[i][0], k), append(samples[i][1], p50), append(samples[i][2], crr)
+		}
+	}
+	for i, r := range rows {
+		r.UDPKpps, r.RRP50, r.CRR = stat(samples[i][0]), stat(samples[i][1]), stat(samples[i][2])
+		b.res.Services = append(b.res.Services, *r)
+	}
+	if cfg.agentMode == "" {
+		return nil // kube-proxy's sync does not depend on the CNI: measured with podvnet's
+	}
+	return b.endpointChanges(ctx, c, cs, cfg, cip, server)
+}
+
+// podCgroup makes a cgroup for the benchmark's pods on the machine's cgroup
+// v2 hierarchy, as kubelet's kubepods is: the agent attaches the socket
+// hooks there, and nothing else on the machine is in it.
+func podCgroup(prefix string) (root, dir string, err error) {
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return "", "", err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 2 && f[2] == "cgroup2" {
+			root = f[1]
+			break
+		}
+	}
+	if root == "" {
+		return "", "", errors.New("no cgroup2 mounted: the socket hooks need one")
+	}
+	dir = prefix + "-bench-pods"
+	if err := os.Mkdir(filepath.Join(root, dir), 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", "", err
+	}
+	return root, dir, nil
+}
+
+// stopAgents stops the agents and removes everything they made (`podvnet-agent
+// cleanup`), so that the next configuration starts from bare nodes.
+func (b *bench) stopAgents(nodes []*vnet.Node) error {
+	var errs []error
+	for _, n := range nodes {
+		n.StopAgent(syscall.SIGTERM)
+		p := n.Paths()
+		if out, err := n.Exec(filepath.Join(b.binDir, "podvnet-agent"), "cleanup", "--bpffs-root", p.BPFFSRoot, "--state-dir", p.StateDir,
+			"--socket", p.Socket); err != nil {
+			errs = append(errs, fmt.Errorf("%s: cleanup: %w: %s", n.Name, err, out))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+const kubeProxyConfig = `apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection:
+  kubeconfig: %s
+mode: %s
+hostnameOverride: %s
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+# Zero leaves the machine's conntrack settings alone.
+conntrack:
+  maxPerCore: 0
+  min: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
+`
+
+// startKubeProxy runs the pinned release's kube-proxy in a node's network
+// namespace against the API server.
+func startKubeProxy(c *cluster.Cluster, n *vnet.Node, mode string) (*exec.Cmd, error) {
+	cfg := filepath.Join(n.Dir, "kube-proxy-"+mode+".yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(kubeProxyConfig, c.Kubeconfig(), mode, n.Name)), 0o644); err != nil {
+		return nil, err
+	}
+	log, err := os.Create(filepath.Join(n.Dir, "kube-proxy-"+mode+".log"))
+	if err != nil {
+		return nil, err
+	}
+	defer log.Close()
+	cmd := exec.Command("nsenter", "--net="+n.NS.Path(), filepath.Join(c.Opts.KubeDir, "kube-proxy"), "--config="+cfg, "--v=1")
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start kube-proxy on %s: %w", n.Name, err)
+	}
+	return cmd, nil
+}
+
+// stopKubeProxies stops kube-proxy and removes its rules from the nodes.
+func stopKubeProxies(c *cluster.Cluster, nodes []*vnet.Node, kps []*exec.Cmd) error {
+	var errs []error
+	for i, kp := range kps {
+		kp.Process.Kill()
+		kp.Wait()
+		out, err := exec.Command("nsenter", "--net="+nodes[i].NS.Path(), filepath.Join(c.Opts.KubeDir, "kube-proxy"), "--cleanup").CombinedOutput()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: kube-proxy --cleanup: %w: %s", nodes[i].Name, err, snippet(out)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// loadServices creates n Services, each with an EndpointSlice of two
+// endpoints on the nodes (addresses of the VNet no pod holds: no traffic
+// goes there), in parallel; and the nodes' Node objects.
+func loadServices(ctx context.Context, cs kubernetes.Interface, nodes []*vnet.Node, n int) error {
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: benchNamespace}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	for _, nd := range nodes {
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nd.Name},
+			Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: nd.Pool.Primary.String()}}}}
+		if _, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
+			return fmt.Errorf("node %s: %w", nd.Name, err)
+		}
+	}
+	work := make(chan int)
+	var mu sync.Mutex
+	var first error
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for i := range work {
+				name := fmt.Sprintf("svc%05d", i)
+				s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: benchNamespace},
+					Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
+				_, err := cs.CoreV1().Services(benchNamespace).Create(ctx, s, metav1.CreateOptions{})
+				if err == nil {
+					port, pname := int32(8080), "http"
+					sl := &discoveryv1.EndpointSlice{
+						ObjectMeta:  metav1.ObjectMeta{Name: name, Namespace: benchNamespace, Labels: map[string]string{discoveryv1.LabelServiceName: name}},
+						AddressType: discoveryv1.AddressTypeIPv4, Ports: []discoveryv1.EndpointPort{{Name: &pname, Port: &port}},
+					}
+					for j := range 2 {
+						nd := nodes[j].Name
+						sl.Endpoints = append(sl.Endpoints, discoveryv1.Endpoint{Addresses: []string{fmt.Sprintf("10.240.%d.%d", 210+j, i%250+1)}, NodeName: &nd})
+					}
+					_, err = cs.DiscoveryV1().EndpointSlices(benchNamespace).Create(ctx, sl, metav1.CreateOptions{})
+				}
+				if err != nil {
+					mu.Lock()
+					if first == nil {
+						first = fmt.Errorf("service %s: %w", name, err)
+					}
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for i := range n {
+		select {
+		case work <- i:
+		case <-ctx.Done():
+		}
+	}
+	close(work)
+	wg.Wait()
+	return errors.Join(first, ctx.Err())
+}
+
+const measuredName = "measured"
+
+// measuredService is the Service every row reaches the server through:
+// iperf3's TCP and UDP, sockperf's and the CRR server's ports.
+func measuredService() *corev1.Service {
+	port := func(name string, proto corev1.Protocol, p int) corev1.ServicePort {
+		return corev1.ServicePort{Name: name, Protocol: proto, Port: int32(p), TargetPort: intstr.FromInt32(int32(p))}
+	}
+	return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: measuredName, Namespace: benchNamespace},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{port("iperf", corev1.ProtocolTCP, iperfPort), port("iperf-udp", corev1.ProtocolUDP, iperfPort),
+			port("sockperf", corev1.ProtocolTCP, sockperfPort), port("crr", corev1.ProtocolTCP, crrPort)}}}
+}
+
+// setEndpoints makes the measured Service's EndpointSlice hold ip (on
+// node) and extra, with the trigger time a change is measured from.
+func setEndpoints(ctx context.Context, cs kubernetes.Interface, ip netip.Addr, node string, extra []netip.Addr) error {
+	sl := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: measuredName, Namespace: benchNamespace, Labels: map[string]string{discoveryv1.LabelServiceName: measuredName},
+			Annotations: map[string]string{corev1.EndpointsLastChangeTriggerTime: time.Now().UTC().Format(time.RFC3339Nano)}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+	}
+	for _, p := range measuredService().Spec.Ports {
+		name, proto, port := p.Name, p.Protocol, p.Port
+		sl.Ports = append(sl.Ports, discoveryv1.EndpointPort{Name: &name, Protocol: &proto, Port: &port})
+	}
+	for _, a := range append([]netip.Addr{ip}, extra...) {
+		sl.Endpoints = append(sl.Endpoints, discoveryv1.Endpoint{Addresses: []string{a.String()}, NodeName: &node})
+	}
+	sliceAPI := cs.DiscoveryV1().EndpointSlices(benchNamespace)
+	old, err := sliceAPI.Get(ctx, measuredName, metav1.GetOptions{})
+	if err != nil {
+		_, err = sliceAPI.Create(ctx, sl, metav1.CreateOptions{})
+		return err
+	}
+	sl.ResourceVersion = old.ResourceVersion
+	_, err = sliceAPI.Update(ctx, sl, metav1.UpdateOptions{})
+	return err
+}
+
+// endpointChanges adds and removes an endpoint of the measured Service, one
+// change at a time, and times each to every node: podvnet's maps read until
+// the frontend's count shows it (mode bpf), kube-proxy's own measure of the
+// same interval from the same trigger time (its network programming
+// duration, read as the sum's and count's growth over the change).
+func (b *bench) endpointChanges(ctx context.Context, c *cluster.Cluster, cs kubernetes.Interface, cfg svcConfig, cip netip.Addr, server *pod) error {
+	changes := 20
+	if b.smoke {
+		changes = 3
+	}
+	nodes := c.VNet.Nodes
+	var sets []*maps.Set
+	defer func() {
+		for _, s := range sets {
+			s.Close()
+		}
+	}()
+	if cfg.agentMode == "bpf" {
+		for _, n := range nodes {
+			s, err := maps.OpenPinned(n.Paths().BPFFSRoot)
+			if err != nil {
+				return err
+			}
+			sets = append(sets, s)
+		}
+	}
+	key := maps.FrontendKey{Addr: cip, Port: iperfPort, Proto: 6, Scope: maps.ScopeInternal}
+	var took []float64
+	for i := range changes {
+		var extra []netip.Addr
+		want := 1
+		if i%2 == 0 {
+			extra, want = []netip.Addr{netip.AddrFrom4([4]byte{10, 240, 220, byte(i + 1)})}, 2
+		}
+		before := make([]kubeProxyLatency, len(nodes))
+		if cfg.kubeProxy != "" {
+			for j, n := range nodes {
+				var err error
+				if before[j], err = readKubeProxyLatency(n); err != nil {
+					return err
+				}
+			}
+		}
+		start := time.Now()
+		if err := setEndpoints(ctx, cs, server.ip, nodes[1].Name, extra); err != nil {
+			return err
+		}
+		var worst time.Duration
+		for j, n := range nodes {
+			var d time.Duration
+			err := waitFor(time.Minute, n.Name+": the endpoint change", func() bool {
+				if cfg.agentMode == "bpf" {
+					f, ok, err := sets[j].Services.LookupFrontend(key)
+					d = time.Since(start)
+					return err == nil && ok && int(f.Count) == want
+				}
+				now, err := readKubeProxyLatency(n)
+				if err != nil || now.count == before[j].count {
+					return false
+				}
+				d = time.Duration((now.sum - before[j].sum) / (now.count - before[j].count) * float64(time.Second))
+				return true
+			})
+			if err != nil {
+				return err
+			}
+			worst = max(worst, d)
+		}
+		took = append(took, ms(worst))
+	}
+	path := cfg.path
+	if cfg.kubeProxy != "" {
+		path = "kube-proxy " + cfg.kubeProxy
+	}
+	s := stat(took)
+	b.res.Changes = append(b.res.Changes, ChangeRow{Path: path, Changes: changes, P50MS: s.Median,
+		P99MS: percentileF(took, 0.99), MaxMS: s.Max})
+	return nil
+}
+
+// percentileF is the nearest-rank percentile p of xs: with 20 changes, p99
+// is the slowest.
+func percentileF(xs []float64, p float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[max(0, int(math.Ceil(p*float64(len(s))))-1)]
+}
+
+type kubeProxyLatency struct{ sum, count float64 }
+
+// readKubeProxyLatency reads kube-proxy's network programming duration in
+// a node's network namespace.
+func readKubeProxyLatency(n *vnet.Node) (kubeProxyLatency, error) {
+	var l kubeProxyLatency
+	resp, err := vnet.HTTPClient(n.NS, 2*time.Second).Get("http://127.0.0.1:10249/metrics")
+	if err != nil {
+		return l, err
+	}
+	defer resp.Body.Close()
+	// A histogram per IP family: the sums over the label sets.
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 {
+			continue
+		}
+		name, _, _ := strings.Cut(f[0], "{")
+		v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+		switch name {
+		case "kubeproxy_network_programming_duration_seconds_sum":
+			l.sum += v
+		case "kubeproxy_network_programming_duration_seconds_count":
+			l.count += v
+		}
+	}
+	return l, sc.Err()
+}
+
+// The CRR tool: the benchmark binary itself, run in a pod's namespace as
+// `crr-server PORT` (answers each connection's byte with one and closes)
+// or `crr-client ADDR SECONDS` (one connection per request, prints the
+// completed ones per second).
+const (
+	crrServerCmd = "crr-server"
+	crrClientCmd = "crr-client"
+)
+
+// crrMain runs the CRR tool's side named by args, or reports false.
+func crrMain(args []string) (bool, error) {
+	if len(args) < 3 {
+		return false, nil
+	}
+	switch args[1] {
+	case crrServerCmd:
+		ln, err := net.Listen("tcp4", ":"+args[2])
+		if err != nil {
+			return true, err
+		}
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return true, err
+			}
+			go func() {
+				defer c.Close()
+				var b [1]byte
+				if _, err := io.ReadFull(c, b[:]); err == nil {
+					c.Write(b[:])
+				}
+			}()
+		}
+	case crrClientCmd:
+		if len(args) < 4 {
+			return true, errors.New("crr-client ADDR SECONDS")
+		}
+		secs, err := strconv.ParseFloat(args[3], 64)
+		if err != nil {
+			return true, err
+		}
+		n, start := 0, time.Now()
+		d := net.Dialer{Timeout: 2 * time.Second}
+		for end := start.Add(time.Duration(secs * float64(time.Second))); time.Now().Before(end); n++ {
+			c, err := d.Dial("tcp4", args[2])
+			if err != nil {
+				return true, fmt.Errorf("after %d connections: %w", n, err)
+			}
+			var b [1]byte
+			_, err = c.Write(b[:])
+			if err == nil {
+				_, err = io.ReadFull(c, b[:])
+			}
+			// Reset, not FIN: thousands of connections a second must not
+			// leave the client's ports in TIME_WAIT.
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+			if err != nil {
+				return true, err
+			}
+		}
+		fmt.Printf("%.1f\n", float64(n)/time.Since(start).Seconds())
+		return true, nil
+	}
+	return false, nil
+}
+
+// crrServer starts the CRR server in dst.
+func (b *bench) crrServer(ctx context.Context, dst peer) (func(), error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	return server(ctx, dst, crrPort, dst.cmd(ctx, 1, self, crrServerCmd, strconv.Itoa(crrPort)))
+}
+
+// crrRate is f's TCP connect/request/close rate over d, client and server
+// on different vCPUs.
+func (b *bench) crrRate(ctx context.Context, f flow, d time.Duration) (float64, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	out, err := f.src.cmd(ctx, 0, self, crrClientCmd, netip.AddrPortFrom(f.addr, crrPort).String(), strconv.FormatFloat(d.Seconds(), 'f', 3, 64)).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("crr %s: %w: %s", f, err, snippet(out))
+	}
+	return strconv.ParseFloat(strings.TrimSpace(string(out)), 64)
+}
+
+// serviceRow returns the row of path, or nil.
+func (r *Results) serviceRow(path string) *ServiceRow {
+	for i := range r.Services {
+		if r.Services[i].Path == path {
+			return &r.Services[i]
+		}
+	}
+	return nil
+}
+
+func (r *Results) servicesTable() [][]string {
+	rows := [][]string{{"pod -> ClusterIP -> pod on the other node", "UDP 64 B kpps", "TCP RR p50 us", "TCP connect/request/close per s"}}
+	for _, s := range r.Services {
+		rows = append(rows, []string{s.Path, fmtStat(s.UDPKpps, 1), fmtStat(s.RRP50, 1), fmtStat(s.CRR, 0)})
+	}
+	return rows
+}
+
+func (r *Results) changesTable() [][]string {
+	rows := [][]string{{"endpoint change to every node", "changes", "p50 ms", "p99 ms", "max ms"}}
+	for _, c := range r.Changes {
+		rows = append(rows, []string{c.Path, fmt.Sprint(c.Changes), fmt.Sprintf("%.1f", c.P50MS), fmt.Sprintf("%.1f", c.P99MS), fmt.Sprintf("%.1f", c.MaxMS)})
+	}
+	return rows
+}
+
+// writeServices prints the services phase.
+func (r *Results) writeServices(w io.Writer, table func(io.Writer, [][]string)) {
+	if len(r.Services) == 0 {
+		return
+	}
+	table(w, r.servicesTable())
+	fmt.Fprintln(w)
+	table(w, r.changesTable())
+}
+
+// evaluateServices judges issue 17's targets on the medians of the
+// services phase (its configurations run one after the other, so no
+// paired ratios).
+func (r *Results) evaluateServices() {
+	bpf, direct := r.serviceRow(pathBPF), r.serviceRow(pathDirect)
+	if bpf == nil {
+		return
+	}
+	ratio := func(a, b float64) float64 {
+		if b == 0 {
+			return 0
+		}
+		return a / b
+	}
+	if direct != nil {
+		u := ratio(bpf.UDPKpps.Median, direct.UDPKpps.Median)
+		r.Targets = append(r.Targets, target("Service (bpf): UDP pps vs podvnet direct", ">= 0.97x", u, "x", u >= 0.97, 0.97))
+		rr := ratio(bpf.RRP50.Median, direct.RRP50.Median)
+		r.Targets = append(r.Targets, target("Service (bpf): RR p50 vs podvnet direct", "<= 1.03x", rr, "x", rr <= 1.03, 1.03))
+	}
+	for _, kp := range []string{"nftables", "iptables"} {
+		if ptp := r.serviceRow("ptp + kube-proxy " + kp); ptp != nil {
+			u := ratio(bpf.UDPKpps.Median, ptp.UDPKpps.Median)
+			r.Targets = append(r.Targets, target("Service (bpf): UDP pps vs ptp + kube-proxy "+kp, ">= 1.30x", u, "x", u >= 1.3, 1.3))
+			rr := ratio(ptp.RRP50.Median, bpf.RRP50.Median)
+			r.Targets = append(r.Targets, target("Service (bpf): RR speed-up vs ptp + kube-proxy "+kp, ">= 1.30x", rr, "x", rr >= 1.3, 1.3))
+		}
+	}
+	if ipt := r.serviceRow("podvnet + kube-proxy iptables"); ipt != nil {
+		c := ratio(bpf.CRR.Median, ipt.CRR.Median)
+		r.Targets = append(r.Targets, target("Service (bpf): TCP connect/request/close vs kube-proxy iptables", ">= 1.50x", c, "x", c >= 1.5, 1.5))
+	}
+	for _, c := range r.Changes {
+		if c.Path == pathBPF {
+			r.Targets = append(r.Targets, target(fmt.Sprintf("endpoint change to every node's maps, p99, %s Services", thousands(r.ServicesLoaded)),
+				"<= 100 ms", c.P99MS, "ms", c.P99MS <= 100, 100))
+		}
+	}
+}

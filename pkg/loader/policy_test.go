@@ -29,7 +29,7 @@ const (
 )
 
 var (
-	service   = netip.MustParsePrefix("10.0.0.0/16")
+	service         = netip.MustParsePrefix("10.0.0.0/16")
 	policyServiceIP = netip.MustParseAddr("10.0.0.10")
 )
 

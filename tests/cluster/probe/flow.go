@@ -30,6 +30,12 @@ type flowRun struct {
 	broken  error
 	stopped bool
 	server  string // who answered
+	// UDP: this socket's receive-queue drops, and the server's as its
+	// first and latest echoes reported them (its socket serves others too:
+	// only what it dropped while this flow ran counts).
+	clientDrops             uint32
+	serverFirst, serverLast uint32
+	serverSeen              bool
 }
 
 func (r *flowRun) fail(err error) {
@@ -55,6 +61,12 @@ func (t *flowTable) start(f Flow) (int, error) {
 	}
 	r := &flowRun{flow: f, conn: c, stop: make(chan struct{}), sent: make(chan struct{}), recv: make(chan struct{}), got: map[uint64]bool{}}
 	var rd io.Reader = c
+	if uc, ok := c.(*net.UDPConn); ok {
+		if err := countOverflow(uc); err != nil {
+			c.Close()
+			return 0, fmt.Errorf("udp flow to %s: %w", f.Addr, err)
+		}
+	}
 	if f.Proto == TCP {
 		// The stream starts with the server's name line.
 		br := bufio.NewReader(c)
@@ -83,7 +95,7 @@ func (r *flowRun) receive(rd io.Reader) {
 	for {
 		var payload []byte
 		if r.flow.Proto == UDP {
-			n, err := rd.Read(buf)
+			n, _, drops, err := readCounting(r.conn.(*net.UDPConn), buf)
 			if err != nil {
 				r.fail(err)
 				return
@@ -94,6 +106,13 @@ func (r *flowRun) receive(rd io.Reader) {
 			}
 			r.mu.Lock()
 			r.server, _ = parseNameLine(line)
+			r.clientDrops = max(r.clientDrops, drops)
+			if d, ok := parseDrops(line); ok {
+				if !r.serverSeen {
+					r.serverFirst, r.serverSeen = d, true
+				}
+				r.serverLast = max(r.serverLast, d)
+			}
 			r.mu.Unlock()
 		} else {
 			if _, err := io.ReadFull(rd, buf[:8]); err != nil {
@@ -149,7 +168,8 @@ func (t *flowTable) stop(id int) (FlowReport, bool) {
 	<-r.recv
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rep := FlowReport{Flow: r.flow, Sent: r.nsent, Received: uint64(len(r.got)), Reply: r.server}
+	rep := FlowReport{Flow: r.flow, Sent: r.nsent, Received: uint64(len(r.got)), Reply: r.server,
+		SocketDrops: uint64(r.clientDrops) + uint64(r.serverLast-r.serverFirst)}
 	for seq := uint64(0); seq < r.nsent && len(rep.Missing) < 20; seq++ {
 		if !r.got[seq] {
 			rep.Missing = append(rep.Missing, seq)

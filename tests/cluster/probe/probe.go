@@ -90,15 +90,30 @@ type FlowReport struct {
 	Sent     uint64   `json:"sent"`
 	Received uint64   `json:"received"`
 	Missing  []uint64 `json:"missing,omitempty"` // the first few
+	// SocketDrops (UDP) are datagrams of the flow that reached a socket
+	// whose receive queue was full, the server's (requests) or the
+	// client's (echoes), while the flow ran: lost by a process starved of
+	// CPU, not by the network (SO_RXQ_OVFL).
+	SocketDrops uint64 `json:"socket_drops,omitempty"`
 	// Error is set when the flow broke (a TCP connection reset, a write
 	// refused); a flow that lost messages but did not break has none.
 	Error string `json:"error,omitempty"`
+}
+
+// LostInNetwork is how many messages the network lost: those not echoed
+// that no socket's full receive queue accounts for.
+func (r FlowReport) LostInNetwork() uint64 {
+	missing := r.Sent - min(r.Received, r.Sent)
+	return missing - min(missing, r.SocketDrops)
 }
 
 func (r FlowReport) String() string {
 	s := fmt.Sprintf("%s flow to %s: %d sent, %d echoed", r.Proto, r.Addr, r.Sent, r.Received)
 	if len(r.Missing) > 0 {
 		s += fmt.Sprintf(", missing %v", r.Missing)
+	}
+	if r.SocketDrops > 0 {
+		s += fmt.Sprintf(", %d dropped by full socket queues", r.SocketDrops)
 	}
 	if r.Error != "" {
 		s += ", broken: " + r.Error
@@ -117,10 +132,27 @@ func reply(name string, payload []byte) []byte {
 // nameLine is a server's name line for a client at peer (without "\n").
 func nameLine(name string, peer net.Addr) string { return name + " peer=" + peer.String() }
 
+// udpNameLine is a UDP server's name line: also the datagrams its socket
+// has dropped for a full receive queue.
+func udpNameLine(name string, peer net.Addr, drops uint32) string {
+	return nameLine(name, peer) + " drops=" + strconv.FormatUint(uint64(drops), 10)
+}
+
 // parseNameLine splits a name line into the name and the peer it reports.
 func parseNameLine(line string) (name, peer string) {
-	name, peer, _ = strings.Cut(line, " peer=")
+	name, rest, _ := strings.Cut(line, " peer=")
+	peer, _, _ = strings.Cut(rest, " drops=")
 	return name, peer
+}
+
+// parseDrops is a UDP server's drop count in its name line.
+func parseDrops(line string) (uint32, bool) {
+	_, d, ok := strings.Cut(line, " drops=")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(d, 10, 32)
+	return uint32(n), err == nil
 }
 
 func splitReply(b []byte) (name string, payload []byte, err error) {

@@ -140,3 +140,63 @@ func TestExitThroughControlSocket(t *testing.T) {
 		t.Fatal("the probe did not exit")
 	}
 }
+
+// TestSocketDropsAreCounted: datagrams a full receive queue drops are
+// counted, each one: those read and those counted add up to those sent, so
+// a flow's report can tell them from the network's losses.
+func TestSocketDropsAreCounted(t *testing.T) {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SetReadBuffer(4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := countOverflow(c); err != nil {
+		t.Fatal(err)
+	}
+	s, err := net.DialUDP("udp", nil, c.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const sent = 200
+	for i := range sent {
+		if _, err := s.Write(seqMsg(uint64(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Loopback queues or drops each datagram within the Write. A datagram
+	// carries the drops before it was queued: the last one, sent once the
+	// queue is read empty, carries them all.
+	read, dropped := 0, uint32(0)
+	buf := make([]byte, 64)
+	drain := func() {
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		for {
+			_, _, d, err := readCounting(c, buf)
+			if err != nil {
+				return
+			}
+			read++
+			dropped = max(dropped, d)
+		}
+	}
+	drain()
+	if _, err := s.Write(seqMsg(sent)); err != nil {
+		t.Fatal(err)
+	}
+	drain()
+	read-- // the last one
+	if dropped == 0 || read+int(dropped) != sent {
+		t.Errorf("%d read, %d counted as dropped, want both adding up to %d with some dropped", read, dropped, sent)
+	}
+	rep := FlowReport{Sent: sent, Received: uint64(read), SocketDrops: uint64(dropped)}
+	if rep.LostInNetwork() != 0 {
+		t.Errorf("%s: %d lost in the network, want 0", rep, rep.LostInNetwork())
+	}
+	if rep.SocketDrops = 0; rep.LostInNetwork() != uint64(dropped) {
+		t.Errorf("without the socket's count: %d lost in the network, want %d", rep.LostInNetwork(), dropped)
+	}
+}

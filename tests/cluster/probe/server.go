@@ -146,13 +146,19 @@ func (s *Server) acceptLoop(ln net.Listener) {
 }
 
 func (s *Server) udpLoop(pc net.PacketConn) {
+	c := pc.(*net.UDPConn)
+	if err := countOverflow(c); err != nil {
+		fmt.Fprintf(os.Stderr, "probe: udp/%s: %v\n", port(c.LocalAddr()), err)
+	}
 	buf := make([]byte, 2048)
+	var dropped uint32
 	for {
-		n, from, err := pc.ReadFrom(buf)
+		n, from, drops, err := readCounting(c, buf)
 		if err != nil {
 			return
 		}
-		pc.WriteTo(reply(nameLine(s.Name, from), buf[:n]), from)
+		dropped = max(dropped, drops)
+		c.WriteTo(reply(udpNameLine(s.Name, from, dropped), buf[:n]), from)
 	}
 }
 

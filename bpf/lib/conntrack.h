@@ -60,6 +60,31 @@ static __always_inline int pv_is_frag_or_icmp_error(struct __sk_buff *skb, struc
 	return *icmp_type == 3 || *icmp_type == 11 || *icmp_type == 12; /* unreach, time exceeded, param */
 }
 
+/* pv_ct_status is the status of conntrack's entry for the TCP or UDP tuple
+ * (saddr, sport) -> (daddr, dport), found from either direction, or 0 when
+ * conntrack holds none or the kernel has no lookup kfunc. */
+static __always_inline unsigned long pv_ct_status(struct __sk_buff *skb, __be32 saddr, __be32 daddr, __be16 sport,
+						  __be16 dport, __u8 proto)
+{
+	struct bpf_ct_opts___pv opts = { .netns_id = BPF_F_CURRENT_NETNS, .l4proto = proto };
+	struct bpf_sock_tuple tuple = {};
+	struct nf_conn *ct;
+	unsigned long status;
+
+	if (pv_ct_opts_size == 0 || !bpf_skb_ct_lookup)
+		return 0;
+	tuple.ipv4.saddr = saddr;
+	tuple.ipv4.daddr = daddr;
+	tuple.ipv4.sport = sport;
+	tuple.ipv4.dport = dport;
+	ct = bpf_skb_ct_lookup(skb, &tuple, sizeof(tuple.ipv4), &opts, pv_ct_opts_size == 12 ? 12 : 16);
+	if (!ct)
+		return 0;
+	status = ct->status;
+	bpf_ct_release(ct);
+	return status;
+}
+
 /* pv_nat_flow reports whether conntrack holds a NAT'd connection for this
  * TCP or UDP packet (in either direction). With PV_CFG_F_CT_BY_PORT only a
  * packet from a port kernel NAT can answer from is looked up: on the fast
@@ -67,13 +92,9 @@ static __always_inline int pv_is_frag_or_icmp_error(struct __sk_buff *skb, struc
  * kube-proxy DNAT'd to or portmap's container port (svc_ports). */
 static __always_inline int pv_nat_flow(struct __sk_buff *skb, struct iphdr *ip, const struct pv_config *cfg)
 {
-	struct bpf_ct_opts___pv opts = { .netns_id = BPF_F_CURRENT_NETNS };
-	struct bpf_sock_tuple tuple = {};
 	struct pv_ports *ports;
-	struct nf_conn *ct;
-	unsigned long status;
 
-	if (!(cfg->flags & PV_CFG_F_CT_LOOKUP) || pv_ct_opts_size == 0 || !bpf_skb_ct_lookup)
+	if (!(cfg->flags & PV_CFG_F_CT_LOOKUP))
 		return 0;
 	ports = pv_l4_ports(skb, ip);
 	if (!ports)
@@ -85,17 +106,7 @@ static __always_inline int pv_nat_flow(struct __sk_buff *skb, struct iphdr *ip, 
 		if (!bits || !(bits->ct & bit))
 			return 0;
 	}
-	tuple.ipv4.saddr = ip->saddr;
-	tuple.ipv4.daddr = ip->daddr;
-	tuple.ipv4.sport = ports->sport;
-	tuple.ipv4.dport = ports->dport;
-	opts.l4proto = ip->protocol;
-	ct = bpf_skb_ct_lookup(skb, &tuple, sizeof(tuple.ipv4), &opts, pv_ct_opts_size == 12 ? 12 : 16);
-	if (!ct)
-		return 0;
-	status = ct->status;
-	bpf_ct_release(ct);
-	return (status & IPS_NAT_MASK) != 0;
+	return (pv_ct_status(skb, ip->saddr, ip->daddr, ports->sport, ports->dport, ip->protocol) & IPS_NAT_MASK) != 0;
 }
 
 #endif /* PV_CONNTRACK_H */

@@ -312,28 +312,11 @@ static __always_inline __u32 pv_policy_translated(struct __sk_buff *skb, struct 
  * source. */
 static __always_inline int pv_service_reply(struct __sk_buff *skb, struct iphdr *ip)
 {
-	struct bpf_ct_opts___pv opts = { .netns_id = BPF_F_CURRENT_NETNS };
-	struct bpf_sock_tuple tuple = {};
-	struct pv_ports *ports;
-	struct nf_conn *ct;
-	unsigned long status;
+	struct pv_ports *ports = pv_l4_ports(skb, ip);
 
-	if (pv_ct_opts_size == 0 || !bpf_skb_ct_lookup)
-		return 0;
-	ports = pv_l4_ports(skb, ip);
 	if (!ports)
 		return 0;
-	tuple.ipv4.saddr = ip->daddr;
-	tuple.ipv4.daddr = ip->saddr;
-	tuple.ipv4.sport = ports->dport;
-	tuple.ipv4.dport = ports->sport;
-	opts.l4proto = ip->protocol;
-	ct = bpf_skb_ct_lookup(skb, &tuple, sizeof(tuple.ipv4), &opts, pv_ct_opts_size == 12 ? 12 : 16);
-	if (!ct)
-		return 0;
-	status = ct->status;
-	bpf_ct_release(ct);
-	return (status & IPS_DST_NAT) != 0;
+	return (pv_ct_status(skb, ip->daddr, ip->saddr, ports->dport, ports->sport, ip->protocol) & IPS_DST_NAT) != 0;
 }
 
 #endif /* PV_POLICY_H */

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/podvnet/podvnet/internal/ipproto"
 	"github.com/podvnet/podvnet/pkg/maps"
 	"github.com/podvnet/podvnet/pkg/paths"
 	"github.com/podvnet/podvnet/pkg/services"
@@ -80,7 +81,7 @@ func serviceRows(m *maps.Services, names services.Names) ([]serviceRow, error) {
 	}
 	rows := make([]serviceRow, 0, len(fronts))
 	for _, f := range fronts {
-		r := serviceRow{Service: names[f.ID], ID: f.ID, Addr: f.Addr.String(), Port: f.Port, Proto: maps.ProtoName(f.Proto),
+		r := serviceRow{Service: names[f.ID], ID: f.ID, Addr: f.Addr.String(), Port: f.Port, Proto: ipproto.Name(f.Proto),
 			Scope: "internal", Flags: frontendFlags(f.Flags, f.AffinityTimeout), Backends: []backendRow{}}
 		if f.Flags&maps.SvcNodePort != 0 {
 			r.Addr = "*"

@@ -17,7 +17,7 @@ var layers = [][]string{
 	{"pkg/agentapi", "pkg/ipam", "pkg/ipplan", "pkg/platform", "pkg/settings", "pkg/kube", "pkg/policymap", "internal/podroute", "internal/svcdev"},
 	{"pkg/services"},
 	{"pkg/maps", "pkg/policy", "internal/atomicfile", "internal/strictjson", "internal/netlinkdump", "internal/nettest", "internal/packet"},
-	{"pkg/paths"},
+	{"pkg/paths", "internal/ipproto"},
 }
 
 // TestPackagesImportDownward reads the import graph of the module's

@@ -10,6 +10,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/podvnet/podvnet/internal/ipproto"
 	"github.com/podvnet/podvnet/internal/packet"
 	"github.com/podvnet/podvnet/pkg/maps"
 )
@@ -122,7 +123,7 @@ func wantPacket(t *testing.T, what string, f packet.Frame, src netip.Addr, sport
 		t.Errorf("%s: IPv4 header checksum broken", what)
 	}
 	if !f.L4ChecksumValid() {
-		t.Errorf("%s: %s checksum broken", what, maps.ProtoName(f.Proto()))
+		t.Errorf("%s: %s checksum broken", what, ipproto.Name(f.Proto()))
 	}
 }
 

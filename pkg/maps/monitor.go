@@ -10,8 +10,9 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
-	"github.com/podvnet/podvnet/pkg/paths"
 	"golang.org/x/sys/unix"
+
+	"github.com/podvnet/podvnet/pkg/paths"
 )
 
 // LeaseTTL is how long events flow after the monitor's last renewal: a

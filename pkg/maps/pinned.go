@@ -6,6 +6,7 @@ import (
 	"io/fs"
 
 	"github.com/cilium/ebpf"
+
 	"github.com/podvnet/podvnet/pkg/paths"
 )
 

@@ -9,6 +9,8 @@ import (
 	"net/netip"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/podvnet/podvnet/internal/ipproto"
 )
 
 // Policy is the NetworkPolicy maps of a node (bpf/lib/policy.h): the
@@ -35,7 +37,7 @@ type PortRange struct {
 }
 
 func (r PortRange) String() string {
-	name := ProtoName(r.Proto)
+	name := ipproto.Name(r.Proto)
 	switch {
 	case r.Proto == 0:
 		return "any"

@@ -9,6 +9,8 @@ import (
 	"net/netip"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/podvnet/podvnet/internal/ipproto"
 )
 
 // Go mirrors of the Services' structs in bpf/include/podvnet.h (keep in
@@ -208,7 +210,7 @@ func (k FrontendKey) String() string {
 	if k.Scope == ScopeExternal {
 		scope = "external"
 	}
-	return fmt.Sprintf("%s:%d/%s (%s)", addr, k.Port, ProtoName(k.Proto), scope)
+	return fmt.Sprintf("%s:%d/%s (%s)", addr, k.Port, ipproto.Name(k.Proto), scope)
 }
 
 // BackendAddr is a backend's address, port and protocol.

@@ -353,19 +353,3 @@ const (
 // Names lists every map podvnet pins.
 var Names = slices.Concat([]string{EndpointsMap, ConfigMap, CountersMap, NoSNATMap, EventsMap, MonitorMap, BlockedMap, BlockedFilterMap},
 	PolicyNames, serviceMapNames)
-
-// ProtoName names an IP protocol ("tcp", "udp", "sctp", "icmp", or its
-// number).
-func ProtoName(p uint8) string {
-	switch p {
-	case 1:
-		return "icmp"
-	case 6:
-		return "tcp"
-	case 17:
-		return "udp"
-	case 132:
-		return "sctp"
-	}
-	return fmt.Sprintf("proto-%d", p)
-}

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/podvnet/podvnet/internal/ipproto"
 	"github.com/podvnet/podvnet/pkg/maps"
 )
 
@@ -37,14 +38,7 @@ const (
 	SCTP Proto = 132
 )
 
-var protoNames = map[Proto]string{TCP: "tcp", UDP: "udp", SCTP: "sctp"}
-
-func (p Proto) String() string {
-	if n, ok := protoNames[p]; ok {
-		return n
-	}
-	return fmt.Sprintf("proto-%d", uint8(p))
-}
+func (p Proto) String() string { return ipproto.Name(uint8(p)) }
 
 // Endpoint is one blocked destination: an IPv4 address, a port and a
 // protocol.
@@ -132,8 +126,8 @@ func Parse(s string) (Endpoint, error) {
 		return Endpoint{}, fmt.Errorf("port %q: want 1 to 65535", port)
 	}
 	e := Endpoint{Addr: addr, Port: uint16(n)}
-	for p, name := range protoNames {
-		if strings.EqualFold(proto, name) {
+	for _, p := range []Proto{TCP, UDP, SCTP} {
+		if strings.EqualFold(proto, p.String()) {
 			e.Proto = p
 			return e, nil
 		}

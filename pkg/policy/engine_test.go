@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/podvnet/podvnet/internal/ipproto"
 )
 
 // The upstream e2e model (kubernetes test/e2e/network/netpol): namespaces
@@ -155,7 +157,7 @@ func (m *model) expect(name string, proto uint8, port uint16, want []string) {
 	got := m.denied(proto, port)
 	slices.Sort(got)
 	if !slices.Equal(got, want) {
-		m.t.Errorf("%s, %s/%d: denied\n  %v\nwant\n  %v", name, protoName(proto), port, got, want)
+		m.t.Errorf("%s, %s/%d: denied\n  %v\nwant\n  %v", name, ipproto.Name(proto), port, got, want)
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/podvnet/podvnet/internal/ipproto"
 )
 
 // PortRange is a protocol's ports First..Last; Proto 0 is every protocol
@@ -19,23 +21,11 @@ func (r PortRange) String() string {
 	case r.Proto == 0:
 		return "any"
 	case r.First == 0 && r.Last == 65535:
-		return protoName(r.Proto)
+		return ipproto.Name(r.Proto)
 	case r.First == r.Last:
-		return fmt.Sprintf("%s/%d", protoName(r.Proto), r.First)
+		return fmt.Sprintf("%s/%d", ipproto.Name(r.Proto), r.First)
 	}
-	return fmt.Sprintf("%s/%d-%d", protoName(r.Proto), r.First, r.Last)
-}
-
-func protoName(p uint8) string {
-	switch p {
-	case TCP:
-		return "tcp"
-	case UDP:
-		return "udp"
-	case SCTP:
-		return "sctp"
-	}
-	return fmt.Sprintf("proto-%d", p)
+	return fmt.Sprintf("%s/%d-%d", ipproto.Name(r.Proto), r.First, r.Last)
 }
 
 // PortSet is a set of ports in normal form: sorted by protocol and port,

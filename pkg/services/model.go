@@ -15,6 +15,8 @@ package services
 import (
 	"fmt"
 	"net/netip"
+
+	"github.com/podvnet/podvnet/internal/ipproto"
 )
 
 // Key names a Service.
@@ -97,16 +99,4 @@ type ProtoPort struct {
 	Port  uint16
 }
 
-func (p ProtoPort) String() string { return fmt.Sprintf("%d/%s", p.Port, protoName(p.Proto)) }
-
-func protoName(p uint8) string {
-	switch p {
-	case TCP:
-		return "tcp"
-	case UDP:
-		return "udp"
-	case SCTP:
-		return "sctp"
-	}
-	return fmt.Sprintf("proto%d", p)
-}
+func (p ProtoPort) String() string { return fmt.Sprintf("%d/%s", p.Port, ipproto.Name(p.Proto)) }

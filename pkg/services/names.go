@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/podvnet/podvnet/internal/atomicfile"
+	"github.com/podvnet/podvnet/internal/ipproto"
 	"github.com/podvnet/podvnet/internal/strictjson"
 )
 
@@ -25,7 +26,7 @@ func (s *Syncer) Names() Names {
 		if ref.list.Port != "" {
 			n += ":" + ref.list.Port
 		}
-		n += "/" + protoName(ref.list.Proto)
+		n += "/" + ipproto.Name(ref.list.Proto)
 		if ref.list.Local {
 			n += " (local)"
 		}

@@ -113,8 +113,28 @@ func (n *Node) TakeNIC() (restore func() error, err error) {
 			return fmt.Errorf("%s: move eth0 back: %w", n.Name, err)
 		}
 		restored = true
-		return errors.Join(n.ConfigureNIC(), park.Delete())
+		return errors.Join(n.ConfigureNIC(), park.Delete(), n.removeMgmtLink())
 	}, nil
+}
+
+// removeMgmtLink takes the management link away again once eth0 is back:
+// its address would otherwise be a source the kernel may pick for the
+// node's own and masqueraded traffic (kube-proxy's NodePort SNAT picked
+// 192.168.250.x over the node IP, as the device list now holds mgmt0
+// before the returned eth0).
+func (n *Node) removeMgmtLink() error {
+	if !n.mgmtUp {
+		return nil
+	}
+	l, err := n.NS.NL.LinkByName("mgmt0")
+	if err == nil {
+		err = n.NS.NL.LinkDel(l)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: remove the management link: %w", n.Name, err)
+	}
+	n.mgmtUp = false
+	return nil
 }
 
 // KillSandbox kills the sandbox (pause) process of the pod with uid on

@@ -141,7 +141,10 @@ func (b *bench) serviceConfig(ctx context.Context, c *cluster.Cluster, cs kubern
 	nodes := c.VNet.Nodes
 	var cg string // the pods' cgroup (mode bpf): the clients run in it
 	if cfg.agentMode != "" {
-		args := []string{"--kubeconfig", c.Kubeconfig(), "--service-mode", cfg.agentMode}
+		// Services are measured, not NetworkPolicy (its own rows): the
+		// bench's pods are made through libcni and are no Pod objects, which
+		// NetworkPolicy's default (--policy-unknown=deny) would refuse.
+		args := []string{"--kubeconfig", c.Kubeconfig(), "--service-mode", cfg.agentMode, "--network-policy=false"}
 		if cfg.agentMode == "bpf" {
 			root, dir, err := podCgroup(b.prefix)
 			if err != nil {

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/podvnet/podvnet/internal/ipproto"
 	"github.com/podvnet/podvnet/pkg/policy"
 )
 
@@ -138,15 +139,15 @@ func policyPod(p *corev1.Pod) policy.Pod {
 }
 
 // protocol is the IP protocol number of a Kubernetes protocol (TCP when
-// unset, as the API defaults it).
+// unset, as the API defaults it), for NetworkPolicy and Services alike.
 func protocol(p corev1.Protocol) uint8 {
 	switch p {
 	case corev1.ProtocolUDP:
-		return policy.UDP
+		return ipproto.UDP
 	case corev1.ProtocolSCTP:
-		return policy.SCTP
+		return ipproto.SCTP
 	}
-	return policy.TCP
+	return ipproto.TCP
 }
 
 // policyOf converts a NetworkPolicy, applying the defaults the API server

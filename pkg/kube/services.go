@@ -277,7 +277,7 @@ func serviceOf(s *corev1.Service) *services.Service {
 		}
 	}
 	for _, p := range s.Spec.Ports {
-		sp := services.Port{Name: p.Name, Proto: protoNumber(p.Protocol), Port: uint16(p.Port), NodePort: uint16(p.NodePort)}
+		sp := services.Port{Name: p.Name, Proto: protocol(p.Protocol), Port: uint16(p.Port), NodePort: uint16(p.NodePort)}
 		if p.TargetPort.StrVal != "" {
 			sp.TargetPortName = p.TargetPort.StrVal
 		} else {
@@ -305,7 +305,7 @@ func sliceOf(s *discoveryv1.EndpointSlice) *services.EndpointSlice {
 			ep.Name = *p.Name
 		}
 		if p.Protocol != nil {
-			ep.Proto = protoNumber(*p.Protocol)
+			ep.Proto = protocol(*p.Protocol)
 		}
 		out.Ports = append(out.Ports, ep)
 	}
@@ -332,16 +332,6 @@ func parseIPs(ss []string) []netip.Addr {
 		}
 	}
 	return out
-}
-
-func protoNumber(p corev1.Protocol) uint8 {
-	switch p {
-	case corev1.ProtocolUDP:
-		return services.UDP
-	case corev1.ProtocolSCTP:
-		return services.SCTP
-	}
-	return services.TCP
 }
 
 // trimService keeps of a Service what serviceOf reads.

@@ -19,13 +19,15 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/podvnet/podvnet/internal/ipproto"
 )
 
 // IP protocol numbers a rule may name.
 const (
-	TCP  uint8 = 6
-	UDP  uint8 = 17
-	SCTP uint8 = 132
+	TCP  uint8 = ipproto.TCP
+	UDP  uint8 = ipproto.UDP
+	SCTP uint8 = ipproto.SCTP
 )
 
 // Policy is a NetworkPolicy (networking.k8s.io/v1), its defaults applied.

@@ -26,9 +26,9 @@ func (k Key) String() string { return k.Namespace + "/" + k.Name }
 
 // IP protocol numbers of Service ports.
 const (
-	TCP  uint8 = 6
-	UDP  uint8 = 17
-	SCTP uint8 = 132
+	TCP  uint8 = ipproto.TCP
+	UDP  uint8 = ipproto.UDP
+	SCTP uint8 = ipproto.SCTP
 )
 
 // Service is what the data path needs of a Service.

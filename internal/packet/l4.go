@@ -3,13 +3,15 @@ package packet
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/podvnet/podvnet/internal/ipproto"
 )
 
 // IP protocol numbers and TCP flags the tests use.
 const (
-	ProtoICMP = 1
-	ProtoTCP  = 6
-	ProtoUDP  = 17
+	ProtoICMP = ipproto.ICMP
+	ProtoTCP  = ipproto.TCP
+	ProtoUDP  = ipproto.UDP
 
 	TCPSyn = 0x02
 	TCPAck = 0x10

@@ -33,9 +33,9 @@ type Proto uint8
 
 // The protocols an endpoint can name.
 const (
-	TCP  Proto = 6
-	UDP  Proto = 17
-	SCTP Proto = 132
+	TCP  Proto = ipproto.TCP
+	UDP  Proto = ipproto.UDP
+	SCTP Proto = ipproto.SCTP
 )
 
 func (p Proto) String() string { return ipproto.Name(uint8(p)) }

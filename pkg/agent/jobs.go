@@ -48,5 +48,12 @@ func (j *hostJobs) start(name string, f func()) {
 	}()
 }
 
+// inFlight is the number of veths with a job started and not yet done.
+func (j *hostJobs) inFlight() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return len(j.running)
+}
+
 // waitAll blocks until every job started so far is done.
 func (j *hostJobs) waitAll() { j.wg.Wait() }

@@ -101,6 +101,10 @@ func (m *Metrics) registerAgent(a *Agent) {
 		pool("allocated", func() float64 { return float64(a.alloc.Allocated()) }),
 		pool("free", func() float64 { return float64(a.alloc.Free()) }),
 		pool("withdrawn", func() float64 { return float64(len(a.alloc.Withdrawn())) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "podvnet_host_veth_jobs",
+			Help: "Pods' host veths with background work not yet done (attaching from_pod after an ADD, deleting the veth after a DEL): 0 when the agent is idle.",
+		}, func() float64 { return float64(a.jobs.inFlight()) }),
 		&datapathCollector{counters: a.dp.Maps.Counters},
 		endpointCollector{alloc: a.alloc},
 	)

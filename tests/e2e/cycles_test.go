@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -66,10 +67,11 @@ func TestAddDelCycles(t *testing.T) {
 	run(cycles)
 	settle(t, n, pods)
 	rss1, fds1 := procUsage(t, n)
-	t.Logf("agent after %d warm-up cycles: RSS %d KiB, %d fds; after %d more: RSS %d KiB, %d fds",
-		warmup, rss0, fds0, cycles, rss1, fds1)
-	if fds1 > fds0+fdSlack {
-		t.Errorf("agent open files grew from %d to %d over %d cycles", fds0, fds1, cycles)
+	t.Logf("agent after %d warm-up cycles: RSS %d KiB, %d fds %v; after %d more: RSS %d KiB, %d fds %v",
+		warmup, rss0, len(fds0), fds0.kinds(), cycles, rss1, len(fds1), fds1.kinds())
+	if len(fds1) > len(fds0)+fdSlack {
+		t.Errorf("agent open files grew from %d to %d over %d cycles; by kind, before %v, after %v",
+			len(fds0), len(fds1), cycles, fds0.kinds(), fds1.kinds())
 	}
 	if rss1 > rss0+rssSlackKiB {
 		t.Errorf("agent RSS grew from %d KiB to %d KiB over %d cycles", rss0, rss1, cycles)
@@ -83,10 +85,11 @@ func TestAddDelCycles(t *testing.T) {
 	assertNodeClean(t, n)
 }
 
-// procUsage reads the agent's resident memory (KiB) and open file count.
 // settle waits until the agent's background work after the last ADD and
 // DEL is done (from_pod attached to each pod's veth, the veths of deleted
-// attachments gone), so that the files it holds for them are not counted.
+// attachments gone, and the jobs that did it returned: a veth leaves the
+// link list before its delete returns), so that the netlink sockets of
+// work in flight are not counted.
 func settle(t *testing.T, n *vnet.Node, pods []*vnet.Pod) {
 	t.Helper()
 	for _, p := range pods {
@@ -106,17 +109,81 @@ func settle(t *testing.T, n *vnet.Node, pods []*vnet.Pod) {
 	}) {
 		t.Fatal("the veths of deleted pods are still there")
 	}
+	var jobs float64
+	if !eventually(10*time.Second, func() bool {
+		var err error
+		jobs, err = n.Metric("podvnet_host_veth_jobs")
+		return err == nil && jobs == 0
+	}) {
+		t.Fatalf("the agent's host veth jobs are not done: %v", jobs)
+	}
 }
 
-func procUsage(t *testing.T, n *vnet.Node) (rssKiB, fds int) {
+// procUsage reads the agent's resident memory (KiB) and open files.
+func procUsage(t *testing.T, n *vnet.Node) (rssKiB int, fds openFiles) {
 	t.Helper()
 	rssKiB, _, err := n.AgentMemoryKiB()
 	if err != nil {
 		t.Fatal(err)
 	}
-	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", n.AgentPID()))
+	dir := fmt.Sprintf("/proc/%d/fd", n.AgentPID())
+	entries, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return rssKiB, len(entries)
+	fam := socketFamilies(n.AgentPID())
+	for _, e := range entries {
+		// A file closed since ReadDir has no target: not open any more.
+		target, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		if inode, ok := strings.CutPrefix(target, "socket:["); ok {
+			f, ok := fam[strings.TrimSuffix(inode, "]")]
+			if !ok {
+				f = "?"
+			}
+			target = "socket:" + f
+		}
+		fds = append(fds, target)
+	}
+	return rssKiB, fds
+}
+
+// openFiles are the targets of a process's file descriptors, sockets
+// named by family ("socket:netlink/0" is NETLINK_ROUTE, "socket:unix", or
+// "socket:?" for one in another network namespace).
+type openFiles []string
+
+// kinds counts the files by kind, so that a failure names what was left
+// open.
+func (f openFiles) kinds() map[string]int {
+	m := map[string]int{}
+	for _, target := range f {
+		kind, _, _ := strings.Cut(target, ":[")
+		m[kind]++
+	}
+	return m
+}
+
+// socketFamilies maps the socket inodes of pid's network namespace to
+// their family, from /proc/PID/net.
+func socketFamilies(pid int) map[string]string {
+	fam := map[string]string{}
+	read := func(file string, inodeCol int, name func(f []string) string) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, file))
+		if err != nil {
+			return
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			if f := strings.Fields(line); len(f) > inodeCol {
+				fam[f[inodeCol]] = name(f)
+			}
+		}
+	}
+	read("netlink", 9, func(f []string) string { return "netlink/" + f[1] })
+	read("unix", 6, func([]string) string { return "unix" })
+	read("tcp", 9, func([]string) string { return "tcp" })
+	read("udp", 9, func([]string) string { return "udp" })
+	return fam
 }

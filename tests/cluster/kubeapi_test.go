@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -510,6 +512,40 @@ func TestAPIServerOutageCatchUp(t *testing.T) {
 			return len(problems) == 0
 		}); err != nil {
 			t.Errorf("%s after the outage: %v", n.Name, problems)
+		}
+	}
+	// The NetworkPolicy watches are back too: a policy made now isolates
+	// the churn pods on both nodes. Each watch resumes after its own
+	// client-go backoff (up to 60 s after a 30 s outage), so this is also
+	// what leaves the cluster steady for the tests that follow.
+	np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "after-outage"},
+		Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "churn"}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}}
+	nps := c.Client.NetworkingV1().NetworkPolicies("default")
+	if _, err := nps.Create(cx, np, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nps.Delete(context.Background(), np.Name, metav1.DeleteOptions{}) })
+	for _, n := range c.Nodes {
+		var rows []policyRow
+		if err := eventually(3*time.Minute, func() bool {
+			out, err := c.AgentDebug(cx, n.Name, "policy", "-o", "json")
+			rows = nil
+			if err != nil || json.Unmarshal([]byte(out), &rows) != nil {
+				return false
+			}
+			churn := 0
+			for _, r := range rows {
+				if r.PodNamespace == "default" && strings.HasPrefix(r.PodName, "churn-") {
+					if r.Ingress.State != "isolated" {
+						return false
+					}
+					churn++
+				}
+			}
+			return churn > 0
+		}); err != nil {
+			t.Errorf("%s: a NetworkPolicy made after the outage is not in force: %+v", n.Name, rows)
 		}
 	}
 }

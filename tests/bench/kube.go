@@ -230,9 +230,16 @@ func (w logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// waitFor polls cond until it holds; the timeout only bounds a failure.
+// waitFor polls cond every 100 ms until it holds; the timeout only bounds
+// a failure.
 func waitFor(timeout time.Duration, what string, cond func() bool) error {
-	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(100 * time.Millisecond) {
+	return pollEvery(100*time.Millisecond, timeout, what, cond)
+}
+
+// pollEvery polls cond every interval until it holds: where the time cond
+// first holds is the measurement, the interval is its resolution.
+func pollEvery(interval, timeout time.Duration, what string, cond func() bool) error {
+	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(interval) {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s: not within %s", what, timeout)
 		}

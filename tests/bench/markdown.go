@@ -85,13 +85,14 @@ none does, and **within noise** when the rounds disagree.
 			"EndpointSlice) in the API server (tests/cluster's etcd and kube-apiserver): podvnet serving Services\n"+
 			"itself (--service-mode bpf; the client's connect() translated by the socket hook), podvnet and the\n"+
 			"reference ptp plugin with the real kube-proxy of the pinned release in nftables and iptables modes,\n"+
-			"and the same two pods without a Service. The configurations run one after the other on one VNet\n"+
-			"(each needs the nodes to itself and a full sync of the Services), each its %d rounds in a row, so\n"+
-			"their ratios are of medians, not paired by round. TCP connect/request/close: one connection per\n"+
+			"and the same two pods without a Service (measured in the bpf configuration: each round measures\n"+
+			"the ClusterIP and then the pod's IP, so their ratios are paired by round). The configurations run\n"+
+			"one after the other on one VNet (each needs the nodes to itself and a full sync of the Services),\n"+
+			"each its %d rounds in a row, so ratios across them are of medians. TCP connect/request/close: one connection per\n"+
 			"one-byte request and answer, closed with a reset (no TIME_WAIT), one client.\n\n", thousands(r.ServicesLoaded), r.Rounds)
 		markdownTable(w, r.servicesTable())
 		fmt.Fprintf(w, "\nAn endpoint added to or removed from the measured Service's EndpointSlice, one change at a time, until\n"+
-			"every node has it: podvnet's maps read until the frontend's count shows it; kube-proxy's own\n"+
+			"every node has it: podvnet's maps read every millisecond until the frontend's count shows it; kube-proxy's own\n"+
 			"network programming duration from the same trigger time (the slice's last-change-trigger-time).\n\n")
 		markdownTable(w, r.changesTable())
 	}

@@ -491,7 +491,8 @@ func TestAPIServerOutageCatchUp(t *testing.T) {
 	if err := c.StartAPIServer(); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("API server back after %s", time.Since(stopped).Round(time.Second))
+	back := time.Now()
+	t.Logf("API server back after %s", back.Sub(stopped).Round(time.Second))
 
 	for _, n := range c.Nodes {
 		if err := eventually(2*time.Minute, func() bool {
@@ -546,6 +547,8 @@ func TestAPIServerOutageCatchUp(t *testing.T) {
 			return churn > 0
 		}); err != nil {
 			t.Errorf("%s: a NetworkPolicy made after the outage is not in force: %+v", n.Name, rows)
+		} else {
+			t.Logf("%s: a NetworkPolicy made after the outage in force %s after the API server came back", n.Name, time.Since(back).Round(time.Second))
 		}
 	}
 }

@@ -4,13 +4,16 @@ import (
 	"context"
 	"net/netip"
 	"reflect"
+	"slices"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/podvnet/podvnet/pkg/policy"
 )
@@ -116,6 +119,23 @@ func TestPolicySnapshot(t *testing.T) {
 		}
 	})
 
+	a, err := cs.CoreV1().Pods("default").Get(context.Background(), "a", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Labels = map[string]string{"app": "api"}
+	if _, err := cs.CoreV1().Pods("default").Update(context.Background(), a, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a snapshot with pod a relabelled", func() bool {
+		select {
+		case s = <-snapshots:
+			return slices.ContainsFunc(s.Pods, func(p policy.Pod) bool { return p.Name == "a" && p.Labels["app"] == "api" })
+		default:
+			return false
+		}
+	})
+
 	if _, err := cs.CoreV1().Pods("default").Create(context.Background(), pod("new", ""), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -125,5 +145,33 @@ func TestPolicySnapshot(t *testing.T) {
 	}
 	if _, err := c.GetPod(context.Background(), "default", "absent"); err == nil {
 		t.Error("GetPod of an absent pod succeeded")
+	}
+}
+
+// TestPolicyPodTransform: the cluster-wide store holds a pod as the
+// engine reads it, under the pod's key and resource version.
+func TestPolicyPodTransform(t *testing.T) {
+	a := pod("a", "10.240.0.5", func(p *corev1.Pod) { p.ResourceVersion = "7" })
+	out, err := toPolicyPod(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oa := out.(*policyPodObject)
+	want := policy.Pod{Namespace: "default", Name: "a", UID: "uid-a", IP: netip.MustParseAddr("10.240.0.5"),
+		Labels: map[string]string{"app": "web"}, Ports: map[string]policy.NamedPort{"http": {Port: 8080, Protocol: policy.TCP}}}
+	if !reflect.DeepEqual(oa.pod, want) || oa.finished {
+		t.Errorf("stored %+v (finished %v), want %+v", oa.pod, oa.finished, want)
+	}
+	if key, err := cache.MetaNamespaceKeyFunc(oa); key != "default/a" || err != nil {
+		t.Errorf("key %q %v, want default/a", key, err)
+	}
+	if m, err := meta.Accessor(oa); err != nil || m.GetResourceVersion() != "7" {
+		t.Errorf("resource version: %v %v, want 7", m, err)
+	}
+	if done, _ := toPolicyPod(pod("e", "10.240.0.9", phase(corev1.PodFailed))); !done.(*policyPodObject).finished {
+		t.Error("a failed pod is not finished")
+	}
+	if tomb, _ := toPolicyPod("not a pod"); tomb != "not a pod" {
+		t.Error("a tombstone must pass unchanged")
 	}
 }

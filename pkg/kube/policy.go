@@ -3,8 +3,10 @@ package kube
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -52,7 +54,7 @@ func (c *Client) enablePolicy() {
 	}
 	c.policy = p
 	c.syncs[syncPolicy] = c.syncPolicy
-	c.watch(p.pods, toPolicyPod, syncPolicy)
+	c.watch(p.pods, policyPodTransform(), syncPolicy)
 	c.watch(p.namespaces, trimNamespace, syncPolicy)
 	c.watch(p.policies, trimNetworkPolicy, syncPolicy)
 	// Its own wait: the rest of the agent's views need not wait for the
@@ -116,9 +118,19 @@ func (c *Client) GetPod(ctx context.Context, namespace, name string) (policy.Pod
 // 1.5 KiB of mostly empty structs; at 5,000 pods those, and a converted
 // copy made at every rebuild, were most of the agent's memory.
 type policyPodObject struct {
-	pod             policy.Pod
+	pod policy.Pod
+	// traits holds pod.Labels and pod.Ports, shared with every pod that
+	// has the same (policyPodTransform).
+	traits          *podTraits
 	resourceVersion string // the informer tells an update from a resync by it
 	finished        bool   // Succeeded or Failed: it holds no address any more
+}
+
+// podTraits are a pod's labels and named ports, what its identity is made
+// of besides its namespace.
+type podTraits struct {
+	labels map[string]string
+	ports  map[string]policy.NamedPort
 }
 
 // GetObjectMeta makes the object a metav1.ObjectMetaAccessor: the
@@ -128,15 +140,42 @@ func (o *policyPodObject) GetObjectMeta() metav1.Object {
 	return &metav1.ObjectMeta{Namespace: o.pod.Namespace, Name: o.pod.Name, UID: types.UID(o.pod.UID), ResourceVersion: o.resourceVersion}
 }
 
-// toPolicyPod is the cluster-wide Pod informer's transform: a Pod becomes
-// a policyPodObject; anything else (a tombstone) passes unchanged.
-func toPolicyPod(obj any) (any, error) {
-	p, ok := obj.(*corev1.Pod)
-	if !ok {
-		return obj, nil
+// policyPodTransform is the cluster-wide Pod informer's transform: a Pod
+// becomes a policyPodObject whose labels and named ports are one copy
+// shared by all the pods with the same; anything else (a tombstone) passes
+// unchanged.
+func policyPodTransform() cache.TransformFunc {
+	var traits interner[podTraits]
+	return func(obj any) (any, error) {
+		p, ok := obj.(*corev1.Pod)
+		if !ok {
+			return obj, nil
+		}
+		v := policyPod(p)
+		t := traits.get(traitsKey(v.Labels, v.Ports), func() podTraits { return podTraits{labels: v.Labels, ports: v.Ports} })
+		v.Labels, v.Ports = t.labels, t.ports
+		return &policyPodObject{pod: v, traits: t, resourceVersion: p.ResourceVersion,
+			finished: p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed}, nil
 	}
-	return &policyPodObject{pod: policyPod(p), resourceVersion: p.ResourceVersion,
-		finished: p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed}, nil
+}
+
+// traitsKey is a canonical form of labels and named ports: equal ones,
+// and only those, have the same key (label keys and values, and port
+// names, hold no NUL or '=').
+func traitsKey(labels map[string]string, ports map[string]policy.NamedPort) string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(labels[k])
+		b.WriteByte(0)
+	}
+	b.WriteByte(0)
+	for _, name := range slices.Sorted(maps.Keys(ports)) {
+		p := ports[name]
+		fmt.Fprintf(&b, "%s=%d/%d\x00", name, p.Port, p.Protocol)
+	}
+	return b.String()
 }
 
 // trimNamespace keeps a namespace's name and labels.

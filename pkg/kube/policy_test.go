@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"reflect"
+	"runtime"
 	"slices"
 	"testing"
 
@@ -149,14 +150,20 @@ func TestPolicySnapshot(t *testing.T) {
 }
 
 // TestPolicyPodTransform: the cluster-wide store holds a pod as the
-// engine reads it, under the pod's key and resource version.
+// engine reads it, under the pod's key and resource version; pods with the
+// same labels and named ports share one copy of them, others do not.
 func TestPolicyPodTransform(t *testing.T) {
-	a := pod("a", "10.240.0.5", func(p *corev1.Pod) { p.ResourceVersion = "7" })
-	out, err := toPolicyPod(a)
-	if err != nil {
-		t.Fatal(err)
+	transform := policyPodTransform()
+	store := func(p *corev1.Pod) *policyPodObject {
+		t.Helper()
+		out, err := transform(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.(*policyPodObject)
 	}
-	oa := out.(*policyPodObject)
+	a := pod("a", "10.240.0.5", func(p *corev1.Pod) { p.ResourceVersion = "7" })
+	oa := store(a)
 	want := policy.Pod{Namespace: "default", Name: "a", UID: "uid-a", IP: netip.MustParseAddr("10.240.0.5"),
 		Labels: map[string]string{"app": "web"}, Ports: map[string]policy.NamedPort{"http": {Port: 8080, Protocol: policy.TCP}}}
 	if !reflect.DeepEqual(oa.pod, want) || oa.finished {
@@ -168,10 +175,40 @@ func TestPolicyPodTransform(t *testing.T) {
 	if m, err := meta.Accessor(oa); err != nil || m.GetResourceVersion() != "7" {
 		t.Errorf("resource version: %v %v, want 7", m, err)
 	}
-	if done, _ := toPolicyPod(pod("e", "10.240.0.9", phase(corev1.PodFailed))); !done.(*policyPodObject).finished {
+
+	ob := store(pod("b", "10.240.0.6", onNode("node2")))
+	if ob.traits != oa.traits || reflect.ValueOf(ob.pod.Labels).UnsafePointer() != reflect.ValueOf(oa.pod.Labels).UnsafePointer() {
+		t.Error("pods with the same labels and ports hold copies of their own")
+	}
+	oc := store(pod("c", "10.240.0.7", func(p *corev1.Pod) { p.Labels = map[string]string{"app": "web", "tier": "x"} }))
+	od := store(pod("d", "10.240.0.8", func(p *corev1.Pod) { p.Spec.Containers[0].Ports[0].ContainerPort = 8081 }))
+	if oc.traits == oa.traits || od.traits == oa.traits || oc.pod.Labels["tier"] != "x" || od.pod.Ports["http"].Port != 8081 {
+		t.Errorf("pods with other labels or ports share a's: c %+v, d %+v", oc.pod, od.pod)
+	}
+	if done := store(pod("e", "10.240.0.9", phase(corev1.PodFailed))); !done.finished {
 		t.Error("a failed pod is not finished")
 	}
-	if tomb, _ := toPolicyPod("not a pod"); tomb != "not a pod" {
+	if tomb, _ := transform("not a pod"); tomb != "not a pod" {
 		t.Error("a tombstone must pass unchanged")
+	}
+}
+
+// TestInternerForgets: an interned value no one holds any more is
+// collected and its entry removed, so the table does not grow with every
+// label set the cluster ever had.
+func TestInternerForgets(t *testing.T) {
+	var in interner[string]
+	v := in.get("k", func() string { return "value" })
+	if w := in.get("k", func() string { return "other" }); w != v {
+		t.Fatal("the same key gave two copies")
+	}
+	runtime.KeepAlive(v)
+	v = nil
+	waitFor(t, "the entry of a collected value removed", func() bool {
+		runtime.GC()
+		return in.size() == 0
+	})
+	if w := in.get("k", func() string { return "new" }); *w != "new" {
+		t.Errorf("after the collection: %q, want a new value", *w)
 	}
 }

@@ -116,7 +116,8 @@ func (c *Client) GetPod(ctx context.Context, namespace, name string) (policy.Pod
 // the engine's policy.Pod, converted once as the pod arrives rather than at
 // every snapshot, and nothing else. A trimmed *corev1.Pod still costs over
 // 1.5 KiB of mostly empty structs; at 5,000 pods those, and a converted
-// copy made at every rebuild, were most of the agent's memory.
+// copy made at every rebuild, were most of the agent's memory. The
+// factory's Pod lister cannot read this store: it holds no *corev1.Pod.
 type policyPodObject struct {
 	pod policy.Pod
 	// traits holds pod.Labels and pod.Ports, shared with every pod that

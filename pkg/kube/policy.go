@@ -3,12 +3,15 @@ package kube
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/cache"
 
@@ -16,12 +19,12 @@ import (
 	"github.com/podvnet/podvnet/pkg/policy"
 )
 
-// NetworkPolicy's view: every pod of the cluster (trimmed as this node's
-// are: labels, address, hostNetwork, named ports), every namespace (name
-// and labels) and every NetworkPolicy, one factory with no field selector.
-// Each change enqueues one rebuild of the whole snapshot from the stores,
-// which the listeners receive; nothing is sent before all three have
-// listed.
+// NetworkPolicy's view: every pod of the cluster (stored as the engine's
+// policy.Pod: labels, address, hostNetwork, named ports), every namespace
+// (name and labels) and every NetworkPolicy, one factory with no field
+// selector. Each change enqueues one rebuild of the whole snapshot from the
+// stores, which the listeners receive; nothing is sent before all three
+// have listed.
 
 // syncPolicy is the view's key.
 const syncPolicy syncKey = "policy"
@@ -51,7 +54,7 @@ func (c *Client) enablePolicy() {
 	}
 	c.policy = p
 	c.syncs[syncPolicy] = c.syncPolicy
-	c.watch(p.pods, trimPod, syncPolicy)
+	c.watch(p.pods, policyPodTransform(), syncPolicy)
 	c.watch(p.namespaces, trimNamespace, syncPolicy)
 	c.watch(p.policies, trimNetworkPolicy, syncPolicy)
 	// Its own wait: the rest of the agent's views need not wait for the
@@ -75,9 +78,12 @@ func (c *Client) syncPolicy(context.Context) error {
 		return nil // enqueued again once they have
 	}
 	var s policy.Snapshot
-	for _, obj := range p.pods.GetStore().List() {
-		if pod, ok := obj.(*corev1.Pod); ok && pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed {
-			s.Pods = append(s.Pods, policyPod(pod))
+	pods := p.pods.GetStore().List()
+	s.Pods = make([]policy.Pod, 0, len(pods))
+	for _, obj := range pods {
+		// The maps are the store's: the engine only reads them.
+		if o, ok := obj.(*policyPodObject); ok && !o.finished {
+			s.Pods = append(s.Pods, o.pod)
 		}
 	}
 	for _, obj := range p.namespaces.GetStore().List() {
@@ -104,6 +110,73 @@ func (c *Client) GetPod(ctx context.Context, namespace, name string) (policy.Pod
 		return policy.Pod{}, fmt.Errorf("get pod %s/%s: %w", namespace, name, err)
 	}
 	return policyPod(p), nil
+}
+
+// policyPodObject is what the cluster-wide Pod informer stores of a pod:
+// the engine's policy.Pod, converted once as the pod arrives rather than at
+// every snapshot, and nothing else. A trimmed *corev1.Pod still costs over
+// 1.5 KiB of mostly empty structs; at 5,000 pods those, and a converted
+// copy made at every rebuild, were most of the agent's memory. The
+// factory's Pod lister cannot read this store: it holds no *corev1.Pod.
+type policyPodObject struct {
+	pod policy.Pod
+	// traits holds pod.Labels and pod.Ports, shared with every pod that
+	// has the same (policyPodTransform).
+	traits          *podTraits
+	resourceVersion string // the informer tells an update from a resync by it
+	finished        bool   // Succeeded or Failed: it holds no address any more
+}
+
+// podTraits are a pod's labels and named ports, what its identity is made
+// of besides its namespace.
+type podTraits struct {
+	labels map[string]string
+	ports  map[string]policy.NamedPort
+}
+
+// GetObjectMeta makes the object a metav1.ObjectMetaAccessor: the
+// informer's store keys it by namespace/name, and its handlers compare
+// resource versions.
+func (o *policyPodObject) GetObjectMeta() metav1.Object {
+	return &metav1.ObjectMeta{Namespace: o.pod.Namespace, Name: o.pod.Name, UID: types.UID(o.pod.UID), ResourceVersion: o.resourceVersion}
+}
+
+// policyPodTransform is the cluster-wide Pod informer's transform: a Pod
+// becomes a policyPodObject whose labels and named ports are one copy
+// shared by all the pods with the same; anything else (a tombstone) passes
+// unchanged.
+func policyPodTransform() cache.TransformFunc {
+	var traits interner[podTraits]
+	return func(obj any) (any, error) {
+		p, ok := obj.(*corev1.Pod)
+		if !ok {
+			return obj, nil
+		}
+		v := policyPod(p)
+		t := traits.get(traitsKey(v.Labels, v.Ports), func() podTraits { return podTraits{labels: v.Labels, ports: v.Ports} })
+		v.Labels, v.Ports = t.labels, t.ports
+		return &policyPodObject{pod: v, traits: t, resourceVersion: p.ResourceVersion,
+			finished: p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed}, nil
+	}
+}
+
+// traitsKey is a canonical form of labels and named ports: equal ones,
+// and only those, have the same key (label keys and values, and port
+// names, hold no NUL or '=').
+func traitsKey(labels map[string]string, ports map[string]policy.NamedPort) string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(labels[k])
+		b.WriteByte(0)
+	}
+	b.WriteByte(0)
+	for _, name := range slices.Sorted(maps.Keys(ports)) {
+		p := ports[name]
+		fmt.Fprintf(&b, "%s=%d/%d\x00", name, p.Port, p.Protocol)
+	}
+	return b.String()
 }
 
 // trimNamespace keeps a namespace's name and labels.

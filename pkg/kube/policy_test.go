@@ -4,13 +4,17 @@ import (
 	"context"
 	"net/netip"
 	"reflect"
+	"runtime"
+	"slices"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/podvnet/podvnet/pkg/policy"
 )
@@ -116,6 +120,23 @@ func TestPolicySnapshot(t *testing.T) {
 		}
 	})
 
+	a, err := cs.CoreV1().Pods("default").Get(context.Background(), "a", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Labels = map[string]string{"app": "api"}
+	if _, err := cs.CoreV1().Pods("default").Update(context.Background(), a, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a snapshot with pod a relabelled", func() bool {
+		select {
+		case s = <-snapshots:
+			return slices.ContainsFunc(s.Pods, func(p policy.Pod) bool { return p.Name == "a" && p.Labels["app"] == "api" })
+		default:
+			return false
+		}
+	})
+
 	if _, err := cs.CoreV1().Pods("default").Create(context.Background(), pod("new", ""), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -125,5 +146,69 @@ func TestPolicySnapshot(t *testing.T) {
 	}
 	if _, err := c.GetPod(context.Background(), "default", "absent"); err == nil {
 		t.Error("GetPod of an absent pod succeeded")
+	}
+}
+
+// TestPolicyPodTransform: the cluster-wide store holds a pod as the
+// engine reads it, under the pod's key and resource version; pods with the
+// same labels and named ports share one copy of them, others do not.
+func TestPolicyPodTransform(t *testing.T) {
+	transform := policyPodTransform()
+	store := func(p *corev1.Pod) *policyPodObject {
+		t.Helper()
+		out, err := transform(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.(*policyPodObject)
+	}
+	a := pod("a", "10.240.0.5", func(p *corev1.Pod) { p.ResourceVersion = "7" })
+	oa := store(a)
+	want := policy.Pod{Namespace: "default", Name: "a", UID: "uid-a", IP: netip.MustParseAddr("10.240.0.5"),
+		Labels: map[string]string{"app": "web"}, Ports: map[string]policy.NamedPort{"http": {Port: 8080, Protocol: policy.TCP}}}
+	if !reflect.DeepEqual(oa.pod, want) || oa.finished {
+		t.Errorf("stored %+v (finished %v), want %+v", oa.pod, oa.finished, want)
+	}
+	if key, err := cache.MetaNamespaceKeyFunc(oa); key != "default/a" || err != nil {
+		t.Errorf("key %q %v, want default/a", key, err)
+	}
+	if m, err := meta.Accessor(oa); err != nil || m.GetResourceVersion() != "7" {
+		t.Errorf("resource version: %v %v, want 7", m, err)
+	}
+
+	ob := store(pod("b", "10.240.0.6", onNode("node2")))
+	if ob.traits != oa.traits || reflect.ValueOf(ob.pod.Labels).UnsafePointer() != reflect.ValueOf(oa.pod.Labels).UnsafePointer() {
+		t.Error("pods with the same labels and ports hold copies of their own")
+	}
+	oc := store(pod("c", "10.240.0.7", func(p *corev1.Pod) { p.Labels = map[string]string{"app": "web", "tier": "x"} }))
+	od := store(pod("d", "10.240.0.8", func(p *corev1.Pod) { p.Spec.Containers[0].Ports[0].ContainerPort = 8081 }))
+	if oc.traits == oa.traits || od.traits == oa.traits || oc.pod.Labels["tier"] != "x" || od.pod.Ports["http"].Port != 8081 {
+		t.Errorf("pods with other labels or ports share a's: c %+v, d %+v", oc.pod, od.pod)
+	}
+	if done := store(pod("e", "10.240.0.9", phase(corev1.PodFailed))); !done.finished {
+		t.Error("a failed pod is not finished")
+	}
+	if tomb, _ := transform("not a pod"); tomb != "not a pod" {
+		t.Error("a tombstone must pass unchanged")
+	}
+}
+
+// TestInternerForgets: an interned value no one holds any more is
+// collected and its entry removed, so the table does not grow with every
+// label set the cluster ever had.
+func TestInternerForgets(t *testing.T) {
+	var in interner[string]
+	v := in.get("k", func() string { return "value" })
+	if w := in.get("k", func() string { return "other" }); w != v {
+		t.Fatal("the same key gave two copies")
+	}
+	runtime.KeepAlive(v)
+	v = nil
+	waitFor(t, "the entry of a collected value removed", func() bool {
+		runtime.GC()
+		return in.size() == 0
+	})
+	if w := in.get("k", func() string { return "new" }); *w != "new" {
+		t.Errorf("after the collection: %q, want a new value", *w)
 	}
 }

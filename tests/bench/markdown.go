@@ -70,7 +70,7 @@ none does, and **within noise** when the rounds disagree.
 	markdownTable(w, r.controlTable())
 	fmt.Fprintf(w, "\nFirst ADD after the agent starts: %.1f ms. Agent resident memory with 30 endpoints: %.1f MiB\n(peak since start %.1f MiB).\n", r.FirstAddMS, r.AgentRSSMiB, r.AgentPeakRSSMiB)
 	if k := r.Kube; k != nil {
-		fmt.Fprintf(w, "\nAgent resident memory as a client of an API server holding %s Pod objects (%d on the agent's node,\neach an endpoint; the rest on %d other nodes, which the agent's informers never receive): %.1f MiB\n(peak since start %.1f MiB). tests/cluster's etcd and kube-apiserver, the Pods created through the API.\n",
+		fmt.Fprintf(w, "\nAgent resident memory as a client of an API server holding %s Pod objects (%d on the agent's node,\neach an endpoint; the rest on %d other nodes, which NetworkPolicy's cluster-wide informers receive): %.1f MiB\n(peak since start %.1f MiB). tests/cluster's etcd and kube-apiserver, the Pods created through the API.\n",
 			thousands(k.PodsInAPI), k.LocalPods, k.Nodes-1, k.RSSMiB, k.PeakRSSMiB)
 	}
 	fmt.Fprintf(w, "\n## Per-packet program cost\n\nBPF_PROG_TEST_RUN of the real programs on a TCP frame, 200 runs per batch, timed by the\nkernel; with and without the conntrack lookup (a miss, as for every fast-path flow). A test run\nreturns a redirect's verdict without performing it: what the kernel does next is not in these\nnumbers (for bpf_redirect_neigh, the route and neighbour lookups the cached next hop spares).\n\n")

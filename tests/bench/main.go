@@ -6,7 +6,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -61,8 +63,12 @@ func run() error {
 		kubeDirs  = flag.String("kube-dir", "", "the Kubernetes binaries of the kube and services phases (scripts/kube.sh --dir when empty)")
 		kubePods  = flag.Int("kube-pods", 5000, "Pod objects in the API server for the kube phase, most on other nodes (500 with --smoke)")
 		svcCount  = flag.Int("services", loadedServices, "Services (each with an EndpointSlice) in the API server for the services phase (200 with --smoke)")
+		render    = flag.String("render", "", "measure nothing: write --markdown again from the results a run saved beside it (docs/benchmarks.json), e.g. after the report's prose changed")
 	)
 	flag.Parse()
+	if *render != "" {
+		return renderSaved(*render, *markdown)
+	}
 	if os.Geteuid() != 0 {
 		return errors.New("run as root: the benchmark builds network namespaces")
 	}
@@ -201,12 +207,49 @@ func run() error {
 		return fmt.Errorf("-o %q: want table or json", *output)
 	}
 	if *markdown != "" {
-		f, err := os.Create(*markdown)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		b.res.writeMarkdown(f)
+		return b.res.saveMarkdown(*markdown)
 	}
 	return nil
+}
+
+// savedResults is where a run keeps its results beside its markdown
+// report, so that the report can be written again without measuring.
+func savedResults(markdown string) string {
+	return strings.TrimSuffix(markdown, filepath.Ext(markdown)) + ".json"
+}
+
+// saveMarkdown writes the report and, beside it, the results it came from.
+func (r *Results) saveMarkdown(markdown string) error {
+	var js bytes.Buffer
+	if err := r.writeJSON(&js); err != nil {
+		return err
+	}
+	if err := os.WriteFile(savedResults(markdown), js.Bytes(), 0o644); err != nil {
+		return err
+	}
+	var md bytes.Buffer
+	r.writeMarkdown(&md)
+	return os.WriteFile(markdown, md.Bytes(), 0o644)
+}
+
+// renderSaved writes the markdown report again from saved results: the
+// targets are judged and the prose written by this binary's code.
+func renderSaved(saved, markdown string) error {
+	if markdown == "" {
+		return errors.New("--render needs --markdown: the report to write")
+	}
+	b, err := os.ReadFile(saved)
+	if err != nil {
+		return err
+	}
+	var r Results
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("%s: %w", saved, err)
+	}
+	r.Ratios, r.Targets = nil, nil
+	r.compare()
+	r.evaluate()
+	var md bytes.Buffer
+	r.writeMarkdown(&md)
+	return os.WriteFile(markdown, md.Bytes(), 0o644)
 }

@@ -300,7 +300,9 @@ func (c *Cluster) Node(name string) *Node {
 }
 
 // Logs lists the log files of the cluster's processes, for a failing test
-// to show.
+// to show: the control plane's, each node's, and on each node podvnet's
+// own (the agents' container logs as kubelet keeps them, every restart's,
+// and the CNI plugin's).
 func (c *Cluster) Logs() []string {
 	var out []string
 	for _, p := range c.cpProcs {
@@ -310,6 +312,9 @@ func (c *Cluster) Logs() []string {
 		for _, p := range n.procs {
 			out = append(out, p.log)
 		}
+		varLog := filepath.Join(n.Root, "fs", "var", "log")
+		agents, _ := filepath.Glob(filepath.Join(varLog, "pods", "kube-system_podvnet-*", "agent", "*.log"))
+		out = append(append(out, agents...), filepath.Join(varLog, "podvnet-cni.log"))
 	}
 	return out
 }

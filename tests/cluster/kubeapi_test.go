@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -515,12 +516,25 @@ func TestAPIServerOutageCatchUp(t *testing.T) {
 			t.Errorf("%s after the outage: %v", n.Name, problems)
 		}
 	}
-	// The NetworkPolicy watches are back too: a policy made now isolates
-	// the churn pods on both nodes. Each watch resumes after its own
-	// client-go backoff (up to 60 s after a 30 s outage), so this is also
+	// NetworkPolicy's cluster-wide watches are back too: a label given to
+	// the churn pods now and a policy made now that selects it isolate them
+	// on both nodes (the engine reads pods from the cluster-wide Pod
+	// informer). Each watch resumes on its own client-go backoff, and a
+	// watch the restarted API server refuses (an expired resource version)
+	// backs off again before it lists: this can take two minutes, and is
 	// what leaves the cluster steady for the tests that follow.
+	running, err := c.Client.CoreV1().Pods("default").List(cx, metav1.ListOptions{LabelSelector: "app=churn"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range running.Items {
+		if _, err := c.Client.CoreV1().Pods("default").Patch(cx, p.Name, types.MergePatchType,
+			[]byte(`{"metadata":{"labels":{"after-outage":"yes"}}}`), metav1.PatchOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			t.Fatal(err)
+		}
+	}
 	np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "after-outage"},
-		Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "churn"}},
+		Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"after-outage": "yes"}},
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}}
 	nps := c.Client.NetworkingV1().NetworkPolicies("default")
 	if _, err := nps.Create(cx, np, metav1.CreateOptions{}); err != nil {

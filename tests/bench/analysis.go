@@ -10,12 +10,7 @@ import (
 // missed target, with this run's numbers only.
 func (r *Results) writeAnalysis(w io.Writer) {
 	fmt.Fprintf(w, "## Where the time goes\n\n")
-	cost := r.progCost
-	podOff, podOn := cost("from_pod", pathCachedNextHop, ctOff, false), cost("from_pod", pathCachedNextHop, ctEvery, false)
-	nicOff, nicOn := cost("from_nic", pathFromNIC, ctOff, false), cost("from_nic", pathFromNIC, ctEvery, false)
-	if podOn > 0 && nicOn > 0 {
-		r.writeProgramCost(w, podOff, podOn, nicOff, nicOn)
-	}
+	r.writeProgramCost(w)
 
 	ptpProf, pvProf := r.profile("bare", "ptp"), r.profile("bare", "podvnet")
 	if ptpProf != nil && pvProf != nil {
@@ -107,9 +102,14 @@ func tcxADD(r *Results) string {
 }
 
 // writeProgramCost says what the programs cost per packet, with and
-// without the conntrack lookup (the progcost phase).
-func (r *Results) writeProgramCost(w io.Writer, podOff, podOn, nicOff, nicOn float64) {
+// without the conntrack lookup; nothing when the progcost phase did not run.
+func (r *Results) writeProgramCost(w io.Writer) {
 	cost := r.progCost
+	podOff, podOn := cost("from_pod", pathCachedNextHop, ctOff, false), cost("from_pod", pathCachedNextHop, ctEvery, false)
+	nicOff, nicOn := cost("from_nic", pathFromNIC, ctOff, false), cost("from_nic", pathFromNIC, ctEvery, false)
+	if podOn == 0 || nicOn == 0 {
+		return
+	}
 	fmt.Fprintf(w, "**The programs.** A packet across nodes runs from_pod on the sender's node (%.0f ns; %.0f ns\n"+
 		"with the conntrack lookup) and from_nic on the receiver's (%.0f ns; %.0f ns). The conntrack lookup,\n"+
 		"which keeps replies of NAT'd connections (Services, NodePorts, hostPorts) correct, is the largest\n"+
@@ -183,7 +183,7 @@ func (r *Results) closeGap(t Target) string {
 					"(four veths, softirq, scheduling). A Service can at best ride the direct path, and the ClusterIP does "+
 					"(%s of it, paired by round); the configurations also run minutes apart, so this ratio of medians "+
 					"carries the drift between them.", direct.UDPKpps.Median/ptp.UDPKpps.Median, kp,
-					direct.UDPKpps.Median, ptp.UDPKpps.Median, r.serviceUDPRatio())
+					direct.UDPKpps.Median, ptp.UDPKpps.Median, r.bpfVsDirect(func(s *ServiceRow) Stat { return s.UDPKpps }).String())
 			case "Service (bpf): RR speed-up vs ptp + kube-proxy " + kp:
 				rr := r.bpfVsDirect(func(s *ServiceRow) Stat { return s.RRP50 })
 				return fmt.Sprintf("Even the direct path, with no Service at all, is only %.2fx faster than ptp + kube-proxy %s "+
@@ -203,11 +203,4 @@ func (r *Results) closeGap(t Target) string {
 			"machine's run-to-run spread, not a cost this run can show.", t.Min, t.Max)
 	}
 	return ""
-}
-
-// serviceUDPRatio is the ClusterIP's UDP rate over the direct path's in the
-// bpf configuration, paired by round, as the tables print ratios.
-func (r *Results) serviceUDPRatio() string {
-	u := r.bpfVsDirect(func(s *ServiceRow) Stat { return s.UDPKpps })
-	return u.String()
 }

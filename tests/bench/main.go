@@ -246,7 +246,6 @@ func renderSaved(saved, markdown string) error {
 	if err := json.Unmarshal(b, &r); err != nil {
 		return fmt.Errorf("%s: %w", saved, err)
 	}
-	r.Ratios, r.Targets = nil, nil
 	r.compare()
 	r.evaluate()
 	var md bytes.Buffer

@@ -86,7 +86,7 @@ none does, and **within noise** when the rounds disagree.
 			"itself (--service-mode bpf; the client's connect() translated by the socket hook), podvnet and the\n"+
 			"reference ptp plugin with the real kube-proxy of the pinned release in nftables and iptables modes,\n"+
 			"and the same two pods without a Service (measured in the bpf configuration: each round measures\n"+
-			"the ClusterIP and then the pod's IP, so their ratios are paired by round). The configurations run\n"+
+			"the ClusterIP and the pod's IP, in an order that alternates, so their ratios are paired by round). The configurations run\n"+
 			"one after the other on one VNet (each needs the nodes to itself and a full sync of the Services),\n"+
 			"each its %d rounds in a row, so ratios across them are of medians. TCP connect/request/close: one connection per\n"+
 			"one-byte request and answer, closed with a reset (no TIME_WAIT), one client.\n\n", thousands(r.ServicesLoaded), r.Rounds)

@@ -163,6 +163,7 @@ func (r *Results) ratio(profile, pair, path, metric, versus string) *Ratio {
 // evaluate compares the run with the targets of issues 9 and 18, each a
 // ratio within it, paired round by round.
 func (r *Results) evaluate() {
+	r.Targets = nil
 	ratio := func(name, want, profile, pair, metric, versus string, atLeast bool, goal float64) {
 		if x := r.ratio(profile, pair, "podvnet", metric, versus); x != nil {
 			r.Targets = append(r.Targets, ratioTarget(name, want, *x, atLeast, goal))

@@ -17,8 +17,7 @@ test)
 	want containerd containerd  # the cluster tests' nodes (with runc)
 	want runc runc
 	want iptables iptables      # kube-proxy's iptables mode
-	want iperf3 iperf3  # benchmarks
-	want sockperf sockperf
+	want iperf3 iperf3  # benchmarks (TCP throughput, the flood profiled)
 	;;
 generate)
 	want clang-19 clang-19

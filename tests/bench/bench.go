@@ -102,50 +102,60 @@ func (s *series) measures(metric string) bool {
 	return metric != runTCP || s.pair != viaService
 }
 
-// measure runs one metric once and keeps the sample.
-func (s *series) measure(ctx context.Context, metric string, d time.Duration) error {
-	switch metric {
-	case runUDP:
-		k, err := udpKpps(ctx, s.flow, d)
-		s.udp = append(s.udp, k)
-		return err
-	case runRR:
-		l50, l99, err := tcpRR(ctx, s.flow, d)
-		s.p50, s.p99 = append(s.p50, l50), append(s.p99, l99)
-		return err
-	case runTCP:
-		g, err := tcpGbps(ctx, s.flow, d)
-		s.gbps = append(s.gbps, g)
+// inLockstep measures UDP or RR for every row of rows at once, d each, and
+// keeps every row's sample.
+func (b *bench) inLockstep(ctx context.Context, metric string, rows []*series, d time.Duration) error {
+	flows := make([]flow, len(rows))
+	for i, s := range rows {
+		flows[i] = s.flow
+	}
+	mode := map[string]string{runUDP: "udp", runRR: "rr"}[metric]
+	res, err := b.lockstep(ctx, mode, flows, d*time.Duration(len(rows)))
+	if err != nil {
 		return err
 	}
-	return fmt.Errorf("unknown metric %q", metric)
+	for i, s := range rows {
+		if mode == "udp" {
+			s.udp = append(s.udp, res[i].Kpps)
+		} else {
+			s.p50, s.p99 = append(s.p50, res[i].P50us), append(s.p99, res[i].P99us)
+		}
+	}
+	return nil
 }
 
 // orderSeed fixes the shuffled order of the rows in every round, so that a
 // rerun measures in the same order.
 const orderSeed = 18
 
-// interleaved measures every row once per round, metric by metric, each metric's
-// rows in a new shuffled order: rows compared with each other run minutes
-// apart at most, under the same drift, and no row always runs first or
-// after the same neighbour.
+// interleaved measures every row once per round: UDP and RR with all rows
+// in lockstep (lockstep.go), then TCP throughput row by row in a new
+// shuffled order, so that no row always runs first or after the same
+// neighbour.
 func (b *bench) interleaved(ctx context.Context, all []*series) error {
 	order := rand.New(rand.NewPCG(orderSeed, 0))
+	profile := all[0].profile
 	for r := range b.rounds {
-		for _, metric := range []string{runUDP, runRR, runTCP} {
-			for _, i := range order.Perm(len(all)) {
-				s := all[i]
-				if !s.measures(metric) {
-					continue
-				}
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-				b.logf("%s round %d of %d, %s: %s %s %s", s.profile, r+1, b.rounds, metric, s.path, s.pair, s.flow)
-				if err := s.measure(ctx, metric, b.dur); err != nil {
-					return fmt.Errorf("%s %s %s: %w", s.profile, s.path, s.pair, err)
-				}
+		for _, metric := range []string{runUDP, runRR} {
+			b.logf("%s round %d of %d, %s: %d rows in lockstep", profile, r+1, b.rounds, metric, len(all))
+			if err := b.inLockstep(ctx, metric, all, b.dur); err != nil {
+				return fmt.Errorf("%s round %d, %s: %w", profile, r+1, metric, err)
 			}
+		}
+		for _, i := range order.Perm(len(all)) {
+			s := all[i]
+			if !s.measures(runTCP) {
+				continue
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			b.logf("%s round %d of %d, %s: %s %s %s", s.profile, r+1, b.rounds, runTCP, s.path, s.pair, s.flow)
+			g, err := tcpGbps(ctx, s.flow, b.dur)
+			if err != nil {
+				return fmt.Errorf("%s %s %s: %w", s.profile, s.path, s.pair, err)
+			}
+			s.gbps = append(s.gbps, g)
 		}
 	}
 	return nil

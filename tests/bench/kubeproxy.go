@@ -43,11 +43,11 @@ func kubeProxyRules(others int, backend netip.Addr) string {
 	}
 	if backend.IsValid() {
 		// iperf3 runs its UDP test over a TCP control connection to the
-		// same port; sockperf's ping-pong is TCP.
+		// same port; the round trips are TCP.
 		for _, p := range []struct {
 			proto string
 			port  int
-		}{{"tcp", iperfPort}, {"udp", iperfPort}, {"tcp", sockperfPort}} {
+		}{{"tcp", iperfPort}, {"udp", iperfPort}, {"tcp", rrPort}} {
 			fmt.Fprintf(&b, "    ip daddr %s %s dport %d jump measured\n", clusterIP, p.proto, p.port)
 		}
 	}

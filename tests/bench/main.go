@@ -32,13 +32,15 @@ func isSet(name string) bool {
 }
 
 func main() {
-	// The benchmark binary is also the CRR tool it runs in pods.
-	if tool, err := crrMain(os.Args); tool {
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "bench %s: %v\n", os.Args[1], err)
-			os.Exit(1)
+	// The benchmark binary is also the tools it runs in pods.
+	for _, tool := range []func([]string) (bool, error){crrMain, lockstepMain} {
+		if ok, err := tool(os.Args); ok {
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "bench %s: %v\n", os.Args[1], err)
+				os.Exit(1)
+			}
+			return
 		}
-		return
 	}
 	if err := run(); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
@@ -72,9 +74,9 @@ func run() error {
 	if os.Geteuid() != 0 {
 		return errors.New("run as root: the benchmark builds network namespaces")
 	}
-	for _, tool := range []string{"iperf3", "sockperf", "nsenter", "taskset", "nft", "ping", "ss"} {
+	for _, tool := range []string{"iperf3", "nsenter", "taskset", "nft", "ping", "ss"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			return fmt.Errorf("%s not found: apt-get install iperf3 sockperf util-linux nftables iputils-ping iproute2", tool)
+			return fmt.Errorf("%s not found: apt-get install iperf3 util-linux nftables iputils-ping iproute2", tool)
 		}
 	}
 	if *smoke {

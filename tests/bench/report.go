@@ -42,15 +42,14 @@ type Results struct {
 
 // Machine names where the numbers come from.
 type Machine struct {
-	Date     string `json:"date"`
-	Kernel   string `json:"kernel"`
-	CPU      string `json:"cpu"`
-	VCPUs    int    `json:"vcpus"`
-	MemGiB   int    `json:"mem_gib"`
-	Go       string `json:"go"`
-	Commit   string `json:"commit"`
-	Iperf3   string `json:"iperf3"`
-	Sockperf string `json:"sockperf"`
+	Date   string `json:"date"`
+	Kernel string `json:"kernel"`
+	CPU    string `json:"cpu"`
+	VCPUs  int    `json:"vcpus"`
+	MemGiB int    `json:"mem_gib"`
+	Go     string `json:"go"`
+	Commit string `json:"commit"`
+	Iperf3 string `json:"iperf3"`
 }
 
 func machine() Machine {
@@ -76,14 +75,6 @@ func machine() Machine {
 	}
 	if out, err := exec.Command("iperf3", "--version").Output(); err == nil {
 		m.Iperf3 = strings.SplitN(strings.TrimSpace(string(out)), "\n", 2)[0]
-	}
-	if out, err := exec.Command("sockperf", "--version").CombinedOutput(); err == nil {
-		for _, line := range strings.Split(string(out), "\n") {
-			if strings.Contains(line, "version") {
-				m.Sockperf = strings.TrimSpace(line)
-				break
-			}
-		}
 	}
 	return m
 }

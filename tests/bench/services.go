@@ -59,7 +59,7 @@ type ChangeRow struct {
 	MaxMS   float64 `json:"max_ms"`
 }
 
-// Ports of the measured Service besides iperf's and sockperf's.
+// Ports of the measured Service besides iperf's and the round trips'.
 const crrPort = 12345
 
 // svcConfig is one way of serving Services.
@@ -223,27 +223,29 @@ func (b *bench) serviceConfig(ctx context.Context, c *cluster.Cluster, cs kubern
 	}
 	samples := make([][3][]float64, len(rows))
 	for round := range b.rounds {
-		// The order alternates by round, so that neither row always
-		// follows the other's connection storm (CRR).
+		// UDP and RR of the ClusterIP and the direct path in lockstep
+		// (lockstep.go): the two see the same phases of the machine.
+		dur := b.dur * time.Duration(len(flows))
+		udp, err := b.lockstep(ctx, "udp", flows, dur)
+		if err != nil {
+			return err
+		}
+		rr, err := b.lockstep(ctx, "rr", flows, dur)
+		if err != nil {
+			return err
+		}
+		// CRR one after the other, in an order that alternates by round, so
+		// that neither row always follows the other's connection storm.
 		order := []int{0, 1}[:len(flows)]
 		if round%2 == 1 {
 			slices.Reverse(order)
 		}
 		for _, i := range order {
-			f := flows[i]
-			k, err := udpKpps(ctx, f, b.dur)
+			crr, err := b.crrRate(ctx, flows[i], b.dur)
 			if err != nil {
 				return err
 			}
-			p50, _, err := tcpRR(ctx, f, b.dur)
-			if err != nil {
-				return err
-			}
-			crr, err := b.crrRate(ctx, f, b.dur)
-			if err != nil {
-				return err
-			}
-			samples[i][0], samples[i][1], samples[i][2] = append(samples[i][0], k), append(samples[i][1], p50), append(samples[i][2], crr)
+			samples[i][0], samples[i][1], samples[i][2] = append(samples[i][0], udp[i].Kpps), append(samples[i][1], rr[i].P50us), append(samples[i][2], crr)
 		}
 	}
 	for i, r := range rows {
@@ -407,14 +409,14 @@ func loadServices(ctx context.Context, cs kubernetes.Interface, nodes []*vnet.No
 const measuredName = "measured"
 
 // measuredService is the Service every row reaches the server through:
-// iperf3's TCP and UDP, sockperf's and the CRR server's ports.
+// iperf3's TCP and UDP, the round trips' and the CRR server's ports.
 func measuredService() *corev1.Service {
 	port := func(name string, proto corev1.Protocol, p int) corev1.ServicePort {
 		return corev1.ServicePort{Name: name, Protocol: proto, Port: int32(p), TargetPort: intstr.FromInt32(int32(p))}
 	}
 	return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: measuredName, Namespace: benchNamespace},
 		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{port("iperf", corev1.ProtocolTCP, iperfPort), port("iperf-udp", corev1.ProtocolUDP, iperfPort),
-			port("sockperf", corev1.ProtocolTCP, sockperfPort), port("crr", corev1.ProtocolTCP, crrPort)}}}
+			port("rr", corev1.ProtocolTCP, rrPort), port("crr", corev1.ProtocolTCP, crrPort)}}}
 }
 
 // setEndpoints makes the measured Service's EndpointSlice hold ip (on

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os/exec"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -63,7 +61,8 @@ func server(ctx context.Context, dst peer, port int, cmd *exec.Cmd) (func(), err
 		cmd.Process.Kill()
 		cmd.Wait()
 	}
-	// iperf3 and sockperf both listen on TCP (iperf3 also for UDP tests).
+	// iperf3 and the round trip's echo server both listen on TCP (iperf3
+	// also for UDP tests).
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		if out, err := dst.cmd(ctx, -1, "ss", "-ltnH", "sport", "= :"+strconv.Itoa(port)).Output(); err == nil && len(strings.TrimSpace(string(out))) > 0 {
@@ -76,8 +75,8 @@ func server(ctx context.Context, dst peer, port int, cmd *exec.Cmd) (func(), err
 }
 
 const (
-	iperfPort    = 5201
-	sockperfPort = 11111
+	iperfPort = 5201
+	rrPort    = 11111 // lockstep round trips (lockstep.go)
 )
 
 // udpKpps floods 64-byte UDP datagrams along f for d and returns the
@@ -137,44 +136,6 @@ func tcpGbps(ctx context.Context, f flow, d time.Duration) (float64, error) {
 		return 0, fmt.Errorf("parse iperf3 TCP output: %w", err)
 	}
 	return r.End.SumReceived.BitsPerSecond / 1e9, nil
-}
-
-var percentileRe = regexp.MustCompile(`percentile (\d+\.\d+) =\s+([\d.]+)`)
-
-// tcpRR runs a TCP ping-pong of 64-byte messages with client and server on
-// the same vCPU (split across vCPUs the wake-up cost swamps the path) and
-// returns the round trip's p50 and p99 in microseconds. sockperf reports
-// half the round trip; this doubles it.
-func tcpRR(ctx context.Context, f flow, d time.Duration) (p50, p99 float64, err error) {
-	stop, err := server(ctx, f.dst, sockperfPort,
-		f.dst.cmd(ctx, 0, "sockperf", "sr", "--tcp", "-i", f.dst.ip.String(), "-p", strconv.Itoa(sockperfPort)))
-	if err != nil {
-		return 0, 0, err
-	}
-	defer stop()
-	out, err := f.src.cmd(ctx, 0, "sockperf", "pp", "--tcp", "-i", f.addr.String(), "-p", strconv.Itoa(sockperfPort),
-		"-m", "64", "-t", secs(d)).CombinedOutput()
-	if err != nil {
-		return 0, 0, fmt.Errorf("sockperf %s: %w: %s", f, err, snippet(out))
-	}
-	sc := bufio.NewScanner(strings.NewReader(string(out)))
-	for sc.Scan() {
-		m := percentileRe.FindStringSubmatch(sc.Text())
-		if m == nil {
-			continue
-		}
-		v, _ := strconv.ParseFloat(m[2], 64)
-		switch m[1] {
-		case "50.000":
-			p50 = 2 * v
-		case "99.000":
-			p99 = 2 * v
-		}
-	}
-	if p50 == 0 || p99 == 0 {
-		return 0, 0, fmt.Errorf("sockperf %s: no percentiles in: %s", f, snippet(out))
-	}
-	return p50, p99, nil
 }
 
 func secs(d time.Duration) string {

@@ -1,0 +1,518 @@
+package main
+
+// Lockstep measurement: one process measures every row of a round, taking
+// turns every few milliseconds. This machine (a shared 2-vCPU VM) has
+// phases, from a fraction of a second to several seconds, in which the
+// same round trip over one veth pair takes ~1.45x as long; a row measured
+// on its own for seconds lands in them at random and its neighbour in the
+// round does not, which is drift larger than the differences measured.
+// Taking turns, every row sees the same mix of phases.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The tool's commands: the benchmark binary run as `lockstep CONFIG` (the
+// client side, see lockstepConfig) or `rr-echo PORT` (the round trip's
+// server, in the destination's namespace).
+const (
+	lockstepCmd = "lockstep"
+	rrEchoCmd   = "rr-echo"
+)
+
+const (
+	// slice is how long a row has its turn: short against the machine's
+	// phases, long against the cost of switching (none on the path).
+	lockstepSlice = 20 * time.Millisecond
+	// msgSize is the payload of every datagram and ping-pong message.
+	msgSize = 64
+	// rrBucket and rrBuckets: the round-trip histogram (10 ns resolution
+	// up to 1 ms; longer round trips count as 1 ms).
+	rrBucket  = 10 * time.Nanosecond
+	rrBuckets = 100_000
+)
+
+// lockstepConfig is what the client side is told, as JSON in its argument.
+type lockstepConfig struct {
+	Mode    string         `json:"mode"` // rr or udp
+	Seconds float64        `json:"seconds"`
+	Cgroup  string         `json:"cgroup,omitempty"` // cgroup.procs the process joins first
+	Flows   []lockstepFlow `json:"flows"`
+}
+
+type lockstepFlow struct {
+	SrcNS string `json:"src_ns"`
+	DstNS string `json:"dst_ns"` // udp: where the receiving socket is made
+	Addr  string `json:"addr"`   // ip:port the source sends to
+}
+
+// lockstepResult is one flow's measurement.
+type lockstepResult struct {
+	P50us   float64 `json:"p50_us,omitempty"` // rr: round trip
+	P99us   float64 `json:"p99_us,omitempty"`
+	Kpps    float64 `json:"kpps,omitempty"` // udp: received per second of the flow's turns
+	Samples int64   `json:"samples"`        // round trips, or datagrams received
+}
+
+// lockstep measures flows in turns for total (each flow gets total/len),
+// in one process: mode "rr" (TCP ping-pong of msgSize bytes, client and
+// echo server on vCPU 0) or "udp" (a flood of msgSize-byte datagrams,
+// sender on vCPU 0, receiver on vCPU 1).
+func (b *bench) lockstep(ctx context.Context, mode string, flows []flow, total time.Duration) ([]lockstepResult, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cfg := lockstepConfig{Mode: mode, Seconds: total.Seconds()}
+	port := iperfPort
+	if mode == "rr" {
+		port = rrPort
+	}
+	echo := map[string]bool{}
+	for _, f := range flows {
+		if f.src.cgroup != cfg.Cgroup && cfg.Cgroup != "" {
+			return nil, fmt.Errorf("lockstep: the flows' sources are in different cgroups (%s, %s)", cfg.Cgroup, f.src.cgroup)
+		}
+		cfg.Cgroup = f.src.cgroup
+		cfg.Flows = append(cfg.Flows, lockstepFlow{SrcNS: f.src.nsPath, DstNS: f.dst.nsPath, Addr: netip.AddrPortFrom(f.addr, uint16(port)).String()})
+		if mode != "rr" || echo[f.dst.nsPath] {
+			continue
+		}
+		echo[f.dst.nsPath] = true
+		stop, err := server(ctx, f.dst, rrPort, f.dst.cmd(ctx, 0, self, rrEchoCmd, strconv.Itoa(rrPort)))
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+	}
+	arg, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, self, lockstepCmd, string(arg))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			out = ee.Stderr
+		}
+		return nil, fmt.Errorf("lockstep %s of %d flows: %w: %s", mode, len(flows), err, snippet(out))
+	}
+	var res []lockstepResult
+	if err := json.Unmarshal(out, &res); err != nil {
+		return nil, fmt.Errorf("lockstep %s: parse %q: %w", mode, snippet(out), err)
+	}
+	if len(res) != len(flows) {
+		return nil, fmt.Errorf("lockstep %s: %d results for %d flows", mode, len(res), len(flows))
+	}
+	for i, r := range res {
+		if r.Samples == 0 {
+			return nil, fmt.Errorf("lockstep %s: nothing measured along %s", mode, flows[i])
+		}
+	}
+	return res, nil
+}
+
+// lockstepMain runs the tool's side named by args, or reports false.
+func lockstepMain(args []string) (bool, error) {
+	if len(args) < 3 {
+		return false, nil
+	}
+	switch args[1] {
+	case rrEchoCmd:
+		port, err := strconv.Atoi(args[2])
+		if err != nil {
+			return true, err
+		}
+		return true, rrEcho(port)
+	case lockstepCmd:
+		var cfg lockstepConfig
+		if err := json.Unmarshal([]byte(args[2]), &cfg); err != nil {
+			return true, fmt.Errorf("config: %w", err)
+		}
+		res, err := runLockstep(cfg)
+		if err != nil {
+			return true, err
+		}
+		return true, json.NewEncoder(os.Stdout).Encode(res)
+	}
+	return false, nil
+}
+
+// rrEcho answers every msgSize-byte message on every connection to port
+// with itself. Plain blocking sockets, one thread per connection: no
+// poller between the packet and the answer.
+func rrEcho(port int) error {
+	ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	if err := unix.SetsockoptInt(ln, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return err
+	}
+	if err := unix.Bind(ln, &unix.SockaddrInet4{Port: port}); err != nil {
+		return fmt.Errorf("bind :%d: %w", port, err)
+	}
+	if err := unix.Listen(ln, 64); err != nil {
+		return err
+	}
+	for {
+		c, _, err := unix.Accept4(ln, unix.SOCK_CLOEXEC)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("accept: %w", err)
+		}
+		go func() {
+			runtime.LockOSThread()
+			defer unix.Close(c)
+			unix.SetsockoptInt(c, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+			buf := make([]byte, msgSize)
+			for readFull(c, buf) == nil && writeFull(c, buf) == nil {
+			}
+		}()
+	}
+}
+
+func readFull(fd int, b []byte) error {
+	for off := 0; off < len(b); {
+		n, err := unix.Read(fd, b[off:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return errors.New("connection closed")
+		}
+		off += n
+	}
+	return nil
+}
+
+func writeFull(fd int, b []byte) error {
+	for off := 0; off < len(b); {
+		n, err := unix.Write(fd, b[off:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		off += n
+	}
+	return nil
+}
+
+// pinThread keeps the calling goroutine on its thread and the thread on cpu.
+func pinThread(cpu int) error {
+	runtime.LockOSThread()
+	var set unix.CPUSet
+	set.Set(cpu)
+	return unix.SchedSetaffinity(0, &set)
+}
+
+// inNetns makes a socket in the network namespace at nsPath: a socket
+// stays in the namespace it was made in, whichever thread uses it later.
+func inNetns(nsPath string, make func() (int, error)) (int, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	self, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return -1, err
+	}
+	defer self.Close()
+	ns, err := os.Open(nsPath)
+	if err != nil {
+		return -1, err
+	}
+	defer ns.Close()
+	if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+		return -1, fmt.Errorf("enter %s: %w", nsPath, err)
+	}
+	fd, err := make()
+	if rerr := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); rerr != nil {
+		// The thread stays locked (and dies with the goroutine) rather than
+		// serve others in the wrong namespace.
+		runtime.LockOSThread()
+		return -1, errors.Join(err, fmt.Errorf("back to the own namespace: %w", rerr))
+	}
+	return fd, err
+}
+
+// connected makes a socket of typ in nsPath connected to addr.
+func connected(nsPath string, typ int, addr netip.AddrPort) (int, error) {
+	return inNetns(nsPath, func() (int, error) {
+		fd, err := unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return -1, err
+		}
+		if typ == unix.SOCK_STREAM {
+			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		}
+		if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: addr.Addr().As4(), Port: int(addr.Port())}); err != nil {
+			unix.Close(fd)
+			return -1, fmt.Errorf("connect %s in %s: %w", addr, nsPath, err)
+		}
+		return fd, nil
+	})
+}
+
+func runLockstep(cfg lockstepConfig) ([]lockstepResult, error) {
+	if cfg.Cgroup != "" {
+		// Before the sockets: a socket belongs to its maker's cgroup, where
+		// podvnet's socket hooks run.
+		if err := os.WriteFile(cfg.Cgroup, []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
+			return nil, fmt.Errorf("join %s: %w", cfg.Cgroup, err)
+		}
+	}
+	addrs := make([]netip.AddrPort, len(cfg.Flows))
+	for i, f := range cfg.Flows {
+		a, err := netip.ParseAddrPort(f.Addr)
+		if err != nil || !a.Addr().Is4() {
+			return nil, fmt.Errorf("flow %d: address %q: want IPv4 ip:port", i, f.Addr)
+		}
+		addrs[i] = a
+	}
+	if len(addrs) == 0 || cfg.Seconds <= 0 {
+		return nil, errors.New("want flows and a duration")
+	}
+	turn := time.Duration(cfg.Seconds * float64(time.Second) / float64(len(addrs)))
+	switch cfg.Mode {
+	case "rr":
+		return lockstepRR(cfg, addrs, turn)
+	case "udp":
+		return lockstepUDP(cfg, addrs, turn)
+	}
+	return nil, fmt.Errorf("mode %q: want rr or udp", cfg.Mode)
+}
+
+// turns calls run(i, until) for flow after flow, slice by slice in an
+// order shuffled anew each cycle, until every flow has had its time, after
+// one unmeasured warm-up turn each (measure false).
+func turns(n int, each time.Duration, run func(i int, until time.Time, measure bool)) {
+	for i := range n {
+		run(i, time.Now().Add(5*time.Millisecond), false)
+	}
+	order := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0))
+	for done := time.Duration(0); done < each; done += lockstepSlice {
+		for _, i := range order.Perm(n) {
+			run(i, time.Now().Add(min(lockstepSlice, each-done)), true)
+		}
+	}
+}
+
+func lockstepRR(cfg lockstepConfig, addrs []netip.AddrPort, each time.Duration) ([]lockstepResult, error) {
+	fds := make([]int, len(addrs))
+	for i, a := range addrs {
+		fd, err := connected(cfg.Flows[i].SrcNS, unix.SOCK_STREAM, a)
+		if err != nil {
+			return nil, err
+		}
+		defer unix.Close(fd)
+		fds[i] = fd
+	}
+	if err := pinThread(0); err != nil {
+		return nil, err
+	}
+	hist := make([][]uint32, len(fds))
+	for i := range hist {
+		hist[i] = make([]uint32, rrBuckets)
+	}
+	msg := make([]byte, msgSize)
+	var failed error
+	turns(len(fds), each, func(i int, until time.Time, measure bool) {
+		for failed == nil {
+			t0 := time.Now()
+			if err := writeFull(fds[i], msg); err != nil {
+				failed = fmt.Errorf("send to %s: %w", addrs[i], err)
+			} else if err := readFull(fds[i], msg); err != nil {
+				failed = fmt.Errorf("answer from %s: %w", addrs[i], err)
+			}
+			t1 := time.Now()
+			if measure {
+				hist[i][min(int(t1.Sub(t0)/rrBucket), rrBuckets-1)]++
+			}
+			if !t1.Before(until) {
+				return
+			}
+		}
+	})
+	if failed != nil {
+		return nil, failed
+	}
+	res := make([]lockstepResult, len(fds))
+	for i, h := range hist {
+		res[i] = lockstepResult{P50us: histQuantile(h, 0.50), P99us: histQuantile(h, 0.99)}
+		for _, c := range h {
+			res[i].Samples += int64(c)
+		}
+	}
+	return res, nil
+}
+
+// histQuantile is the q-quantile of a histogram of rrBucket-wide buckets,
+// in microseconds (the bucket's middle).
+func histQuantile(h []uint32, q float64) float64 {
+	var total uint64
+	for _, c := range h {
+		total += uint64(c)
+	}
+	if total == 0 {
+		return 0
+	}
+	want, seen := uint64(q*float64(total)), uint64(0)
+	for i, c := range h {
+		if seen += uint64(c); seen > want {
+			return (float64(i) + 0.5) * float64(rrBucket) / float64(time.Microsecond)
+		}
+	}
+	return float64(len(h)) * float64(rrBucket) / float64(time.Microsecond)
+}
+
+// lockstepUDP floods each flow in turn from vCPU 0 with datagrams whose
+// first byte names the flow, received on vCPU 1 by sockets in the
+// destinations' namespaces (one per namespace, bound to the flows' port,
+// as iperf3's server), so that a datagram counts for its flow whatever
+// address translation it met on the way.
+func lockstepUDP(cfg lockstepConfig, addrs []netip.AddrPort, each time.Duration) ([]lockstepResult, error) {
+	if len(addrs) > 255 {
+		return nil, errors.New("at most 255 flows")
+	}
+	port := addrs[0].Port()
+	rx := map[string]int{}
+	for i, f := range cfg.Flows {
+		if addrs[i].Port() != port {
+			return nil, errors.New("udp: every flow sends to the same port")
+		}
+		if _, ok := rx[f.DstNS]; ok {
+			continue
+		}
+		fd, err := inNetns(f.DstNS, func() (int, error) {
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+			if err != nil {
+				return -1, err
+			}
+			if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(port)}); err != nil {
+				unix.Close(fd)
+				return -1, fmt.Errorf("bind :%d in %s: %w", port, f.DstNS, err)
+			}
+			return fd, nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		defer unix.Close(fd)
+		rx[f.DstNS] = fd
+	}
+	tx := make([]int, len(addrs))
+	for i, a := range addrs {
+		fd, err := connected(cfg.Flows[i].SrcNS, unix.SOCK_DGRAM, a)
+		if err != nil {
+			return nil, err
+		}
+		defer unix.Close(fd)
+		tx[i] = fd
+	}
+
+	// The receiver: blocked in epoll_wait until a datagram arrives, as
+	// iperf3's server is in select, so that the sender's CPU pays for the
+	// wake-ups as it does with iperf3.
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(ep)
+	for _, fd := range rx {
+		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+			return nil, err
+		}
+	}
+	received := make([]atomic.Int64, len(addrs))
+	counting := make([]atomic.Bool, len(addrs))
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var rxErr error
+	wg.Go(func() {
+		if rxErr = pinThread(1); rxErr != nil {
+			return
+		}
+		evs := make([]unix.EpollEvent, len(rx))
+		buf := make([]byte, 2048)
+		for !stop.Load() {
+			n, err := unix.EpollWait(ep, evs, 10)
+			if err != nil && err != unix.EINTR {
+				rxErr = fmt.Errorf("epoll_wait: %w", err)
+				return
+			}
+			for _, ev := range evs[:max(n, 0)] {
+				for {
+					m, _, err := unix.Recvfrom(int(ev.Fd), buf, unix.MSG_DONTWAIT)
+					if err != nil {
+						break
+					}
+					if i := int(buf[0]); m > 0 && i < len(received) && counting[i].Load() {
+						received[i].Add(1)
+					}
+				}
+			}
+		}
+	})
+
+	if err := pinThread(0); err != nil {
+		stop.Store(true)
+		wg.Wait()
+		return nil, err
+	}
+	active := make([]time.Duration, len(tx))
+	msg := make([]byte, msgSize)
+	turns(len(tx), each, func(i int, until time.Time, measure bool) {
+		msg[0] = byte(i)
+		counting[i].Store(measure)
+		start := time.Now()
+		for {
+			// Errors (a full queue, an ICMP error reported) are lost
+			// datagrams, as for iperf3; the count is the receiver's.
+			for range 32 {
+				unix.Write(tx[i], msg)
+			}
+			if now := time.Now(); !now.Before(until) {
+				if measure {
+					active[i] += now.Sub(start)
+				}
+				return
+			}
+		}
+	})
+	// Datagrams still on their way count for their flow.
+	time.Sleep(50 * time.Millisecond)
+	stop.Store(true)
+	wg.Wait()
+	if rxErr != nil {
+		return nil, rxErr
+	}
+	res := make([]lockstepResult, len(tx))
+	for i := range res {
+		n := received[i].Load()
+		res[i] = lockstepResult{Samples: n, Kpps: float64(n) / active[i].Seconds() / 1000}
+	}
+	return res, nil
+}

@@ -189,8 +189,8 @@ func (r *Results) closeGap(t Target) string {
 				return fmt.Sprintf("Even the direct path, with no Service at all, is only %.2fx faster than ptp + kube-proxy %s "+
 					"in this run (RR p50 %.1f against %.1f us): a request and its answer cost the same veths, softirqs and "+
 					"wake-ups on every path, and kube-proxy's NAT adds little to them. A Service can at best ride the direct "+
-					"path, and the ClusterIP does (RR p50 %s of it, paired by round).", ptp.RRP50.Median/direct.RRP50.Median, kp,
-					direct.RRP50.Median, ptp.RRP50.Median, rr.String())
+					"path, and the ClusterIP does (RR p50 %s of it, paired by round).%s", ptp.RRP50.Median/direct.RRP50.Median, kp,
+					direct.RRP50.Median, ptp.RRP50.Median, rr.String(), r.limitVsService())
 			}
 		}
 		if strings.HasPrefix(t.Name, "Service (bpf): UDP pps vs podvnet direct") && t.Result == targetMissed {
@@ -203,4 +203,19 @@ func (r *Results) closeGap(t Target) string {
 			"machine's run-to-run spread, not a cost this run can show.", t.Min, t.Max)
 	}
 	return ""
+}
+
+// limitVsService is how much faster than ptp through a Service the
+// node-to-node limit is in the loaded profile's rows (paired by round):
+// the most any pod path of this fabric could gain.
+func (r *Results) limitVsService() string {
+	limit, ptp := r.row("loaded", "limit", acrossNodes), r.row("loaded", "ptp", viaService)
+	if limit == nil || ptp == nil {
+		return ""
+	}
+	speedup := newRatio(pairedRatios(ptp.RRP50.All, limit.RRP50.All))
+	return fmt.Sprintf(" For scale, from the data path rows (loaded profile, in lockstep): the node-to-node limit, node eth0 "+
+		"to node eth0 with no pod and two veths where a pod path crosses four, is %s faster than ptp through a "+
+		"Service (RR p50 %.1f against %.1f us); a pod path reaching 1.3x would have to beat the fabric's own limit.",
+		speedup.String(), limit.RRP50.Median, ptp.RRP50.Median)
 }

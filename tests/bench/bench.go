@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -31,10 +32,13 @@ type bench struct {
 	// rounds times interleaved (--profile-only).
 	profileOnly bool
 	agentArgs   []string // extra flags for podvnet-agent run
-	kubeDir     string   // the Kubernetes binaries (the API server of the podvnet-policy path)
-	paths       map[string]bool
-	progress    io.Writer
-	res         *Results
+	kubeDir     string   // the Kubernetes binaries (the API servers of podvnet's paths)
+	// noAPI: the Kubernetes binaries are missing, so podvnet's data path
+	// rows run their agents alone (podvnet-policy is skipped).
+	noAPI    bool
+	paths    map[string]bool
+	progress io.Writer
+	res      *Results
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -170,12 +174,21 @@ func (b *bench) plugins() []plugin {
 	return []plugin{ptpPlugin(), bridgePlugin(),
 		// No IP cooldown: the control phase reuses the same addresses
 		// round after round, as host-local does.
-		podvnetPlugin("podvnet", append([]string{"--ip-cooldown", "0s"}, b.agentArgs...)...),
+		b.podvnet("podvnet", append([]string{"--ip-cooldown", "0s"}, b.agentArgs...)...),
 		// The design's alternative for pod veths, side by side.
-		podvnetPlugin("podvnet-tcx", "--ip-cooldown", "0s", "--attach-mode", "tcx"),
+		b.podvnet("podvnet-tcx", "--ip-cooldown", "0s", "--attach-mode", "tcx"),
 		// NetworkPolicy on, its agents against an API server (policy.go).
 		podvnetPolicyPlugin("podvnet-policy", append([]string{"--ip-cooldown", "0s"}, b.agentArgs...)...),
 	}
+}
+
+// podvnet is podvnet as deployed, against an API server, or without one
+// where the Kubernetes binaries are missing (b.noAPI).
+func (b *bench) podvnet(name string, args ...string) plugin {
+	if b.noAPI {
+		return podvnetPlugin(name, args...)
+	}
+	return podvnetAPIPlugin(name, args...)
 }
 
 // servicePaths are the paths measured through a Service too.
@@ -248,7 +261,7 @@ func (b *bench) dataPhase(ctx context.Context, profile string) (err error) {
 		if bd.pl == nil || bd.service || bd.path == "bridge" {
 			continue
 		}
-		if bd.pl.api != nil {
+		if bd.pl.policy {
 			b.logf("NetworkPolicy update latency")
 			if err := b.updateLatency(ctx, bd.pl.api); err != nil {
 				return err
@@ -259,7 +272,18 @@ func (b *bench) dataPhase(ctx context.Context, profile string) (err error) {
 			return err
 		}
 		bd.pods = nil
-		if err := b.controlPhase(ctx, bd.v, *bd.pl); err != nil {
+		pl := *bd.pl
+		if pl.apiServer && !pl.policy {
+			// The control path's podvnet rows are the agent alone, as they
+			// have been since the first run: ADD does the same work with an
+			// API server and NetworkPolicy off, and the memory figure is the
+			// agent's without one (the kube phase has it with one).
+			var err error
+			if pl, err = b.standalone(bd.v, pl); err != nil {
+				return err
+			}
+		}
+		if err := b.controlPhase(ctx, bd.v, pl); err != nil {
 			return err
 		}
 	}
@@ -281,14 +305,17 @@ func (b *bench) newBed(ctx context.Context, profile string, i int, path string, 
 			bd.close(ctx)
 		}
 	}()
-	if pl != nil && pl.policy {
-		c, api, err := b.policyCluster(ctx, dir, prefix)
+	// A ClusterIP row's agents run alone: its Service is kube-proxy's rules
+	// as the e2e tests emulate them, which no API server knows of, so they
+	// must ask conntrack for every packet.
+	if pl != nil && pl.apiServer && !service {
+		c, api, err := b.apiCluster(ctx, dir, prefix, pl.policy)
 		if err != nil {
-			return nil, fmt.Errorf("the NetworkPolicy path's API server: %w", err)
+			return nil, fmt.Errorf("the %s path's API server: %w", pl.name, err)
 		}
-		pol := *pl
-		pol.api = api
-		bd.pl, bd.cluster, bd.v = &pol, c, c.VNet
+		withAPI := *pl
+		withAPI.api = api
+		bd.pl, bd.cluster, bd.v = &withAPI, c, c.VNet
 	} else if bd.v, err = vnet.New(vnet.Options{Prefix: prefix, PerNode: 30, AlignedPools: true, BinDir: b.binDir, WorkDir: dir}); err != nil {
 		return nil, err
 	}
@@ -314,6 +341,11 @@ func (b *bench) newBed(ctx context.Context, profile string, i int, path string, 
 		if bd.pods, err = b.attach(ctx, *pl, nodes, names); err != nil {
 			return nil, err
 		}
+		if pl.api != nil {
+			if err := waitCTByPort(v.Nodes); err != nil {
+				return nil, err
+			}
+		}
 	}
 	others := 0
 	if profile == "loaded" {
@@ -331,6 +363,49 @@ func (b *bench) newBed(ctx context.Context, profile string, i int, path string, 
 		}
 	}
 	return bd, nil
+}
+
+// waitCTByPort waits until every node's agent asks conntrack only for the
+// ports kernel NAT may answer from, as an agent does once it knows every
+// Service and every pod of its node: the state the API-backed rows measure.
+func waitCTByPort(nodes []*vnet.Node) error {
+	deadline := time.Now().Add(time.Minute)
+	for _, n := range nodes {
+		for {
+			var rows []struct{ Setting, Value string }
+			out, err := n.Debug("config", "-o", "json")
+			if err == nil {
+				err = json.Unmarshal([]byte(out), &rows)
+			}
+			value := ""
+			for _, r := range rows {
+				if r.Setting == "conntrack_lookup" {
+					value = r.Value
+				}
+			}
+			if strings.HasPrefix(value, "on, by port") {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s: the agent's conntrack lookup is %q a minute after its pods were added, not by port (err %v)", n.Name, value, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// standalone restarts the agents of v without their API server and
+// returns pl as that: the control path's podvnet rows.
+func (b *bench) standalone(v *vnet.VNet, pl plugin) (plugin, error) {
+	for _, n := range v.Nodes {
+		n.StopAgent(syscall.SIGTERM)
+		if err := n.StartAgent(pl.agent...); err != nil {
+			return pl, err
+		}
+	}
+	pl.apiServer, pl.api = false, nil
+	return pl, nil
 }
 
 // series are the rows the bed measures.

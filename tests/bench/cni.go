@@ -25,8 +25,12 @@ type plugin struct {
 	// agent holds the podvnet-agent flags of a podvnet variant; nil for
 	// the reference plugins.
 	agent []string
-	// policy: the agents run against an API server (policyAPI), which
-	// holds a Pod for every pod before its ADD, as kubelet's does.
+	// apiServer: the agents run against an API server (policyAPI), as a
+	// DaemonSet's do, which holds the nodes and a Pod for every pod before
+	// its ADD, as kubelet's does.
+	apiServer bool
+	// policy: the API server also holds policy.go's cluster of pods and
+	// NetworkPolicies, which the agents enforce.
 	policy bool
 	api    *policyAPI
 }
@@ -72,11 +76,21 @@ func podvnetPlugin(name string, args ...string) plugin {
 	return plugin{name: name, conflist: func(n *vnet.Node) []byte { return n.ConfList() }, agent: append([]string{}, args...)}
 }
 
+// podvnetAPIPlugin is podvnet as its DaemonSet runs it, NetworkPolicy off:
+// its agents get an API server when its bed is made. Knowing every Service
+// and pod, an agent asks conntrack only for packets from the ports kernel
+// NAT may answer from; alone, it must ask for every packet.
+func podvnetAPIPlugin(name string, args ...string) plugin {
+	pl := podvnetPlugin(name, append([]string{"--network-policy=false"}, args...)...)
+	pl.apiServer = true
+	return pl
+}
+
 // podvnetPolicyPlugin is podvnet with NetworkPolicy: its agents get an API
-// server when its bed is made.
+// server, with policy.go's cluster, when its bed is made.
 func podvnetPolicyPlugin(name string, args ...string) plugin {
 	pl := podvnetPlugin(name, args...)
-	pl.policy = true
+	pl.apiServer, pl.policy = true, true
 	return pl
 }
 

@@ -145,13 +145,15 @@ func run() error {
 			return fmt.Errorf("--paths: %q is not limit, ptp, bridge, podvnet, podvnet-tcx or podvnet-policy", p)
 		}
 	}
-	// NetworkPolicy's path runs its agents against an API server.
-	if b.paths["podvnet-policy"] && kubeErr != nil {
+	// podvnet's paths run their agents against an API server, as deployed.
+	if kubeErr != nil && (b.paths["podvnet"] || b.paths["podvnet-tcx"] || b.paths["podvnet-policy"]) && phase["data"] {
 		if os.Getenv("CI") == "true" {
-			return fmt.Errorf("the podvnet-policy path needs the Kubernetes binaries (make kube), and CI=true forbids skipping it: %w", kubeErr)
+			return fmt.Errorf("podvnet's paths run their agents against an API server, which needs the Kubernetes binaries (make kube), and CI=true forbids going without: %w", kubeErr)
 		}
-		fmt.Fprintf(os.Stderr, "bench: podvnet-policy path skipped: %v (make kube)\n", kubeErr)
+		fmt.Fprintf(os.Stderr, "bench: podvnet's agents run without an API server (asking conntrack for every packet), podvnet-policy skipped: %v (make kube)\n", kubeErr)
 		delete(b.paths, "podvnet-policy")
+		b.noAPI = true
+		b.res.AgentsAlone = true
 	}
 	for _, profile := range strings.Split(*profiles, ",") {
 		if !phase["data"] {

@@ -30,6 +30,8 @@ node. Profiles: **bare** (no netfilter rules besides podvnet's own masquerade ta
 **loaded** (kube-proxy at scale: 5,000 Service DNAT rules, conntrack-based forward rules and a
 masquerade rule, so conntrack tracks every packet the kernel forwards).
 
+%s
+
 **Through a Service.** ptp and podvnet are also measured from a pod on node 1 to a ClusterIP
 that kube-proxy's rules (nftables DNAT in prerouting, in the shape the e2e tests emulate)
 forward to a pod on node 2: the path most Service traffic takes. These rows run on VNets of
@@ -66,11 +68,11 @@ none does, and **within noise** when the rounds disagree.
 
 ## Data path
 
-`, m.Date, m.CPU, m.VCPUs, m.MemGiB, m.Kernel, m.Go, m.Commit, m.Iperf3, r.Rounds, r.Seconds, minRounds)
+`, m.Date, m.CPU, m.VCPUs, m.MemGiB, m.Kernel, m.Go, m.Commit, m.Iperf3, r.agentsText(), r.Rounds, r.Seconds, minRounds)
 	markdownTable(w, r.dataTable())
 	fmt.Fprintf(w, "\n### Ratios, paired round by round\n\n")
 	markdownTable(w, r.ratioTable())
-	fmt.Fprintf(w, "\n## Control path\n\nCNI ADD and DEL of 30 pods through libcni with the real binaries, one after another and all at\nonce; podvnet's agent runs without an IP cooldown here, so every round reuses the same addresses\nas host-local does.\n\n")
+	fmt.Fprintf(w, "\n## Control path\n\nCNI ADD and DEL of 30 pods through libcni with the real binaries, one after another and all at\nonce; podvnet's agent runs alone here (no API server, as before the agents joined their cluster: with\nNetworkPolicy off an ADD does the same work either way) and without an IP cooldown, so every round\nreuses the same addresses as host-local does.\n\n")
 	markdownTable(w, r.controlTable())
 	fmt.Fprintf(w, "\nFirst ADD after the agent starts: %.1f ms. Agent resident memory with 30 endpoints: %.1f MiB\n(peak since start %.1f MiB).\n", r.FirstAddMS, r.AgentRSSMiB, r.AgentPeakRSSMiB)
 	if k := r.Kube; k != nil {
@@ -104,4 +106,20 @@ none does, and **within noise** when the rounds disagree.
 	markdownTable(w, r.targetTable())
 	fmt.Fprintln(w)
 	r.writeAnalysis(w)
+}
+
+// agentsText says how podvnet's agents ran in the data path rows.
+func (r *Results) agentsText() string {
+	if r.AgentsAlone {
+		return "**podvnet's agents ran alone in this run** (the Kubernetes binaries were missing): without an API\n" +
+			"server an agent cannot know which ports kernel NAT answers from, so it asks conntrack for every\n" +
+			"packet, which no deployed agent does for these flows."
+	}
+	return "**podvnet as deployed.** podvnet's agents run as its DaemonSet runs them, against an API server\n" +
+		"(tests/cluster's etcd and kube-apiserver, one per VNet, holding the nodes and each pod's Pod before its\n" +
+		"ADD), NetworkPolicy off except in `podvnet-policy`. Knowing every Service and every pod of its node, an\n" +
+		"agent asks conntrack only for packets from the ports kernel NAT may answer from, which these flows'\n" +
+		"are not (the bench checks each agent says so before it measures). The ClusterIP rows' agents run\n" +
+		"alone, asking for every packet: their Service is kube-proxy's rules as the e2e tests emulate them,\n" +
+		"which no API server knows."
 }

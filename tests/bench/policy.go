@@ -46,17 +46,20 @@ type PolicyUpdateRow struct {
 	MaxMS  float64 `json:"max_ms"`
 }
 
-// policyAPI is the policy bed's API server, as the bench uses it.
+// policyAPI is the API server of a bed whose agents run against one, as
+// the bench uses it.
 type policyAPI struct {
-	c      *cluster.Cluster
-	client kubernetes.Interface
-	ctx    context.Context
-	scale  struct{ pods, policies int }
+	c        *cluster.Cluster
+	client   kubernetes.Interface
+	ctx      context.Context
+	policies bool // the podvnet-policy path's cluster of pods and policies
+	scale    struct{ pods, policies int }
 }
 
-// policyCluster brings up the API server and the VNet of the
-// podvnet-policy path and fills the API with its cluster.
-func (b *bench) policyCluster(ctx context.Context, dir, prefix string) (*cluster.Cluster, *policyAPI, error) {
+// apiCluster brings up the API server and the VNet of a path whose agents
+// run against one and makes its nodes and the bench's namespace; with
+// policies, fills it with the podvnet-policy path's cluster.
+func (b *bench) apiCluster(ctx context.Context, dir, prefix string, policies bool) (*cluster.Cluster, *policyAPI, error) {
 	c, err := cluster.NewControlPlane(ctx, cluster.Options{WorkDir: dir, KubeDir: b.kubeDir, BinDir: b.binDir, Prefix: prefix,
 		Log: logWriter{b}})
 	if err != nil {
@@ -69,18 +72,22 @@ func (b *bench) policyCluster(ctx context.Context, dir, prefix string) (*cluster
 		c.Close()
 		return nil, nil, err
 	}
-	api := &policyAPI{c: c, client: cs, ctx: ctx}
-	api.scale.pods, api.scale.policies = policyPods, policyCount
-	if b.smoke {
-		api.scale.pods, api.scale.policies = 200, 60
+	api := &policyAPI{c: c, client: cs, ctx: ctx, policies: policies}
+	if policies {
+		api.scale.pods, api.scale.policies = policyPods, policyCount
+		if b.smoke {
+			api.scale.pods, api.scale.policies = 200, 60
+		}
 	}
 	start := time.Now()
 	if err := api.fill(ctx); err != nil {
 		c.Close()
 		return nil, nil, err
 	}
-	b.logf("policy cluster: %d pods, %d policies created through the API in %s", api.scale.pods, api.scale.policies,
-		time.Since(start).Round(time.Second))
+	if policies {
+		b.logf("policy cluster: %d pods, %d policies created through the API in %s", api.scale.pods, api.scale.policies,
+			time.Since(start).Round(time.Second))
+	}
 	return c, api, nil
 }
 
@@ -104,7 +111,7 @@ func (api *policyAPI) setRunning(ctx context.Context, p *corev1.Pod, ip netip.Ad
 
 // fill makes the cluster: the nodes (the two real ones, the fake ones of
 // the fake pods), the namespaces, the pods with their addresses, the
-// policies.
+// policies; without policies only the real nodes and the bench's namespace.
 func (api *policyAPI) fill(ctx context.Context) error {
 	cs := api.client
 	const fakeNodes = 10
@@ -112,8 +119,10 @@ func (api *policyAPI) fill(ctx context.Context) error {
 	for _, n := range api.c.VNet.Nodes {
 		nodes = append(nodes, n.Name)
 	}
-	for i := range fakeNodes {
-		nodes = append(nodes, fmt.Sprintf("fake-%d", i))
+	if api.policies {
+		for i := range fakeNodes {
+			nodes = append(nodes, fmt.Sprintf("fake-%d", i))
+		}
 	}
 	for _, n := range nodes {
 		if _, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{}); err != nil {
@@ -137,6 +146,9 @@ func (api *policyAPI) fill(ctx context.Context) error {
 	}
 	if err := nsOf(benchNamespace, map[string]string{"team": "bench"}); err != nil {
 		return err
+	}
+	if !api.policies {
+		return nil
 	}
 	// Fake addresses, outside the VNet: only the maps ever hold them.
 	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 244, byte(i / 250), byte(1 + i%250)}) }

@@ -38,6 +38,9 @@ type Results struct {
 	Changes        []ChangeRow       `json:"endpoint_changes,omitempty"`
 	Profiles       []Profile         `json:"profiles"`
 	Targets        []Target          `json:"targets"`
+	// AgentsAlone: podvnet's data path rows ran their agents without an
+	// API server (no Kubernetes binaries), asking conntrack for every packet.
+	AgentsAlone bool `json:"agents_alone,omitempty"`
 }
 
 // Machine names where the numbers come from.

@@ -198,11 +198,44 @@ func (r *Results) closeGap(t Target) string {
 				"programs, so a gap beyond the noise is not in the per-packet path: profile the two floods side by side."
 		}
 	}
+	if strings.Contains(t.Name, "rules per pod vs none") && t.Result == targetMissed {
+		if why := r.policyCost(t.Name); why != "" {
+			return why
+		}
+	}
+	if t.Name == "Service (bpf): TCP connect/request/close vs kube-proxy iptables" {
+		bpf, ipt := r.serviceRow(pathBPF), r.serviceRow("ptp + kube-proxy iptables")
+		if bpf != nil && ipt != nil {
+			return fmt.Sprintf("The configurations run minutes apart, each its rounds in a row, so this ratio of medians "+
+				"carries the drift between them: the rounds of the bpf configuration alone range %.0f-%.0f per s, "+
+				"those of ptp + kube-proxy iptables %.0f-%.0f.", bpf.CRR.Min, bpf.CRR.Max, ipt.CRR.Min, ipt.CRR.Max)
+		}
+	}
 	if t.Result == targetWithinNoise {
-		return fmt.Sprintf("The rounds lie on both sides of the goal (%.2f-%.2fx): the difference is within this "+
-			"machine's run-to-run spread, not a cost this run can show.", t.Min, t.Max)
+		return fmt.Sprintf("The rounds lie on both sides of the goal (%.2f-%.2fx): this run cannot tell the two apart "+
+			"(two VNets of one configuration measure up to 2-3%% apart, docs/design.md).", t.Min, t.Max)
 	}
 	return ""
+}
+
+// policyCost explains a NetworkPolicy target across nodes with what the
+// rules add per packet, against the whole path's time per datagram.
+func (r *Results) policyCost(name string) string {
+	profile := strings.SplitN(name, ",", 2)[0]
+	pv := r.row(profile, "podvnet", acrossNodes)
+	pod, podPol := r.progCost("from_pod", pathCachedNextHop, ctByPort, false), r.progCost("from_pod", pathCachedNextHop+", NetworkPolicy", ctByPort, false)
+	nic, nicPol := r.progCost("from_nic", pathFromNIC, ctByPort, false), r.progCost("from_nic", pathFromNIC+", NetworkPolicy", ctByPort, false)
+	if !strings.Contains(name, "across nodes") || pv == nil || pv.UDPKpps.Median == 0 || podPol == 0 || nicPol == 0 {
+		return ""
+	}
+	perDatagram := 1e6 / pv.UDPKpps.Median
+	added := podPol - pod + nicPol - nic
+	return fmt.Sprintf("A datagram across nodes takes %.0f ns of the sender's vCPU without rules. The rules add a flow "+
+		"table lookup to from_pod (%+.0f ns) and from_nic (%+.0f ns), timed alone: %.1f%% of that; and to_nic runs on "+
+		"the NIC's egress for every packet out once NetworkPolicy is on (it passes what from_pod judged at once; not "+
+		"timed here). The rest of the gap is close to what two VNets of one configuration differ by (up to 2-3%%, "+
+		"docs/design.md).",
+		perDatagram, podPol-pod, nicPol-nic, 100*added/perDatagram)
 }
 
 // limitVsService is how much faster than ptp through a Service the

@@ -137,6 +137,9 @@ const orderSeed = 18
 // shuffled order, so that no row always runs first or after the same
 // neighbour.
 func (b *bench) interleaved(ctx context.Context, all []*series) error {
+	if len(all) == 0 {
+		return nil
+	}
 	order := rand.New(rand.NewPCG(orderSeed, 0))
 	profile := all[0].profile
 	for r := range b.rounds {

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -41,10 +42,11 @@ const (
 	lockstepSlice = 20 * time.Millisecond
 	// msgSize is the payload of every datagram and ping-pong message.
 	msgSize = 64
-	// rrBucket and rrBuckets: the round-trip histogram (10 ns resolution
-	// up to 1 ms; longer round trips count as 1 ms).
+	// rrBucket and rrBuckets: the round-trip histogram, 10 ns resolution
+	// up to 2 ms; the last bucket counts the longer round trips, and a
+	// quantile that falls in it is an error rather than a figure.
 	rrBucket  = 10 * time.Nanosecond
-	rrBuckets = 100_000
+	rrBuckets = 200_000
 )
 
 // lockstepConfig is what the client side is told, as JSON in its argument.
@@ -84,11 +86,13 @@ func (b *bench) lockstep(ctx context.Context, mode string, flows []flow, total t
 		port = rrPort
 	}
 	echo := map[string]bool{}
+	if len(flows) > 0 {
+		cfg.Cgroup = flows[0].src.cgroup
+	}
 	for _, f := range flows {
-		if f.src.cgroup != cfg.Cgroup && cfg.Cgroup != "" {
-			return nil, fmt.Errorf("lockstep: the flows' sources are in different cgroups (%s, %s)", cfg.Cgroup, f.src.cgroup)
+		if f.src.cgroup != cfg.Cgroup {
+			return nil, fmt.Errorf("lockstep: the flows' sources are in different cgroups (%q, %q)", cfg.Cgroup, f.src.cgroup)
 		}
-		cfg.Cgroup = f.src.cgroup
 		cfg.Flows = append(cfg.Flows, lockstepFlow{SrcNS: f.src.nsPath, DstNS: f.dst.nsPath, Addr: netip.AddrPortFrom(f.addr, uint16(port)).String()})
 		if mode != "rr" || echo[f.dst.nsPath] {
 			continue
@@ -161,16 +165,16 @@ func lockstepMain(args []string) (bool, error) {
 func rrEcho(port int) error {
 	ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return err
+		return fmt.Errorf("socket: %w", err)
 	}
 	if err := unix.SetsockoptInt(ln, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
-		return err
+		return fmt.Errorf("SO_REUSEADDR: %w", err)
 	}
 	if err := unix.Bind(ln, &unix.SockaddrInet4{Port: port}); err != nil {
 		return fmt.Errorf("bind :%d: %w", port, err)
 	}
 	if err := unix.Listen(ln, 64); err != nil {
-		return err
+		return fmt.Errorf("listen :%d: %w", port, err)
 	}
 	for {
 		c, _, err := unix.Accept4(ln, unix.SOCK_CLOEXEC)
@@ -227,7 +231,10 @@ func pinThread(cpu int) error {
 	runtime.LockOSThread()
 	var set unix.CPUSet
 	set.Set(cpu)
-	return unix.SchedSetaffinity(0, &set)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		return fmt.Errorf("pin a thread to vCPU %d: %w", cpu, err)
+	}
+	return nil
 }
 
 // inNetns makes a socket in the network namespace at nsPath: a socket
@@ -253,6 +260,9 @@ func inNetns(nsPath string, make func() (int, error)) (int, error) {
 		// The thread stays locked (and dies with the goroutine) rather than
 		// serve others in the wrong namespace.
 		runtime.LockOSThread()
+		if err == nil {
+			unix.Close(fd)
+		}
 		return -1, errors.Join(err, fmt.Errorf("back to the own namespace: %w", rerr))
 	}
 	return fd, err
@@ -267,6 +277,11 @@ func connected(nsPath string, typ int, addr netip.AddrPort) (int, error) {
 		}
 		if typ == unix.SOCK_STREAM {
 			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+			// A path that breaks mid-run fails the round trip in seconds,
+			// not when TCP gives up.
+			tv := unix.Timeval{Sec: 5}
+			unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+			unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
 		}
 		if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: addr.Addr().As4(), Port: int(addr.Port())}); err != nil {
 			unix.Close(fd)
@@ -276,14 +291,20 @@ func connected(nsPath string, typ int, addr netip.AddrPort) (int, error) {
 	})
 }
 
-func runLockstep(cfg lockstepConfig) ([]lockstepResult, error) {
-	if cfg.Cgroup != "" {
-		// Before the sockets: a socket belongs to its maker's cgroup, where
-		// podvnet's socket hooks run.
-		if err := os.WriteFile(cfg.Cgroup, []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
-			return nil, fmt.Errorf("join %s: %w", cfg.Cgroup, err)
-		}
+// joinCgroup moves the process into the sources' cgroup, if they have one:
+// a socket belongs to its maker's cgroup, where podvnet's socket hooks run,
+// so the sending sockets are made after it and the receiving ones before.
+func joinCgroup(procs string) error {
+	if procs == "" {
+		return nil
 	}
+	if err := os.WriteFile(procs, []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
+		return fmt.Errorf("join the sources' cgroup %s: %w", procs, err)
+	}
+	return nil
+}
+
+func runLockstep(cfg lockstepConfig) ([]lockstepResult, error) {
 	addrs := make([]netip.AddrPort, len(cfg.Flows))
 	for i, f := range cfg.Flows {
 		a, err := netip.ParseAddrPort(f.Addr)
@@ -321,6 +342,9 @@ func turns(n int, each time.Duration, run func(i int, until time.Time, measure b
 }
 
 func lockstepRR(cfg lockstepConfig, addrs []netip.AddrPort, each time.Duration) ([]lockstepResult, error) {
+	if err := joinCgroup(cfg.Cgroup); err != nil {
+		return nil, err
+	}
 	fds := make([]int, len(addrs))
 	for i, a := range addrs {
 		fd, err := connected(cfg.Flows[i].SrcNS, unix.SOCK_STREAM, a)
@@ -365,6 +389,9 @@ func lockstepRR(cfg lockstepConfig, addrs []netip.AddrPort, each time.Duration) 
 		for _, c := range h {
 			res[i].Samples += int64(c)
 		}
+		if limit := float64(rrBuckets-1) * float64(rrBucket) / float64(time.Microsecond); res[i].P99us > limit {
+			return nil, fmt.Errorf("round trips to %s: p99 beyond %.0f us, the histogram's range", addrs[i], limit)
+		}
 	}
 	return res, nil
 }
@@ -379,9 +406,10 @@ func histQuantile(h []uint32, q float64) float64 {
 	if total == 0 {
 		return 0
 	}
-	want, seen := uint64(q*float64(total)), uint64(0)
+	// The smallest bucket holding at least q of the samples.
+	want, seen := uint64(math.Ceil(q*float64(total))), uint64(0)
 	for i, c := range h {
-		if seen += uint64(c); seen > want {
+		if seen += uint64(c); seen >= want && seen > 0 {
 			return (float64(i) + 0.5) * float64(rrBucket) / float64(time.Microsecond)
 		}
 	}
@@ -423,6 +451,9 @@ func lockstepUDP(cfg lockstepConfig, addrs []netip.AddrPort, each time.Duration)
 		defer unix.Close(fd)
 		rx[f.DstNS] = fd
 	}
+	if err := joinCgroup(cfg.Cgroup); err != nil {
+		return nil, err
+	}
 	tx := make([]int, len(addrs))
 	for i, a := range addrs {
 		fd, err := connected(cfg.Flows[i].SrcNS, unix.SOCK_DGRAM, a)
@@ -438,12 +469,12 @@ func lockstepUDP(cfg lockstepConfig, addrs []netip.AddrPort, each time.Duration)
 	// wake-ups as it does with iperf3.
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("epoll_create1: %w", err)
 	}
 	defer unix.Close(ep)
 	for _, fd := range rx {
 		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("epoll_ctl: %w", err)
 		}
 	}
 	received := make([]atomic.Int64, len(addrs))
@@ -512,6 +543,9 @@ func lockstepUDP(cfg lockstepConfig, addrs []netip.AddrPort, each time.Duration)
 	res := make([]lockstepResult, len(tx))
 	for i := range res {
 		n := received[i].Load()
+		if active[i] <= 0 {
+			return nil, fmt.Errorf("flow to %s had no measured turn", addrs[i])
+		}
 		res[i] = lockstepResult{Samples: n, Kpps: float64(n) / active[i].Seconds() / 1000}
 	}
 	return res, nil

@@ -250,6 +250,14 @@ func renderSaved(saved, markdown string) error {
 	if err := json.Unmarshal(b, &r); err != nil {
 		return fmt.Errorf("%s: %w", saved, err)
 	}
+	// Results of runs before the lockstep rows (sockperf's version in the
+	// machine line) were measured another way than the report says.
+	var old struct {
+		Machine map[string]any `json:"machine"`
+	}
+	if json.Unmarshal(b, &old) == nil && old.Machine["sockperf"] != nil {
+		return fmt.Errorf("%s was measured before UDP and RR ran in lockstep (sockperf, one row at a time): its report cannot be written again; rerun make bench", saved)
+	}
 	r.compare()
 	r.evaluate()
 	var md bytes.Buffer

@@ -74,7 +74,7 @@ tested): a ratio that close to its goal says little either way.
 	markdownTable(w, r.dataTable())
 	fmt.Fprintf(w, "\n### Ratios, paired round by round\n\n")
 	markdownTable(w, r.ratioTable())
-	fmt.Fprintf(w, "\n## Control path\n\nCNI ADD and DEL of 30 pods through libcni with the real binaries, one after another and all at\nonce; podvnet's agent runs alone here (no API server, as before the agents joined their cluster: with\nNetworkPolicy off an ADD does the same work either way) and without an IP cooldown, so every round\nreuses the same addresses as host-local does.\n\n")
+	fmt.Fprintf(w, "\n## Control path\n\nCNI ADD and DEL of 30 pods through libcni with the real binaries, one after another and all at\nonce. podvnet's and podvnet-tcx's agents run alone here (no API server, as before the agents joined\ntheir cluster: with NetworkPolicy off an ADD does the same work either way), podvnet-policy's against\nits API server; none has an IP cooldown, so every round reuses the same addresses as host-local does.\n\n")
 	markdownTable(w, r.controlTable())
 	fmt.Fprintf(w, "\nFirst ADD after the agent starts: %.1f ms. Agent resident memory with 30 endpoints: %.1f MiB\n(peak since start %.1f MiB).\n", r.FirstAddMS, r.AgentRSSMiB, r.AgentPeakRSSMiB)
 	if k := r.Kube; k != nil {

@@ -44,3 +44,32 @@ func TestRenderSaved(t *testing.T) {
 		t.Errorf("the report does not explain the Service target against ptp + kube-proxy:\n%s", want)
 	}
 }
+
+// TestRenderRefusesOlderResults: results measured before the lockstep rows
+// (sockperf in the machine line) are not written again under a report that
+// describes another method.
+func TestRenderRefusesOlderResults(t *testing.T) {
+	old := filepath.Join(t.TempDir(), "benchmarks.json")
+	if err := os.WriteFile(old, []byte(`{"machine":{"date":"2026-12-01 01:30 UTC","sockperf":"sockperf, version 3.7-no.git"},"rounds":5}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := renderSaved(old, filepath.Join(t.TempDir(), "benchmarks.md"))
+	if err == nil || !strings.Contains(err.Error(), "before UDP and RR ran in lockstep") {
+		t.Fatalf("render of pre-lockstep results: %v, want a refusal naming why", err)
+	}
+}
+
+// TestHistQuantile: the smallest bucket holding at least q of the round
+// trips, in microseconds (bucket middles).
+func TestHistQuantile(t *testing.T) {
+	h := make([]uint32, rrBuckets)
+	h[100], h[200], h[300], h[400] = 1, 1, 1, 1 // 1, 2, 3 and 4 us
+	for _, c := range []struct{ q, want float64 }{{0.25, 1.005}, {0.5, 2.005}, {0.51, 3.005}, {0.99, 4.005}} {
+		if got := histQuantile(h, c.q); got < c.want-1e-9 || got > c.want+1e-9 {
+			t.Errorf("quantile %.2f = %.3f us, want %.3f", c.q, got, c.want)
+		}
+	}
+	if got := histQuantile(make([]uint32, rrBuckets), 0.5); got != 0 {
+		t.Errorf("empty histogram: %.3f, want 0", got)
+	}
+}

@@ -285,7 +285,16 @@ func (r *Results) profileTable() [][]string {
 			names = append(names, g)
 		}
 	}
-	sort.Slice(names, func(i, j int) bool { return ps[0].NsPerDatagram[names[i]] > ps[0].NsPerDatagram[names[j]] })
+	// Largest first in the first column, then in the others, then by name:
+	// the same results always give the same table (--render).
+	sort.Slice(names, func(i, j int) bool {
+		for _, p := range ps {
+			if a, b := p.NsPerDatagram[names[i]], p.NsPerDatagram[names[j]]; a != b {
+				return a > b
+			}
+		}
+		return names[i] < names[j]
+	})
 	rows := [][]string{head}
 	for _, g := range append(names, "total") {
 		row := []string{g}

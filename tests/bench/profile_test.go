@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"slices"
 	"testing"
 )
 
@@ -49,5 +50,25 @@ func TestProfileMerge(t *testing.T) {
 	}
 	if _, ok := p.NsPerDatagram["other"]; ok {
 		t.Errorf("other processes' samples counted for the path: %v", p.NsPerDatagram)
+	}
+}
+
+// TestProfileTableOrder: groups the first path does not spend on (ties)
+// are ordered by the next path's figure, then by name, so that a report
+// written again from saved results (--render) is the same report.
+func TestProfileTableOrder(t *testing.T) {
+	r := &Results{Profiles: []Profile{
+		{NodeProfile: "bare", Path: "ptp", Rounds: 1, NsPerDatagram: map[string]float64{"routing and forwarding": 400, "podvnet programs": 0, "conntrack lookup (kfunc)": 0, "veth": 0, "total": 400}},
+		{NodeProfile: "bare", Path: "podvnet", Rounds: 1, NsPerDatagram: map[string]float64{"routing and forwarding": 200, "podvnet programs": 60, "conntrack lookup (kfunc)": 15, "veth": 15, "total": 290}},
+	}}
+	want := []string{"routing and forwarding", "podvnet programs", "conntrack lookup (kfunc)", "veth", "total"}
+	for range 20 {
+		var got []string
+		for _, row := range r.profileTable()[1:] {
+			got = append(got, row[0])
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("rows %q, want %q", got, want)
+		}
 	}
 }

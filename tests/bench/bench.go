@@ -33,12 +33,9 @@ type bench struct {
 	profileOnly bool
 	agentArgs   []string // extra flags for podvnet-agent run
 	kubeDir     string   // the Kubernetes binaries (the API servers of podvnet's paths)
-	// noAPI: the Kubernetes binaries are missing, so podvnet's data path
-	// rows run their agents alone (podvnet-policy is skipped).
-	noAPI    bool
-	paths    map[string]bool
-	progress io.Writer
-	res      *Results
+	paths       map[string]bool
+	progress    io.Writer
+	res         *Results
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -93,27 +90,19 @@ func (s *series) row() DataRow {
 		UDPKpps: stat(s.udp), RRP50: stat(s.p50), RRP99: stat(s.p99), TCPGbps: stat(s.gbps)}
 }
 
-// Metrics, in the order each round measures them.
-const (
-	runUDP = "UDP flood"
-	runRR  = "TCP RR"
-	runTCP = "TCP stream"
-)
-
-// measures says whether the row has the metric: single-stream throughput
+// streams says whether the row measures TCP throughput: a single stream
 // through a Service would only repeat what the stream across nodes shows.
-func (s *series) measures(metric string) bool {
-	return metric != runTCP || s.pair != viaService
+func (s *series) streams() bool {
+	return s.pair != viaService
 }
 
-// inLockstep measures UDP or RR for every row of rows at once, d each, and
-// keeps every row's sample.
-func (b *bench) inLockstep(ctx context.Context, metric string, rows []*series, d time.Duration) error {
+// inLockstep measures mode (lockstep's "udp" or "rr") for every row of
+// rows at once, d each, and keeps every row's sample.
+func (b *bench) inLockstep(ctx context.Context, mode string, rows []*series, d time.Duration) error {
 	flows := make([]flow, len(rows))
 	for i, s := range rows {
 		flows[i] = s.flow
 	}
-	mode := map[string]string{runUDP: "udp", runRR: "rr"}[metric]
 	res, err := b.lockstep(ctx, mode, flows, d*time.Duration(len(rows)))
 	if err != nil {
 		return err
@@ -143,21 +132,21 @@ func (b *bench) interleaved(ctx context.Context, all []*series) error {
 	order := rand.New(rand.NewPCG(orderSeed, 0))
 	profile := all[0].profile
 	for r := range b.rounds {
-		for _, metric := range []string{runUDP, runRR} {
-			b.logf("%s round %d of %d, %s: %d rows in lockstep", profile, r+1, b.rounds, metric, len(all))
-			if err := b.inLockstep(ctx, metric, all, b.dur); err != nil {
-				return fmt.Errorf("%s round %d, %s: %w", profile, r+1, metric, err)
+		for _, mode := range []string{"udp", "rr"} {
+			b.logf("%s round %d of %d, %s: %d rows in lockstep", profile, r+1, b.rounds, mode, len(all))
+			if err := b.inLockstep(ctx, mode, all, b.dur); err != nil {
+				return fmt.Errorf("%s round %d, %s: %w", profile, r+1, mode, err)
 			}
 		}
 		for _, i := range order.Perm(len(all)) {
 			s := all[i]
-			if !s.measures(runTCP) {
+			if !s.streams() {
 				continue
 			}
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			b.logf("%s round %d of %d, %s: %s %s %s", s.profile, r+1, b.rounds, runTCP, s.path, s.pair, s.flow)
+			b.logf("%s round %d of %d, TCP stream: %s %s %s", s.profile, r+1, b.rounds, s.path, s.pair, s.flow)
 			g, err := tcpGbps(ctx, s.flow, b.dur)
 			if err != nil {
 				return fmt.Errorf("%s %s %s: %w", s.profile, s.path, s.pair, err)
@@ -186,9 +175,9 @@ func (b *bench) plugins() []plugin {
 }
 
 // podvnet is podvnet as deployed, against an API server, or without one
-// where the Kubernetes binaries are missing (b.noAPI).
+// where the Kubernetes binaries are missing (Results.AgentsAlone).
 func (b *bench) podvnet(name string, args ...string) plugin {
-	if b.noAPI {
+	if b.res.AgentsAlone {
 		return podvnetPlugin(name, args...)
 	}
 	return podvnetAPIPlugin(name, args...)

@@ -341,18 +341,33 @@ func turns(n int, each time.Duration, run func(i int, until time.Time, measure b
 	}
 }
 
-func lockstepRR(cfg lockstepConfig, addrs []netip.AddrPort, each time.Duration) ([]lockstepResult, error) {
-	if err := joinCgroup(cfg.Cgroup); err != nil {
-		return nil, err
-	}
-	fds := make([]int, len(addrs))
-	for i, a := range addrs {
-		fd, err := connected(cfg.Flows[i].SrcNS, unix.SOCK_STREAM, a)
-		if err != nil {
-			return nil, err
+// connectAll joins the sources' cgroup and makes every flow's socket of
+// typ in its source's namespace, connected to its address; close closes
+// them (also those made before an error).
+func connectAll(cfg lockstepConfig, addrs []netip.AddrPort, typ int) (fds []int, close func(), err error) {
+	close = func() {
+		for _, fd := range fds {
+			unix.Close(fd)
 		}
-		defer unix.Close(fd)
-		fds[i] = fd
+	}
+	if err := joinCgroup(cfg.Cgroup); err != nil {
+		return nil, close, err
+	}
+	for i, a := range addrs {
+		fd, err := connected(cfg.Flows[i].SrcNS, typ, a)
+		if err != nil {
+			return fds, close, err
+		}
+		fds = append(fds, fd)
+	}
+	return fds, close, nil
+}
+
+func lockstepRR(cfg lockstepConfig, addrs []netip.AddrPort, each time.Duration) ([]lockstepResult, error) {
+	fds, closeAll, err := connectAll(cfg, addrs, unix.SOCK_STREAM)
+	defer closeAll()
+	if err != nil {
+		return nil, err
 	}
 	if err := pinThread(0); err != nil {
 		return nil, err
@@ -451,17 +466,11 @@ func lockstepUDP(cfg lockstepConfig, addrs []netip.AddrPort, each time.Duration)
 		defer unix.Close(fd)
 		rx[f.DstNS] = fd
 	}
-	if err := joinCgroup(cfg.Cgroup); err != nil {
+	// After the receiving sockets, which stay out of the sources' cgroup.
+	tx, closeAll, err := connectAll(cfg, addrs, unix.SOCK_DGRAM)
+	defer closeAll()
+	if err != nil {
 		return nil, err
-	}
-	tx := make([]int, len(addrs))
-	for i, a := range addrs {
-		fd, err := connected(cfg.Flows[i].SrcNS, unix.SOCK_DGRAM, a)
-		if err != nil {
-			return nil, err
-		}
-		defer unix.Close(fd)
-		tx[i] = fd
 	}
 
 	// The receiver: blocked in epoll_wait until a datagram arrives, as

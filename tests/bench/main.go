@@ -152,7 +152,6 @@ func run() error {
 		}
 		fmt.Fprintf(os.Stderr, "bench: podvnet's agents run without an API server (asking conntrack for every packet), podvnet-policy skipped: %v (make kube)\n", kubeErr)
 		delete(b.paths, "podvnet-policy")
-		b.noAPI = true
 		b.res.AgentsAlone = true
 	}
 	for _, profile := range strings.Split(*profiles, ",") {

@@ -178,18 +178,17 @@ func (r *Results) closeGap(t Target) string {
 			// What a Service could reach at best: the path with no Service.
 			switch t.Name {
 			case "Service (bpf): UDP pps vs ptp + kube-proxy " + kp:
-				return fmt.Sprintf("Even the direct path, with no Service at all, is %.2fx ptp + kube-proxy %s in this run "+
-					"(%.0f against %.0f kpps): on this fabric kube-proxy's NAT costs little next to what every path pays "+
-					"(four veths, softirq, scheduling). A Service can at best ride the direct path, and the ClusterIP does "+
-					"(%s of it, paired by round); the configurations also run minutes apart, so this ratio of medians "+
-					"carries the drift between them.", direct.UDPKpps.Median/ptp.UDPKpps.Median, kp,
+				return fmt.Sprintf("Even the direct path, with no Service at all, is %s ptp + kube-proxy %s in this run "+
+					"(%.0f against %.0f kpps, paired by round): on this fabric kube-proxy's NAT costs little next to what every "+
+					"path pays (four veths, softirq, scheduling). A Service can at best ride the direct path, and the ClusterIP "+
+					"does (%s of it).", pairedString(direct.UDPKpps, ptp.UDPKpps), kp,
 					direct.UDPKpps.Median, ptp.UDPKpps.Median, r.bpfVsDirect(func(s *ServiceRow) Stat { return s.UDPKpps }).String())
 			case "Service (bpf): RR speed-up vs ptp + kube-proxy " + kp:
 				rr := r.bpfVsDirect(func(s *ServiceRow) Stat { return s.RRP50 })
-				return fmt.Sprintf("Even the direct path, with no Service at all, is only %.2fx faster than ptp + kube-proxy %s "+
-					"in this run (RR p50 %.1f against %.1f us): a request and its answer cost the same veths, softirqs and "+
-					"wake-ups on every path, and kube-proxy's NAT adds little to them. A Service can at best ride the direct "+
-					"path, and the ClusterIP does (RR p50 %s of it, paired by round).%s", ptp.RRP50.Median/direct.RRP50.Median, kp,
+				return fmt.Sprintf("Even the direct path, with no Service at all, is only %s faster than ptp + kube-proxy %s "+
+					"in this run (RR p50 %.1f against %.1f us, paired by round): a request and its answer cost the same veths, "+
+					"softirqs and wake-ups on every path, and kube-proxy's NAT adds little to them. A Service can at best ride "+
+					"the direct path, and the ClusterIP does (RR p50 %s of it).%s", pairedString(ptp.RRP50, direct.RRP50), kp,
 					direct.RRP50.Median, ptp.RRP50.Median, rr.String(), r.limitVsService(serviceGoal))
 			}
 		}
@@ -201,14 +200,6 @@ func (r *Results) closeGap(t Target) string {
 	if strings.Contains(t.Name, "UDP pps, ") && strings.Contains(t.Name, "rules per pod vs none") && t.Result == targetMissed {
 		if why := r.policyCost(t.Name); why != "" {
 			return why
-		}
-	}
-	if t.Name == "Service (bpf): TCP connect/request/close vs kube-proxy iptables" {
-		bpf, ipt := r.serviceRow(pathBPF), r.serviceRow("ptp + kube-proxy iptables")
-		if bpf != nil && ipt != nil {
-			return fmt.Sprintf("The configurations run minutes apart, each its rounds in a row, so this ratio of medians "+
-				"carries the drift between them: the rounds of the bpf configuration alone range %.0f-%.0f per s, "+
-				"those of ptp + kube-proxy iptables %.0f-%.0f.", bpf.CRR.Min, bpf.CRR.Max, ipt.CRR.Min, ipt.CRR.Max)
 		}
 	}
 	if t.Result == targetWithinNoise {
@@ -245,6 +236,12 @@ func (r *Results) policyCost(name string) string {
 		"table lookup to from_pod (%+.0f ns) and from_nic (%+.0f ns), timed alone: %.1f%% of that; and to_nic runs on "+
 		"the NIC's egress for every packet out once NetworkPolicy is on (it passes what from_pod judged at once; not "+
 		"timed here). %s", perDatagram, podPol-pod, nicPol-nic, 100*added/perDatagram, rest)
+}
+
+// pairedString is a over b, paired by round: median (range).
+func pairedString(a, b Stat) string {
+	r := newRatio(pairedRatios(a.All, b.All))
+	return r.String()
 }
 
 // limitVsService is how much faster than ptp through a Service the

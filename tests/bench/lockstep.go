@@ -19,7 +19,9 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -53,14 +55,14 @@ const (
 type lockstepConfig struct {
 	Mode    string         `json:"mode"` // rr or udp
 	Seconds float64        `json:"seconds"`
-	Cgroup  string         `json:"cgroup,omitempty"` // cgroup.procs the process joins first
 	Flows   []lockstepFlow `json:"flows"`
 }
 
 type lockstepFlow struct {
-	SrcNS string `json:"src_ns"`
-	DstNS string `json:"dst_ns"` // udp: where the receiving socket is made
-	Addr  string `json:"addr"`   // ip:port the source sends to
+	SrcNS  string `json:"src_ns"`
+	DstNS  string `json:"dst_ns"`           // udp: where the receiving socket is made
+	Addr   string `json:"addr"`             // ip:port the source sends to
+	Cgroup string `json:"cgroup,omitempty"` // cgroup.procs the source's socket is made in
 }
 
 // lockstepResult is one flow's measurement.
@@ -86,14 +88,9 @@ func (b *bench) lockstep(ctx context.Context, mode string, flows []flow, total t
 		port = rrPort
 	}
 	echo := map[string]bool{}
-	if len(flows) > 0 {
-		cfg.Cgroup = flows[0].src.cgroup
-	}
 	for _, f := range flows {
-		if f.src.cgroup != cfg.Cgroup {
-			return nil, fmt.Errorf("lockstep: the flows' sources are in different cgroups (%q, %q)", cfg.Cgroup, f.src.cgroup)
-		}
-		cfg.Flows = append(cfg.Flows, lockstepFlow{SrcNS: f.src.nsPath, DstNS: f.dst.nsPath, Addr: netip.AddrPortFrom(f.addr, uint16(port)).String()})
+		cfg.Flows = append(cfg.Flows, lockstepFlow{SrcNS: f.src.nsPath, DstNS: f.dst.nsPath, Addr: netip.AddrPortFrom(f.addr, uint16(port)).String(),
+			Cgroup: f.src.cgroup})
 		if mode != "rr" || echo[f.dst.nsPath] {
 			continue
 		}
@@ -291,15 +288,11 @@ func connected(nsPath string, typ int, addr netip.AddrPort) (int, error) {
 	})
 }
 
-// joinCgroup moves the process into the sources' cgroup, if they have one:
-// a socket belongs to its maker's cgroup, where podvnet's socket hooks run,
-// so the sending sockets are made after it and the receiving ones before.
+// joinCgroup moves the process into a source's cgroup: a socket belongs to
+// its maker's cgroup, where podvnet's socket hooks run.
 func joinCgroup(procs string) error {
-	if procs == "" {
-		return nil
-	}
 	if err := os.WriteFile(procs, []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
-		return fmt.Errorf("join the sources' cgroup %s: %w", procs, err)
+		return fmt.Errorf("join the source's cgroup %s: %w", procs, err)
 	}
 	return nil
 }
@@ -341,24 +334,38 @@ func turns(n int, each time.Duration, run func(i int, until time.Time, measure b
 	}
 }
 
-// connectAll joins the sources' cgroup and makes every flow's socket of
-// typ in its source's namespace, connected to its address; close closes
-// them (also those made before an error).
+// connectAll makes every flow's socket of typ in its source's namespace
+// and cgroup, connected to its address; close closes them (also those made
+// before an error). The process stays in the last cgroup it joined: the
+// flows without one come first, and the receiving sockets are made before.
 func connectAll(cfg lockstepConfig, addrs []netip.AddrPort, typ int) (fds []int, close func(), err error) {
+	fds = make([]int, len(addrs))
+	for i := range fds {
+		fds[i] = -1
+	}
 	close = func() {
 		for _, fd := range fds {
-			unix.Close(fd)
+			if fd >= 0 {
+				unix.Close(fd)
+			}
 		}
 	}
-	if err := joinCgroup(cfg.Cgroup); err != nil {
-		return nil, close, err
+	order := make([]int, len(addrs))
+	for i := range order {
+		order[i] = i
 	}
-	for i, a := range addrs {
-		fd, err := connected(cfg.Flows[i].SrcNS, typ, a)
-		if err != nil {
+	slices.SortStableFunc(order, func(a, b int) int { return strings.Compare(cfg.Flows[a].Cgroup, cfg.Flows[b].Cgroup) })
+	joined := ""
+	for _, i := range order {
+		if cg := cfg.Flows[i].Cgroup; cg != joined {
+			if err := joinCgroup(cg); err != nil {
+				return fds, close, err
+			}
+			joined = cg
+		}
+		if fds[i], err = connected(cfg.Flows[i].SrcNS, typ, addrs[i]); err != nil {
 			return fds, close, err
 		}
-		fds = append(fds, fd)
 	}
 	return fds, close, nil
 }
@@ -466,7 +473,7 @@ func lockstepUDP(cfg lockstepConfig, addrs []netip.AddrPort, each time.Duration)
 		defer unix.Close(fd)
 		rx[f.DstNS] = fd
 	}
-	// After the receiving sockets, which stay out of the sources' cgroup.
+	// After the receiving sockets, which stay out of the sources' cgroups.
 	tx, closeAll, err := connectAll(cfg, addrs, unix.SOCK_DGRAM)
 	defer closeAll()
 	if err != nil {

@@ -257,6 +257,9 @@ func renderSaved(saved, markdown string) error {
 	if json.Unmarshal(b, &old) == nil && old.Machine["sockperf"] != nil {
 		return fmt.Errorf("%s was measured before UDP and RR ran in lockstep (sockperf, one row at a time): its report cannot be written again; rerun make bench", saved)
 	}
+	if len(r.Services) > 0 && !r.ServicesInLockstep {
+		return fmt.Errorf("%s was measured before the Service configurations ran at once (one after the other, minutes apart): its report cannot be written again; rerun make bench", saved)
+	}
 	r.compare()
 	r.evaluate()
 	var md bytes.Buffer

@@ -89,19 +89,21 @@ tested): a ratio that close to its goal says little either way.
 		markdownTable(w, r.policyTable())
 	}
 	if len(r.Services) > 0 {
-		fmt.Fprintf(w, "\n## Services\n\nA pod on node 1 reaches a pod on node 2 through a ClusterIP, with %s other Services (each with an\n"+
+		fmt.Fprintf(w, "\n## Services\n\nA pod on one node reaches a pod on another through a ClusterIP, with %s other Services (each with an\n"+
 			"EndpointSlice) in the API server (tests/cluster's etcd and kube-apiserver): podvnet serving Services\n"+
 			"itself (--service-mode bpf; the client's connect() translated by the socket hook), podvnet and the\n"+
 			"reference ptp plugin with the real kube-proxy of the pinned release in nftables and iptables modes,\n"+
-			"and the same two pods without a Service (measured in the bpf configuration: each round measures\n"+
-			"the ClusterIP and the pod's IP in lockstep, so their ratios are paired by round). The configurations run\n"+
-			"one after the other on one VNet (each needs the nodes to itself and a full sync of the Services),\n"+
-			"each its %d rounds in a row, so ratios across them are of medians. TCP connect/request/close: one connection per\n"+
-			"one-byte request and answer, closed with a reset (no TIME_WAIT), one client.\n\n", thousands(r.ServicesLoaded), r.Rounds)
+			"and the bpf configuration's two pods without a Service. Every configuration runs at once on one VNet and\n"+
+			"API server, each on a node pair of its own (an agent's mode and kube-proxy's rules are a node's) with a\n"+
+			"measured Service of its own, so UDP and RR measure all rows in lockstep as the data path's are\n"+
+			"(%d rounds; ratios paired by round). TCP connect/request/close: one connection per one-byte request and\n"+
+			"answer, closed with a reset (no TIME_WAIT), one client; row by row in an order shuffled every round.\n\n", thousands(r.ServicesLoaded), r.Rounds)
 		markdownTable(w, r.servicesTable())
 		fmt.Fprintf(w, "\nAn endpoint added to or removed from the measured Service's EndpointSlice, one change at a time, until\n"+
 			"every node has it: podvnet's maps read every millisecond until the frontend's count shows it; kube-proxy's own\n"+
-			"network programming duration from the same trigger time (the slice's last-change-trigger-time).\n\n")
+			"network programming duration from the same trigger time (the slice's last-change-trigger-time). Each\n"+
+			"configuration is timed with the other configurations' kube-proxies stopped: every kube-proxy syncs every\n"+
+			"change, and the others would take the vCPUs from the one timed.\n\n")
 		markdownTable(w, r.changesTable())
 	}
 	fmt.Fprintf(w, "\n## Targets\n\nThe goals of issues 9, 16, 17 and 18, each ratio judged on the rounds' paired ratios (Method).\n\n")

@@ -11,7 +11,7 @@ import (
 // beside it is the report the run wrote.
 func TestRenderSaved(t *testing.T) {
 	r := &Results{Rounds: 3, Seconds: 3, ExecMS: map[string]float64{"podvnet": 2.9, "ptp": 2.0, "host-local": 2.0},
-		ServicesLoaded: 5000, Kube: &KubeMemory{PodsInAPI: 5000, Nodes: 101, LocalPods: 30, RSSMiB: 48.5, PeakRSSMiB: 50},
+		ServicesLoaded: 5000, ServicesInLockstep: true, Kube: &KubeMemory{PodsInAPI: 5000, Nodes: 101, LocalPods: 30, RSSMiB: 48.5, PeakRSSMiB: 50},
 		Services: []ServiceRow{
 			{Path: pathBPF, UDPKpps: stat([]float64{400, 410, 390}), RRP50: stat([]float64{8.4, 8.3, 8.5}), CRR: stat([]float64{18000, 18100, 17900})},
 			{Path: pathDirect, UDPKpps: stat([]float64{390, 420, 380}), RRP50: stat([]float64{8.2, 8.1, 8.4}), CRR: stat([]float64{18800, 18900, 18700})},
@@ -46,16 +46,22 @@ func TestRenderSaved(t *testing.T) {
 }
 
 // TestRenderRefusesOlderResults: results measured before the lockstep rows
-// (sockperf in the machine line) are not written again under a report that
-// describes another method.
+// (sockperf in the machine line) or before the Service configurations ran
+// at once are not written again under a report that describes another
+// method.
 func TestRenderRefusesOlderResults(t *testing.T) {
-	old := filepath.Join(t.TempDir(), "benchmarks.json")
-	if err := os.WriteFile(old, []byte(`{"machine":{"date":"2026-12-01 01:30 UTC","sockperf":"sockperf, version 3.7-no.git"},"rounds":5}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	err := renderSaved(old, filepath.Join(t.TempDir(), "benchmarks.md"))
-	if err == nil || !strings.Contains(err.Error(), "before UDP and RR ran in lockstep") {
-		t.Fatalf("render of pre-lockstep results: %v, want a refusal naming why", err)
+	for _, c := range []struct{ saved, why string }{
+		{`{"machine":{"date":"2026-12-01 01:30 UTC","sockperf":"sockperf, version 3.7-no.git"},"rounds":5}`, "before UDP and RR ran in lockstep"},
+		{`{"machine":{"date":"2026-12-01 04:48 UTC"},"rounds":5,"services":[{"path":"podvnet bpf"}]}`, "before the Service configurations ran at once"},
+	} {
+		old := filepath.Join(t.TempDir(), "benchmarks.json")
+		if err := os.WriteFile(old, []byte(c.saved), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		err := renderSaved(old, filepath.Join(t.TempDir(), "benchmarks.md"))
+		if err == nil || !strings.Contains(err.Error(), c.why) {
+			t.Errorf("render of %s: %v, want a refusal saying %q", c.saved, err, c.why)
+		}
 	}
 }
 

@@ -41,6 +41,9 @@ type Results struct {
 	// AgentsAlone: podvnet's data path rows ran their agents without an
 	// API server (no Kubernetes binaries), asking conntrack for every packet.
 	AgentsAlone bool `json:"agents_alone,omitempty"`
+	// ServicesInLockstep: the services phase's rows ran at once, measured in
+	// lockstep (before, its configurations ran minutes apart).
+	ServicesInLockstep bool `json:"services_in_lockstep,omitempty"`
 }
 
 // Machine names where the numbers come from.
@@ -383,7 +386,7 @@ func (r *Results) writeText(w io.Writer) {
 	}
 	r.writeProfileText(w)
 	if len(r.Services) > 0 {
-		fmt.Fprintf(w, "\nServices (%s Services in the API server; each configuration's %d rounds in a row):\n", thousands(r.ServicesLoaded), r.Rounds)
+		fmt.Fprintf(w, "\nServices (%s Services in the API server; every configuration at once, %d rounds in lockstep):\n", thousands(r.ServicesLoaded), r.Rounds)
 		r.writeServices(w, printTable)
 	}
 	fmt.Fprintln(w, "\nTargets:")

@@ -182,14 +182,13 @@ func (r *Results) closeGap(t Target) string {
 					"(%.0f against %.0f kpps, paired by round): on this fabric kube-proxy's NAT costs little next to what every "+
 					"path pays (four veths, softirq, scheduling). A Service can at best ride the direct path, and the ClusterIP "+
 					"does (%s of it).", pairedString(direct.UDPKpps, ptp.UDPKpps), kp,
-					direct.UDPKpps.Median, ptp.UDPKpps.Median, r.bpfVsDirect(func(s *ServiceRow) Stat { return s.UDPKpps }).String())
+					direct.UDPKpps.Median, ptp.UDPKpps.Median, pairedString(bpf.UDPKpps, direct.UDPKpps))
 			case "Service (bpf): RR speed-up vs ptp + kube-proxy " + kp:
-				rr := r.bpfVsDirect(func(s *ServiceRow) Stat { return s.RRP50 })
 				return fmt.Sprintf("Even the direct path, with no Service at all, is only %s faster than ptp + kube-proxy %s "+
 					"in this run (RR p50 %.1f against %.1f us, paired by round): a request and its answer cost the same veths, "+
 					"softirqs and wake-ups on every path, and kube-proxy's NAT adds little to them. A Service can at best ride "+
 					"the direct path, and the ClusterIP does (RR p50 %s of it).%s", pairedString(ptp.RRP50, direct.RRP50), kp,
-					direct.RRP50.Median, ptp.RRP50.Median, rr.String(), r.limitVsService(serviceGoal))
+					direct.RRP50.Median, ptp.RRP50.Median, pairedString(bpf.RRP50, direct.RRP50), r.limitVsService(serviceGoal))
 			}
 		}
 		if strings.HasPrefix(t.Name, "Service (bpf): UDP pps vs podvnet direct") && t.Result == targetMissed {
@@ -238,10 +237,10 @@ func (r *Results) policyCost(name string) string {
 		"timed here). %s", perDatagram, podPol-pod, nicPol-nic, 100*added/perDatagram, rest)
 }
 
-// pairedString is a over b, paired by round: median (range).
+// pairedString is a over b, paired by round: median (range), for prose.
 func pairedString(a, b Stat) string {
 	r := newRatio(pairedRatios(a.All, b.All))
-	return r.String()
+	return fmt.Sprintf("%.2fx (%.2f-%.2f)", r.Median, r.Min, r.Max)
 }
 
 // limitVsService is how much faster than ptp through a Service the

@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -69,8 +70,9 @@ type lockstepFlow struct {
 type lockstepResult struct {
 	P50us   float64 `json:"p50_us,omitempty"` // rr: round trip
 	P99us   float64 `json:"p99_us,omitempty"`
-	Kpps    float64 `json:"kpps,omitempty"` // udp: received per second of the flow's turns
-	Samples int64   `json:"samples"`        // round trips, or datagrams received
+	Kpps    float64 `json:"kpps,omitempty"`  // udp: received per second of the flow's turns
+	PerS    float64 `json:"per_s,omitempty"` // crr: connections per second of the flow's turns
+	Samples int64   `json:"samples"`         // round trips, or datagrams received
 }
 
 // lockstep measures flows in turns for total (each flow gets total/len),
@@ -84,8 +86,11 @@ func (b *bench) lockstep(ctx context.Context, mode string, flows []flow, total t
 	}
 	cfg := lockstepConfig{Mode: mode, Seconds: total.Seconds()}
 	port := iperfPort
-	if mode == "rr" {
+	switch mode {
+	case "rr":
 		port = rrPort
+	case "crr":
+		port = crrPort // the caller runs the crr-servers
 	}
 	echo := map[string]bool{}
 	for _, f := range flows {
@@ -280,7 +285,7 @@ func connected(nsPath string, typ int, addr netip.AddrPort) (int, error) {
 			unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
 			unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
 		}
-		if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: addr.Addr().As4(), Port: int(addr.Port())}); err != nil {
+		if err := connectFD(fd, addr); err != nil {
 			unix.Close(fd)
 			return -1, fmt.Errorf("connect %s in %s: %w", addr, nsPath, err)
 		}
@@ -288,13 +293,69 @@ func connected(nsPath string, typ int, addr netip.AddrPort) (int, error) {
 	})
 }
 
-// joinCgroup moves the process into a source's cgroup: a socket belongs to
-// its maker's cgroup, where podvnet's socket hooks run.
-func joinCgroup(procs string) error {
-	if err := os.WriteFile(procs, []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
-		return fmt.Errorf("join the source's cgroup %s: %w", procs, err)
+// cgroupMover moves the process between its flows' cgroups: a socket
+// belongs to its maker's cgroup, where podvnet's socket hooks run. A flow
+// without one ("") has its sockets made in the cgroup the process started
+// in.
+type cgroupMover struct {
+	home string // cgroup.procs of the cgroup v2 the process started in
+	now  string // "" until the first move
+}
+
+// newCgroupMover records where the process started, if any flow needs
+// moving at all.
+func newCgroupMover(flows []lockstepFlow) (*cgroupMover, error) {
+	m := &cgroupMover{}
+	if !slices.ContainsFunc(flows, func(f lockstepFlow) bool { return f.Cgroup != "" }) {
+		return m, nil
 	}
+	root, err := cgroup2Mount()
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return nil, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if path, ok := strings.CutPrefix(line, "0::"); ok {
+			m.home = filepath.Join(root, path, "cgroup.procs")
+			return m, nil
+		}
+	}
+	return nil, errors.New("/proc/self/cgroup: no cgroup v2 entry (0::)")
+}
+
+// join moves the process into procs' cgroup ("": the one it started in),
+// unless it is there.
+func (m *cgroupMover) join(procs string) error {
+	if procs == m.now {
+		return nil
+	}
+	target := procs
+	if target == "" {
+		target = m.home
+	}
+	if err := os.WriteFile(target, []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
+		return fmt.Errorf("join the cgroup %s: %w", target, err)
+	}
+	m.now = procs
 	return nil
+}
+
+// cgroup2Mount is where the cgroup v2 hierarchy is mounted (on a hybrid
+// machine, beside the v1 controllers).
+func cgroup2Mount() (string, error) {
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 2 && f[2] == "cgroup2" {
+			return f[1], nil
+		}
+	}
+	return "", errors.New("no cgroup2 mounted: the socket hooks need one")
 }
 
 func runLockstep(cfg lockstepConfig) ([]lockstepResult, error) {
@@ -315,21 +376,24 @@ func runLockstep(cfg lockstepConfig) ([]lockstepResult, error) {
 		return lockstepRR(cfg, addrs, turn)
 	case "udp":
 		return lockstepUDP(cfg, addrs, turn)
+	case "crr":
+		return lockstepCRR(cfg, addrs, turn)
 	}
-	return nil, fmt.Errorf("mode %q: want rr or udp", cfg.Mode)
+	return nil, fmt.Errorf("mode %q: want rr, udp or crr", cfg.Mode)
 }
 
-// turns calls run(i, until) for flow after flow, slice by slice in an
+// turns calls run(i, slice) for flow after flow, slice by slice in an
 // order shuffled anew each cycle, until every flow has had its time, after
-// one unmeasured warm-up turn each (measure false).
-func turns(n int, each time.Duration, run func(i int, until time.Time, measure bool)) {
+// one unmeasured warm-up turn each (measure false). A turn's clock starts
+// in run, after whatever it must do first.
+func turns(n int, each time.Duration, run func(i int, slice time.Duration, measure bool)) {
 	for i := range n {
-		run(i, time.Now().Add(5*time.Millisecond), false)
+		run(i, 5*time.Millisecond, false)
 	}
 	order := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0))
 	for done := time.Duration(0); done < each; done += lockstepSlice {
 		for _, i := range order.Perm(n) {
-			run(i, time.Now().Add(min(lockstepSlice, each-done)), true)
+			run(i, min(lockstepSlice, each-done), true)
 		}
 	}
 }
@@ -337,7 +401,8 @@ func turns(n int, each time.Duration, run func(i int, until time.Time, measure b
 // connectAll makes every flow's socket of typ in its source's namespace
 // and cgroup, connected to its address; close closes them (also those made
 // before an error). The process stays in the last cgroup it joined: the
-// flows without one come first, and the receiving sockets are made before.
+// flows without one come first (no move at all), and the receiving sockets
+// are made before.
 func connectAll(cfg lockstepConfig, addrs []netip.AddrPort, typ int) (fds []int, close func(), err error) {
 	fds = make([]int, len(addrs))
 	for i := range fds {
@@ -355,13 +420,13 @@ func connectAll(cfg lockstepConfig, addrs []netip.AddrPort, typ int) (fds []int,
 		order[i] = i
 	}
 	slices.SortStableFunc(order, func(a, b int) int { return strings.Compare(cfg.Flows[a].Cgroup, cfg.Flows[b].Cgroup) })
-	joined := ""
+	mover, err := newCgroupMover(cfg.Flows)
+	if err != nil {
+		return fds, close, err
+	}
 	for _, i := range order {
-		if cg := cfg.Flows[i].Cgroup; cg != joined {
-			if err := joinCgroup(cg); err != nil {
-				return fds, close, err
-			}
-			joined = cg
+		if err := mover.join(cfg.Flows[i].Cgroup); err != nil {
+			return fds, close, err
 		}
 		if fds[i], err = connected(cfg.Flows[i].SrcNS, typ, addrs[i]); err != nil {
 			return fds, close, err
@@ -385,7 +450,8 @@ func lockstepRR(cfg lockstepConfig, addrs []netip.AddrPort, each time.Duration) 
 	}
 	msg := make([]byte, msgSize)
 	var failed error
-	turns(len(fds), each, func(i int, until time.Time, measure bool) {
+	turns(len(fds), each, func(i int, slice time.Duration, measure bool) {
+		until := time.Now().Add(slice)
 		for failed == nil {
 			t0 := time.Now()
 			if err := writeFull(fds[i], msg); err != nil {
@@ -531,10 +597,11 @@ func lockstepUDP(cfg lockstepConfig, addrs []netip.AddrPort, each time.Duration)
 	}
 	active := make([]time.Duration, len(tx))
 	msg := make([]byte, msgSize)
-	turns(len(tx), each, func(i int, until time.Time, measure bool) {
+	turns(len(tx), each, func(i int, slice time.Duration, measure bool) {
 		msg[0] = byte(i)
 		counting[i].Store(measure)
 		start := time.Now()
+		until := start.Add(slice)
 		for {
 			// Errors (a full queue, an ICMP error reported) are lost
 			// datagrams, as for iperf3; the count is the receiver's.
@@ -565,4 +632,130 @@ func lockstepUDP(cfg lockstepConfig, addrs []netip.AddrPort, each time.Duration)
 		res[i] = lockstepResult{Samples: n, Kpps: float64(n) / active[i].Seconds() / 1000}
 	}
 	return res, nil
+}
+
+// lockstepCRR opens one connection per request (connect, a byte each way,
+// closed with a reset so that no TIME_WAIT is left), turn by turn, on vCPU
+// 0: each turn first moves the process into the flow's cgroup (the
+// connect() hook runs there) and the thread into its namespace, then
+// starts its clock. The servers are the flows' crr-servers.
+func lockstepCRR(cfg lockstepConfig, addrs []netip.AddrPort, each time.Duration) ([]lockstepResult, error) {
+	if err := pinThread(0); err != nil { // also locks the thread: setns is per thread
+		return nil, err
+	}
+	mover, err := newCgroupMover(cfg.Flows)
+	if err != nil {
+		return nil, err
+	}
+	self, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(self)
+	ns := make([]int, len(addrs))
+	for i, f := range cfg.Flows {
+		if ns[i], err = unix.Open(f.SrcNS, unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
+			return nil, fmt.Errorf("open %s: %w", f.SrcNS, err)
+		}
+		defer unix.Close(ns[i])
+	}
+	done := make([]int64, len(addrs))
+	active := make([]time.Duration, len(addrs))
+	var failed error
+	turns(len(addrs), each, func(i int, slice time.Duration, measure bool) {
+		if failed != nil {
+			return
+		}
+		if failed = mover.join(cfg.Flows[i].Cgroup); failed != nil {
+			return
+		}
+		if err := unix.Setns(ns[i], unix.CLONE_NEWNET); err != nil {
+			failed = fmt.Errorf("enter %s: %w", cfg.Flows[i].SrcNS, err)
+			return
+		}
+		start := time.Now()
+		n := int64(0)
+		for until := start.Add(slice); time.Now().Before(until); n++ {
+			if err := connectRequestClose(addrs[i]); err != nil {
+				failed = fmt.Errorf("from %s, after %d connections: %w", cfg.Flows[i].SrcNS, n, err)
+				break
+			}
+		}
+		if measure {
+			done[i] += n
+			active[i] += time.Since(start)
+		}
+		if err := unix.Setns(self, unix.CLONE_NEWNET); err != nil && failed == nil {
+			failed = fmt.Errorf("back to the own namespace: %w", err)
+		}
+	})
+	if failed != nil {
+		return nil, failed
+	}
+	res := make([]lockstepResult, len(addrs))
+	for i := range res {
+		res[i] = lockstepResult{Samples: done[i]}
+		if active[i] > 0 {
+			res[i].PerS = float64(done[i]) / active[i].Seconds()
+		}
+	}
+	return res, nil
+}
+
+// connectRequestClose is one CRR transaction to addr from the thread's
+// namespace; a path that breaks fails it in seconds, not when TCP gives up.
+func connectRequestClose(addr netip.AddrPort) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	tv := unix.Timeval{Sec: 2}
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv) // also bounds connect()
+	if err := connectFD(fd, addr); err != nil {
+		return fmt.Errorf("connect %s: %w", addr, err)
+	}
+	var b [1]byte
+	if err := writeFull(fd, b[:]); err != nil {
+		return fmt.Errorf("request to %s: %w", addr, err)
+	}
+	if err := readFull(fd, b[:]); err != nil {
+		return fmt.Errorf("answer from %s: %w", addr, err)
+	}
+	return unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+}
+
+// connectFD connects a blocking socket to addr. A signal (the Go runtime
+// preempts with SIGURG) interrupts connect() but not the handshake: then
+// it waits for the handshake's end, up to 2 s.
+func connectFD(fd int, addr netip.AddrPort) error {
+	err := unix.Connect(fd, &unix.SockaddrInet4{Addr: addr.Addr().As4(), Port: int(addr.Port())})
+	if err != unix.EINTR {
+		return err
+	}
+	for deadline := time.Now().Add(2 * time.Second); ; {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return unix.ETIMEDOUT
+		}
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}, int(left.Milliseconds())+1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("poll: %w", err)
+		}
+		if n == 0 {
+			return unix.ETIMEDOUT
+		}
+		soErr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		if err != nil {
+			return err
+		}
+		if soErr != 0 {
+			return unix.Errno(soErr)
+		}
+		return nil
+	}
 }

@@ -95,9 +95,10 @@ tested): a ratio that close to its goal says little either way.
 			"reference ptp plugin with the real kube-proxy of the pinned release in nftables and iptables modes,\n"+
 			"and the bpf configuration's two pods without a Service. Every configuration runs at once on one VNet and\n"+
 			"API server, each on a node pair of its own (an agent's mode and kube-proxy's rules are a node's) with a\n"+
-			"measured Service of its own, so UDP and RR measure all rows in lockstep as the data path's are\n"+
-			"(%d rounds; ratios paired by round). TCP connect/request/close: one connection per one-byte request and\n"+
-			"answer, closed with a reset (no TIME_WAIT), one client; row by row in an order shuffled every round.\n\n", thousands(r.ServicesLoaded), r.Rounds)
+			"measured Service of its own, so that UDP, RR and TCP connect/request/close measure all rows in lockstep\n"+
+			"as the data path's are (%d rounds; ratios paired by round). TCP connect/request/close: one connection per\n"+
+			"one-byte request and answer, closed with a reset (no TIME_WAIT), one client on vCPU 0, which joins the\n"+
+			"row's cgroup before its turn's clock starts.\n\n", thousands(r.ServicesLoaded), r.Rounds)
 		markdownTable(w, r.servicesTable())
 		fmt.Fprintf(w, "\nAn endpoint added to or removed from the measured Service's EndpointSlice, one change at a time, until\n"+
 			"every node has it: podvnet's maps read every millisecond until the frontend's count shows it; kube-proxy's own\n"+

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -163,10 +162,8 @@ func (b *bench) servicesPhase(ctx context.Context, kubeDir string, services int)
 }
 
 // measureServices measures every configuration's Service, and the bpf
-// configuration's client to its server directly, round by round: UDP and
-// RR of all rows in lockstep (lockstep.go), then CRR row by row in an
-// order shuffled every round, so that no row always follows another's
-// connection storm.
+// configuration's client to its server directly, round by round: UDP, RR
+// and CRR, each with all rows in lockstep (lockstep.go).
 func (b *bench) measureServices(ctx context.Context, beds []*svcBed) error {
 	var rows []*ServiceRow
 	var flows []flow
@@ -179,27 +176,25 @@ func (b *bench) measureServices(ctx context.Context, beds []*svcBed) error {
 		}
 	}
 	samples := make([][3][]float64, len(rows))
-	order := rand.New(rand.NewPCG(orderSeed, 0))
 	for round := range b.rounds {
 		b.logf("services round %d of %d: %d rows in lockstep", round+1, b.rounds, len(rows))
 		dur := b.dur * time.Duration(len(flows))
+		// The flows' names hold the plugin and nodes, which name the
+		// configuration.
 		udp, err := b.lockstep(ctx, "udp", flows, dur)
 		if err != nil {
-			return err
+			return fmt.Errorf("services round %d: %w", round+1, err)
 		}
 		rr, err := b.lockstep(ctx, "rr", flows, dur)
 		if err != nil {
-			return err
+			return fmt.Errorf("services round %d: %w", round+1, err)
 		}
-		for _, i := range order.Perm(len(flows)) {
-			crr, err := b.crrRate(ctx, flows[i], b.dur)
-			if err != nil {
-				return err
-			}
-			samples[i][2] = append(samples[i][2], crr)
+		crr, err := b.lockstep(ctx, "crr", flows, dur)
+		if err != nil {
+			return fmt.Errorf("services round %d: %w", round+1, err)
 		}
 		for i := range rows {
-			samples[i][0], samples[i][1] = append(samples[i][0], udp[i].Kpps), append(samples[i][1], rr[i].P50us)
+			samples[i][0], samples[i][1], samples[i][2] = append(samples[i][0], udp[i].Kpps), append(samples[i][1], rr[i].P50us), append(samples[i][2], crr[i].PerS)
 		}
 	}
 	for i, r := range rows {
@@ -223,21 +218,26 @@ func (b *bench) changesAlone(ctx context.Context, cs kubernetes.Interface, beds 
 		var paused []*svcBed
 		for _, o := range beds {
 			if o != bed && len(o.kps) > 0 {
-				o.signal(syscall.SIGSTOP)
+				o.pause()
 				paused = append(paused, o)
 			}
 		}
 		err := b.endpointChanges(ctx, cs, bed)
+		if err != nil {
+			err = bed.failed(err)
+		}
 		for _, o := range paused {
-			o.signal(syscall.SIGCONT)
+			o.resume()
 		}
 		// Resumed, they sync what they missed: wait for them to be done
 		// before the next configuration's changes are timed.
 		for _, o := range paused {
-			err = errors.Join(err, o.settle())
+			if err == nil {
+				err = o.settle(ctx)
+			}
 		}
 		if err != nil {
-			return bed.failed(err)
+			return err
 		}
 	}
 	return nil
@@ -252,6 +252,7 @@ type svcBed struct {
 	cip            netip.Addr
 	client, server *pod
 	kps            []*exec.Cmd
+	pausedAt       time.Time      // when its kube-proxies were last paused
 	undo           []func() error // what startBed made, undone in reverse by close
 }
 
@@ -351,54 +352,62 @@ func (bed *svcBed) failed(err error) error {
 	return fmt.Errorf("%s: %w", bed.cfg.path, err)
 }
 
-// signal sends sig to the configuration's kube-proxies.
-func (bed *svcBed) signal(sig syscall.Signal) {
+// pause stops the configuration's kube-proxies (SIGSTOP).
+func (bed *svcBed) pause() {
+	bed.pausedAt = time.Now()
 	for _, kp := range bed.kps {
-		kp.Process.Signal(sig)
+		kp.Process.Signal(syscall.SIGSTOP)
 	}
 }
 
-// settle waits until the configuration's kube-proxies have synced what
-// they missed: their count of programmed changes has held for 2 s.
-func (bed *svcBed) settle() error {
-	last := make([]float64, len(bed.nodes))
+// resume lets the configuration's kube-proxies run again (SIGCONT).
+func (bed *svcBed) resume() {
+	for _, kp := range bed.kps {
+		kp.Process.Signal(syscall.SIGCONT)
+	}
+}
+
+// settle waits until the configuration's resumed kube-proxies have synced
+// the changes they missed while paused: each has queued a sync since the
+// pause and finished its last queued one, and that has held for 2 s.
+func (bed *svcBed) settle(ctx context.Context) error {
+	since := float64(bed.pausedAt.UnixNano()) / 1e9
+	last := make([]kubeProxyMetrics, len(bed.nodes))
 	held := 0
-	return pollEvery(500*time.Millisecond, 2*time.Minute, bed.cfg.path+": kube-proxy done with the changes it missed", func() bool {
-		same := true
+	var lastErr error
+	err := pollEvery(500*time.Millisecond, 2*time.Minute, "kube-proxy done with the changes it missed while paused", func() bool {
+		if lastErr = ctx.Err(); lastErr != nil {
+			return true
+		}
+		done := true
 		for i, n := range bed.nodes {
-			l, err := readKubeProxyLatency(n)
+			m, err := readKubeProxyMetrics(n)
 			if err != nil {
-				same = false
+				lastErr, done = fmt.Errorf("%s: %w", n.Name, err), false
 				continue
 			}
-			same = same && l.count == last[i]
-			last[i] = l.count
+			done = done && m.lastQueued > since && m.lastSync >= m.lastQueued && m == last[i]
+			last[i] = m
 		}
-		if !same {
+		if !done {
 			held = 0
 			return false
 		}
 		held++
 		return held >= 4
 	})
+	if err := errors.Join(err, lastErr); err != nil {
+		return bed.failed(err)
+	}
+	return nil
 }
 
 // podCgroup makes a cgroup for the benchmark's pods on the machine's cgroup
 // v2 hierarchy, as kubelet's kubepods is: the agent attaches the socket
 // hooks there, and nothing else on the machine is in it.
 func podCgroup(prefix string) (root, dir string, err error) {
-	b, err := os.ReadFile("/proc/self/mounts")
-	if err != nil {
+	if root, err = cgroup2Mount(); err != nil {
 		return "", "", err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 2 && f[2] == "cgroup2" {
-			root = f[1]
-			break
-		}
-	}
-	if root == "" {
-		return "", "", errors.New("no cgroup2 mounted: the socket hooks need one")
 	}
 	dir = prefix + "-bench-pods"
 	if err := os.Mkdir(filepath.Join(root, dir), 0o755); err != nil && !errors.Is(err, os.ErrExist) {
@@ -604,11 +613,11 @@ func (b *bench) endpointChanges(ctx context.Context, cs kubernetes.Interface, be
 		if i%2 == 0 {
 			extra, want = []netip.Addr{netip.AddrFrom4([4]byte{10, 240, 220, byte(i + 1)})}, 2
 		}
-		before := make([]kubeProxyLatency, len(nodes))
+		before := make([]kubeProxyMetrics, len(nodes))
 		if cfg.kubeProxy != "" {
 			for j, n := range nodes {
 				var err error
-				if before[j], err = readKubeProxyLatency(n); err != nil {
+				if before[j], err = readKubeProxyMetrics(n); err != nil {
 					return err
 				}
 			}
@@ -633,7 +642,7 @@ func (b *bench) endpointChanges(ctx context.Context, cs kubernetes.Interface, be
 					d = time.Since(start)
 					return err == nil && ok && int(f.Count) == want
 				}
-				now, err := readKubeProxyLatency(n)
+				now, err := readKubeProxyMetrics(n)
 				if err != nil || now.count == before[j].count {
 					return false
 				}
@@ -665,12 +674,15 @@ func percentileF(xs []float64, p float64) float64 {
 	return s[max(0, int(math.Ceil(p*float64(len(s))))-1)]
 }
 
-type kubeProxyLatency struct{ sum, count float64 }
+// kubeProxyMetrics: kube-proxy's network programming duration (sum and
+// count of its histogram), and when it last queued and last finished a
+// sync of its rules (Unix seconds).
+type kubeProxyMetrics struct{ sum, count, lastQueued, lastSync float64 }
 
-// readKubeProxyLatency reads kube-proxy's network programming duration in
-// a node's network namespace.
-func readKubeProxyLatency(n *vnet.Node) (kubeProxyLatency, error) {
-	var l kubeProxyLatency
+// readKubeProxyMetrics reads kube-proxy's metrics in a node's network
+// namespace.
+func readKubeProxyMetrics(n *vnet.Node) (kubeProxyMetrics, error) {
+	var l kubeProxyMetrics
 	resp, err := vnet.HTTPClient(n.NS, 2*time.Second).Get("http://127.0.0.1:10249/metrics")
 	if err != nil {
 		return l, err
@@ -690,6 +702,10 @@ func readKubeProxyLatency(n *vnet.Node) (kubeProxyLatency, error) {
 			l.sum += v
 		case "kubeproxy_network_programming_duration_seconds_count":
 			l.count += v
+		case "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds":
+			l.lastQueued = max(l.lastQueued, v)
+		case "kubeproxy_sync_proxy_rules_last_timestamp_seconds":
+			l.lastSync = max(l.lastSync, v)
 		}
 	}
 	return l, sc.Err()
@@ -786,18 +802,6 @@ func (b *bench) crrRate(ctx context.Context, f flow, d time.Duration) (float64, 
 }
 
 // serviceRow returns the row of path, or nil.
-// bpfVsDirect is a metric of the ClusterIP over the direct path's in the
-// bpf configuration, paired by round (both are measured in each); nil
-// without both rows.
-func (r *Results) bpfVsDirect(metric func(*ServiceRow) Stat) *Ratio {
-	bpf, direct := r.serviceRow(pathBPF), r.serviceRow(pathDirect)
-	if bpf == nil || direct == nil {
-		return nil
-	}
-	ratio := newRatio(pairedRatios(metric(bpf).All, metric(direct).All))
-	return &ratio
-}
-
 func (r *Results) serviceRow(path string) *ServiceRow {
 	for i := range r.Services {
 		if r.Services[i].Path == path {

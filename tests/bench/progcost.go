@@ -53,6 +53,7 @@ var progModes = []struct {
 const (
 	pathCachedNextHop = "pod -> pod on another node (cached next hop, redirect)"
 	pathFromNIC       = "VNet -> local pod (redirect_peer)"
+	pathSameNode      = "pod -> pod on the same node (redirect_peer)"
 )
 
 // progCost loads the data path in a private netns and bpffs and times each
@@ -125,7 +126,7 @@ func (b *bench) progCost() (err error) {
 		{maps.HookPod, pathCachedNextHop, tcp(podA, remote, podAMAC, hostAMAC), true, maps.ReasonPodToNIC, false},
 		{maps.HookPod, pathCachedNextHop + ", NetworkPolicy", tcp(podA, remote, podAMAC, hostAMAC), true, maps.ReasonPodToNIC, true},
 		{maps.HookPod, "pod -> pod on another node (redirect_neigh)", tcp(podA, remote, podAMAC, hostAMAC), false, maps.ReasonPodToNICNeigh, false},
-		{maps.HookPod, "pod -> pod on the same node (redirect_peer)", tcp(podA, podB, podAMAC, hostAMAC), false, maps.ReasonPodToLocal, false},
+		{maps.HookPod, pathSameNode, tcp(podA, podB, podAMAC, hostAMAC), false, maps.ReasonPodToLocal, false},
 		{maps.HookNIC, pathFromNIC, tcp(remote, podA, mac("12:34:56:78:9a:bc"), lo), false, maps.ReasonNICToLocal, false},
 		{maps.HookNIC, pathFromNIC + ", NetworkPolicy", tcp(remote, podA, mac("12:34:56:78:9a:bc"), lo), false, maps.ReasonNICToLocal, true},
 	}

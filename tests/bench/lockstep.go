@@ -13,8 +13,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -32,11 +34,13 @@ import (
 )
 
 // The tool's commands: the benchmark binary run as `lockstep CONFIG` (the
-// client side, see lockstepConfig) or `rr-echo PORT` (the round trip's
-// server, in the destination's namespace).
+// client side, see lockstepConfig), or as a server in the destination's
+// namespace: `rr-echo PORT` (the round trip's) or `crr-server PORT`
+// (answers each connection's byte with one and closes).
 const (
-	lockstepCmd = "lockstep"
-	rrEchoCmd   = "rr-echo"
+	lockstepCmd  = "lockstep"
+	rrEchoCmd    = "rr-echo"
+	crrServerCmd = "crr-server"
 )
 
 const (
@@ -54,7 +58,7 @@ const (
 
 // lockstepConfig is what the client side is told, as JSON in its argument.
 type lockstepConfig struct {
-	Mode    string         `json:"mode"` // rr or udp
+	Mode    string         `json:"mode"` // rr, udp or crr
 	Seconds float64        `json:"seconds"`
 	Flows   []lockstepFlow `json:"flows"`
 }
@@ -77,8 +81,9 @@ type lockstepResult struct {
 
 // lockstep measures flows in turns for total (each flow gets total/len),
 // in one process: mode "rr" (TCP ping-pong of msgSize bytes, client and
-// echo server on vCPU 0) or "udp" (a flood of msgSize-byte datagrams,
-// sender on vCPU 0, receiver on vCPU 1).
+// echo server on vCPU 0), "udp" (a flood of msgSize-byte datagrams, sender
+// on vCPU 0, receiver on vCPU 1) or "crr" (a connection per one-byte
+// request, client on vCPU 0; the caller runs the flows' crr-servers).
 func (b *bench) lockstep(ctx context.Context, mode string, flows []flow, total time.Duration) ([]lockstepResult, error) {
 	self, err := os.Executable()
 	if err != nil {
@@ -90,7 +95,7 @@ func (b *bench) lockstep(ctx context.Context, mode string, flows []flow, total t
 	case "rr":
 		port = rrPort
 	case "crr":
-		port = crrPort // the caller runs the crr-servers
+		port = crrPort
 	}
 	echo := map[string]bool{}
 	for _, f := range flows {
@@ -147,6 +152,8 @@ func lockstepMain(args []string) (bool, error) {
 			return true, err
 		}
 		return true, rrEcho(port)
+	case crrServerCmd:
+		return true, crrServe(args[2])
 	case lockstepCmd:
 		var cfg lockstepConfig
 		if err := json.Unmarshal([]byte(args[2]), &cfg); err != nil {
@@ -197,9 +204,35 @@ func rrEcho(port int) error {
 	}
 }
 
-func readFull(fd int, b []byte) error {
+// crrServe answers one byte on every connection to port with one byte and
+// closes it.
+func crrServe(port string) error {
+	ln, err := net.Listen("tcp4", ":"+port)
+	if err != nil {
+		return err
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer c.Close()
+			var b [1]byte
+			if _, err := io.ReadFull(c, b[:]); err == nil {
+				c.Write(b[:])
+			}
+		}()
+	}
+}
+
+func readFull(fd int, b []byte) error  { return full(unix.Read, fd, b) }
+func writeFull(fd int, b []byte) error { return full(unix.Write, fd, b) }
+
+// full moves all of b with op (read or write), through signals.
+func full(op func(int, []byte) (int, error), fd int, b []byte) error {
 	for off := 0; off < len(b); {
-		n, err := unix.Read(fd, b[off:])
+		n, err := op(fd, b[off:])
 		if err == unix.EINTR {
 			continue
 		}
@@ -208,20 +241,6 @@ func readFull(fd int, b []byte) error {
 		}
 		if n == 0 {
 			return errors.New("connection closed")
-		}
-		off += n
-	}
-	return nil
-}
-
-func writeFull(fd int, b []byte) error {
-	for off := 0; off < len(b); {
-		n, err := unix.Write(fd, b[off:])
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return err
 		}
 		off += n
 	}

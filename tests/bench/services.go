@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -138,9 +137,9 @@ func (b *bench) servicesPhase(ctx context.Context, kubeDir string, services int)
 		}
 	}
 	for _, bed := range beds {
-		via := flow{src: bed.client.peer, dst: bed.server.peer, addr: bed.cip}
+		via := []flow{{src: bed.client.peer, dst: bed.server.peer, addr: bed.cip}}
 		if err := waitFor(3*time.Minute, bed.cfg.path+": the Service answers", func() bool {
-			_, err := b.crrRate(ctx, via, 100*time.Millisecond)
+			_, err := b.lockstep(ctx, "crr", via, 100*time.Millisecond)
 			return err == nil
 		}); err != nil {
 			return bed.failed(err)
@@ -711,73 +710,6 @@ func readKubeProxyMetrics(n *vnet.Node) (kubeProxyMetrics, error) {
 	return l, sc.Err()
 }
 
-// The CRR tool: the benchmark binary itself, run in a pod's namespace as
-// `crr-server PORT` (answers each connection's byte with one and closes)
-// or `crr-client ADDR SECONDS` (one connection per request, prints the
-// completed ones per second).
-const (
-	crrServerCmd = "crr-server"
-	crrClientCmd = "crr-client"
-)
-
-// crrMain runs the CRR tool's side named by args, or reports false.
-func crrMain(args []string) (bool, error) {
-	if len(args) < 3 {
-		return false, nil
-	}
-	switch args[1] {
-	case crrServerCmd:
-		ln, err := net.Listen("tcp4", ":"+args[2])
-		if err != nil {
-			return true, err
-		}
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return true, err
-			}
-			go func() {
-				defer c.Close()
-				var b [1]byte
-				if _, err := io.ReadFull(c, b[:]); err == nil {
-					c.Write(b[:])
-				}
-			}()
-		}
-	case crrClientCmd:
-		if len(args) < 4 {
-			return true, errors.New("crr-client ADDR SECONDS")
-		}
-		secs, err := strconv.ParseFloat(args[3], 64)
-		if err != nil {
-			return true, err
-		}
-		n, start := 0, time.Now()
-		d := net.Dialer{Timeout: 2 * time.Second}
-		for end := start.Add(time.Duration(secs * float64(time.Second))); time.Now().Before(end); n++ {
-			c, err := d.Dial("tcp4", args[2])
-			if err != nil {
-				return true, fmt.Errorf("after %d connections: %w", n, err)
-			}
-			var b [1]byte
-			_, err = c.Write(b[:])
-			if err == nil {
-				_, err = io.ReadFull(c, b[:])
-			}
-			// Reset, not FIN: thousands of connections a second must not
-			// leave the client's ports in TIME_WAIT.
-			c.(*net.TCPConn).SetLinger(0)
-			c.Close()
-			if err != nil {
-				return true, err
-			}
-		}
-		fmt.Printf("%.1f\n", float64(n)/time.Since(start).Seconds())
-		return true, nil
-	}
-	return false, nil
-}
-
 // crrServer starts the CRR server in dst.
 func (b *bench) crrServer(ctx context.Context, dst peer) (func(), error) {
 	self, err := os.Executable()
@@ -785,20 +717,6 @@ func (b *bench) crrServer(ctx context.Context, dst peer) (func(), error) {
 		return nil, err
 	}
 	return server(ctx, dst, crrPort, dst.cmd(ctx, 1, self, crrServerCmd, strconv.Itoa(crrPort)))
-}
-
-// crrRate is f's TCP connect/request/close rate over d, client and server
-// on different vCPUs.
-func (b *bench) crrRate(ctx context.Context, f flow, d time.Duration) (float64, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return 0, err
-	}
-	out, err := f.src.cmd(ctx, 0, self, crrClientCmd, netip.AddrPortFrom(f.addr, crrPort).String(), strconv.FormatFloat(d.Seconds(), 'f', 3, 64)).CombinedOutput()
-	if err != nil {
-		return 0, fmt.Errorf("crr %s: %w: %s", f, err, snippet(out))
-	}
-	return strconv.ParseFloat(strings.TrimSpace(string(out)), 64)
 }
 
 // serviceRow returns the row of path, or nil.

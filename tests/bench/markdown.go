@@ -93,7 +93,8 @@ tested): a ratio that close to its goal says little either way.
 			"EndpointSlice) in the API server (tests/cluster's etcd and kube-apiserver): podvnet serving Services\n"+
 			"itself (--service-mode bpf; the client's connect() translated by the socket hook), podvnet and the\n"+
 			"reference ptp plugin with the real kube-proxy of the pinned release in nftables and iptables modes,\n"+
-			"and the bpf configuration's two pods without a Service. Every configuration runs at once on one VNet and\n"+
+			"the bpf configuration's two pods without a Service, and the node-to-node limit (node eth0 to node eth0 on a\n"+
+			"pair of nodes that runs nothing). Every configuration runs at once on one VNet and\n"+
 			"API server, each on a node pair of its own (an agent's mode and kube-proxy's rules are a node's) with a\n"+
 			"measured Service of its own, so that UDP, RR and TCP connect/request/close measure all rows in lockstep\n"+
 			"as the data path's are (%d rounds; ratios paired by round). TCP connect/request/close: one connection per\n"+

@@ -86,6 +86,9 @@ func svcConfigs() []svcConfig {
 const (
 	pathDirect = "podvnet direct (no Service)"
 	pathBPF    = "podvnet bpf"
+	// pathLimit is node eth0 to node eth0 on a pair that runs nothing:
+	// the fabric's own round trip, which no pod path can beat.
+	pathLimit = "node-to-node limit (no pod, no Service)"
 )
 
 // servicesPhase runs every svcConfig at once on one control plane and
@@ -105,7 +108,8 @@ func (b *bench) servicesPhase(ctx context.Context, kubeDir string, services int)
 		return fmt.Errorf("PODVNET_BENCH_SERVICE_PATHS=%q names no configuration of the services phase", only)
 	}
 	work := filepath.Join(b.work, "services")
-	c, err := cluster.NewControlPlane(ctx, cluster.Options{WorkDir: work, KubeDir: kubeDir, Nodes: 2 * len(cfgs), BinDir: b.binDir,
+	// The last node pair runs nothing: its nodes measure the limit.
+	c, err := cluster.NewControlPlane(ctx, cluster.Options{WorkDir: work, KubeDir: kubeDir, Nodes: 2*len(cfgs) + 2, BinDir: b.binDir,
 		Prefix: b.prefix + "s", Log: logWriter{b}, AlignedPools: true})
 	if err != nil {
 		return err
@@ -136,6 +140,16 @@ func (b *bench) servicesPhase(ctx context.Context, kubeDir string, services int)
 			return bed.failed(err)
 		}
 	}
+	limit := flow{src: nodePeer(c.VNet.Nodes[2*len(cfgs)]), dst: nodePeer(c.VNet.Nodes[2*len(cfgs)+1])}
+	limit.addr = limit.dst.ip
+	if err := reachable(ctx, limit); err != nil {
+		return fmt.Errorf("%s: %w", pathLimit, err)
+	}
+	stopCRR, err := b.crrServer(ctx, limit.dst)
+	if err != nil {
+		return fmt.Errorf("%s: %w", pathLimit, err)
+	}
+	defer stopCRR()
 	for _, bed := range beds {
 		via := []flow{{src: bed.client.peer, dst: bed.server.peer, addr: bed.cip}}
 		if err := waitFor(3*time.Minute, bed.cfg.path+": the Service answers", func() bool {
@@ -154,18 +168,19 @@ func (b *bench) servicesPhase(ctx context.Context, kubeDir string, services int)
 			return fmt.Errorf("%s: flush conntrack: %w", n.Name, err)
 		}
 	}
-	if err := b.measureServices(ctx, beds); err != nil {
+	if err := b.measureServices(ctx, beds, limit); err != nil {
 		return err
 	}
 	return b.changesAlone(ctx, cs, beds)
 }
 
-// measureServices measures every configuration's Service, and the bpf
-// configuration's client to its server directly, round by round: UDP, RR
-// and CRR, each with all rows in lockstep (lockstep.go).
-func (b *bench) measureServices(ctx context.Context, beds []*svcBed) error {
-	var rows []*ServiceRow
-	var flows []flow
+// measureServices measures every configuration's Service, the bpf
+// configuration's client to its server directly, and the node-to-node
+// limit, round by round: UDP, RR and CRR, each with all rows in lockstep
+// (lockstep.go).
+func (b *bench) measureServices(ctx context.Context, beds []*svcBed, limit flow) error {
+	rows := []*ServiceRow{{Path: pathLimit}}
+	flows := []flow{limit}
 	for _, bed := range beds {
 		rows = append(rows, &ServiceRow{Path: bed.cfg.path})
 		flows = append(flows, flow{src: bed.client.peer, dst: bed.server.peer, addr: bed.cip})

@@ -235,8 +235,9 @@ func (r *Results) saveMarkdown(markdown string) error {
 	return os.WriteFile(markdown, md.Bytes(), 0o644)
 }
 
-// renderSaved writes the markdown report again from saved results: the
-// targets are judged and the prose written by this binary's code.
+// renderSaved writes the markdown report, and the results beside it, again
+// from saved results: the targets are judged and the prose written by this
+// binary's code.
 func renderSaved(saved, markdown string) error {
 	if markdown == "" {
 		return errors.New("--render needs --markdown: the report to write")
@@ -262,7 +263,7 @@ func renderSaved(saved, markdown string) error {
 	}
 	r.compare()
 	r.evaluate()
-	var md bytes.Buffer
-	r.writeMarkdown(&md)
-	return os.WriteFile(markdown, md.Bytes(), 0o644)
+	// The ratios and targets beside the report are judged again with it;
+	// the measurements are written back as they were read.
+	return r.saveMarkdown(markdown)
 }

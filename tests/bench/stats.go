@@ -161,7 +161,12 @@ func target(name, want string, got float64, unit string, met bool, goal float64)
 }
 
 func missedBy(got, goal float64) string {
-	return fmt.Sprintf("missed by %.0f%%", 100*math.Abs(got-goal)/goal)
+	pct := 100 * math.Abs(got-goal) / goal
+	if pct < 0.95 {
+		// Rounded to a whole percent it would read "missed by 0%".
+		return fmt.Sprintf("missed by %.1f%%", pct)
+	}
+	return fmt.Sprintf("missed by %.0f%%", pct)
 }
 
 // ratioTarget judges paired ratios against goal: met only when every

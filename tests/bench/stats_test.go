@@ -76,6 +76,7 @@ func TestRatioTarget(t *testing.T) {
 		{"at least, some rounds", []float64{1.25, 1.32, 1.35}, true, 1.3, targetWithinNoise, "within noise (rounds 1.25-1.35x)"},
 		{"at most, every round", []float64{0.8, 0.84, 0.85}, false, 0.85, targetMet, "met"},
 		{"at most, no round", []float64{0.9, 0.91, 0.95}, false, 0.85, targetMissed, "missed by 7%"},
+		{"at most, no round, by a hair", []float64{0.852, 0.853, 0.855}, false, 0.85, targetMissed, "missed by 0.4%"},
 		{"at most, some rounds", []float64{0.98, 1.01, 1.0}, false, 1.0, targetWithinNoise, "within noise (rounds 0.98-1.01x)"},
 		{"one round, median decides", []float64{0.97}, true, 1.0, targetMissed, "missed by 3% (1 round: noise unknown)"},
 	} {

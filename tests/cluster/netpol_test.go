@@ -849,6 +849,44 @@ func TestNetworkPolicyEgressToDNSOnly(t *testing.T) {
 	if _, err := c.WaitPodsReady(cx, dnsNS, "k8s-app=kube-dns", 1, 3*time.Minute); err != nil {
 		t.Fatal(err)
 	}
+	dnsIP := netip.MustParseAddr(svc.Spec.ClusterIP)
+	clients := []string{"x/a", "x/b", "x/c", "y/a"}
+	// failures asks the DNS Service over UDP and TCP from each client.
+	failures := func() []string {
+		var failed []string
+		for _, from := range clients {
+			results, err := m.clients[from].Connect(cx,
+				probe.Target{Proto: probe.UDP, Addr: probe.HostPort(dnsIP, 53), TimeoutMS: 2000},
+				probe.Target{Proto: probe.TCP, Addr: probe.HostPort(dnsIP, 53), TimeoutMS: 2000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range results {
+				if !r.OK || r.Reply != "dns" {
+					failed = append(failed, fmt.Sprintf("%s -> DNS Service %s: %s", from, r.Addr, r))
+				}
+			}
+		}
+		return failed
+	}
+	// The pod's readiness reaches each node's kube-proxy on its own time; a
+	// node that has not synced yet rejects the ClusterIP (no endpoints).
+	// Before the policy, every client must reach the Service.
+	var failed, first []string
+	ready, tries := time.Now(), 0
+	if err := eventually(time.Minute, func() bool {
+		if failed = failures(); tries == 0 {
+			first = failed
+		}
+		tries++
+		return len(failed) == 0
+	}); err != nil {
+		t.Fatalf("the DNS Service, before any policy: %v\n  %s", err, strings.Join(failed, "\n  "))
+	}
+	if len(first) > 0 {
+		t.Logf("the DNS Service answered every client %s after its pod was ready (round %d of asking; the first had %d failures, e.g. %s)",
+			time.Since(ready).Round(time.Millisecond), tries, len(first), first[0])
+	}
 	if err := m.apply(cx, npPolicy{ns: "x", name: "dns-only", types: egressOnly, egress: []npRule{{
 		peers: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": dnsNS}},
 			PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"k8s-app": "kube-dns"}}}},
@@ -858,19 +896,8 @@ func TestNetworkPolicyEgressToDNSOnly(t *testing.T) {
 	if err := m.await(cx, map[npProbe][]string{tcp80: {"x/*->*/*"}, udp80: {"x/*->*/*"}}); err != nil {
 		t.Fatal(err)
 	}
-	dnsIP := netip.MustParseAddr(svc.Spec.ClusterIP)
-	for _, from := range []string{"x/a", "x/b", "x/c", "y/a"} {
-		results, err := m.clients[from].Connect(cx,
-			probe.Target{Proto: probe.UDP, Addr: probe.HostPort(dnsIP, 53), TimeoutMS: 2000},
-			probe.Target{Proto: probe.TCP, Addr: probe.HostPort(dnsIP, 53), TimeoutMS: 2000})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range results {
-			if !r.OK || r.Reply != "dns" {
-				t.Errorf("%s -> DNS Service %s: %s", from, r.Addr, r)
-			}
-		}
+	for _, f := range failures() {
+		t.Errorf("under a DNS-only egress policy: %s", f)
 	}
 	// The DNS pod on another port is not DNS.
 	results, err := m.clients["x/a"].Connect(cx, probe.Target{Proto: probe.TCP, Addr: probe.HostPort(netip.MustParseAddr(dnsPodIP(t, c, dnsNS)), 80), TimeoutMS: 1000})

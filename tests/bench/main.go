@@ -33,14 +33,12 @@ func isSet(name string) bool {
 
 func main() {
 	// The benchmark binary is also the tools it runs in pods.
-	for _, tool := range []func([]string) (bool, error){lockstepMain} {
-		if ok, err := tool(os.Args); ok {
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "bench %s: %v\n", os.Args[1], err)
-				os.Exit(1)
-			}
-			return
+	if ok, err := lockstepMain(os.Args); ok {
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench %s: %v\n", os.Args[1], err)
+			os.Exit(1)
 		}
+		return
 	}
 	if err := run(); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)

@@ -255,12 +255,13 @@ func pairedString(a, b Stat) string {
 	return fmt.Sprintf("%.2fx (%.2f-%.2f)", r.Median, r.Min, r.Max)
 }
 
-// limitVsService says what the node-to-node limit measured beside the
-// Service rows leaves a pod path against ptp + kube-proxy (paired by
-// round), and what stands between the direct path and the limit.
+// limitVsService says what the node-to-node limit and the veth floor
+// measured beside the Service rows leave a pod path against ptp +
+// kube-proxy (paired by round), and what stands between the direct path
+// and the floor.
 func (r *Results) limitVsService(ptp, direct *ServiceRow, goal float64) string {
-	limit := r.serviceRow(pathLimit)
-	if limit == nil {
+	limit, floor := r.serviceRow(pathLimit), r.serviceRow(pathFloor)
+	if limit == nil || floor == nil {
 		return ""
 	}
 	speedup := newRatio(pairedRatios(ptp.RRP50.All, limit.RRP50.All))
@@ -269,18 +270,28 @@ func (r *Results) limitVsService(ptp, direct *ServiceRow, goal float64) string {
 	if speedup.Median < goal {
 		return s + fmt.Sprintf(": a pod path reaching %.1fx would have to beat the fabric's own limit.", goal)
 	}
-	s += fmt.Sprintf(": %.1fx asks a pod path to come within %.0f%% of the nodes' own round trip, and the direct path "+
-		"takes %s the limit's (%+.1f us).", goal, 100*(speedup.Median/goal-1), pairedString(direct.RRP50, limit.RRP50),
-		direct.RRP50.Median-limit.RRP50.Median)
+	s += fmt.Sprintf(": %.1fx asks a pod path to come within %.0f%% of the nodes' own round trip.", goal, 100*(speedup.Median/goal-1))
+	least := newRatio(pairedRatios(ptp.RRP50.All, floor.RRP50.All))
+	s += fmt.Sprintf(" The veth floor beside them (ptp's pods, whose packets two programs of a few instructions move "+
+		"between the pod's veth and the NIC: no check, map or Service, the least a pod path on veths pays) takes %s "+
+		"the limit's round trip and is %s faster than %s", pairedString(floor.RRP50, limit.RRP50), least.String(), ptp.Path)
+	switch {
+	case least.Max < goal:
+		s += fmt.Sprintf(": in no round does a pod path on veths reach %.1fx. netkit, which this kernel lacks, would take "+
+			"the sending pod's veth out.", goal)
+	case least.Min >= goal:
+		s += fmt.Sprintf(": %.1fx is within a veth pod path's reach.", goal)
+	default:
+		s += fmt.Sprintf(": its rounds lie on both sides of %.1fx.", goal)
+	}
+	s += fmt.Sprintf(" podvnet's direct path takes %s the floor's (%+.1f us)", pairedString(direct.RRP50, floor.RRP50),
+		direct.RRP50.Median-floor.RRP50.Median)
 	pod, nic := r.progCost("from_pod", pathCachedNextHop, ctByPort, true), r.progCost("from_nic", pathFromNIC, ctByPort, true)
 	if pod == 0 || nic == 0 {
-		return s
+		return s + "."
 	}
 	// A round trip is two messages, each through from_pod and from_nic.
-	return s + fmt.Sprintf(" Client and server share vCPU 0 and each message reaches its receiver in its sender's "+
-		"softirq, so every hop's CPU time adds to the round trip: of that difference the programs take %.2f us "+
-		"(from_pod %.0f and from_nic %.0f ns a message, program cost table); the rest is what a pod path crosses "+
-		"and the nodes' does not: the sending pod's veth pair before from_pod (a transmit and a backlog pass) and "+
-		"the redirects, the last of which passes the receive path once more in the pod. netkit, which this kernel "+
-		"lacks, would take that veth out; a veth pod path keeps it.", 2*(pod+nic)/1000, pod, nic)
+	return s + fmt.Sprintf(", of which its programs' own time is %.2f us (from_pod %.0f and from_nic %.0f ns a message, "+
+		"program cost table); a test run does not time the rest: their maps' cache misses between two processes' "+
+		"round trips, and legacy tc's classifier around them (the floor attaches through tcx).", 2*(pod+nic)/1000, pod, nic)
 }

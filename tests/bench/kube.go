@@ -134,16 +134,21 @@ func (b *bench) kubePhase(ctx context.Context, kubeDirs string, pods int) (err e
 // benchNamespace holds the pods the benchmark creates.
 const benchNamespace = "bench"
 
+// createNamespace creates a namespace and its default ServiceAccount, which
+// admission wants for a Pod and no controller manager makes here.
+func createNamespace(ctx context.Context, cs kubernetes.Interface, name string, labels map[string]string) error {
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	_, err := cs.CoreV1().ServiceAccounts(name).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{})
+	return err
+}
+
 // createObjects creates the namespace, the Node objects (the agent's and
 // fakeNodes others) and pods pods, local of them on the agent's node, in
 // parallel.
 func createObjects(ctx context.Context, cs kubernetes.Interface, node string, fakeNodes, pods, local int) error {
-	// Admission wants the namespace's default ServiceAccount, which no
-	// controller manager makes here.
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: benchNamespace}}, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	if _, err := cs.CoreV1().ServiceAccounts(benchNamespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
+	if err := createNamespace(ctx, cs, benchNamespace, nil); err != nil {
 		return err
 	}
 	nodes := []string{node}

@@ -259,6 +259,9 @@ func renderSaved(saved, markdown string) error {
 	if len(r.Services) > 0 && !r.ServicesInLockstep {
 		return fmt.Errorf("%s was measured before the Service configurations ran at once (one after the other, minutes apart): its report cannot be written again; rerun make bench", saved)
 	}
+	if len(r.Services) > 0 && r.serviceRow(pathFloor) == nil {
+		return fmt.Errorf("%s was measured before the services phase's pods were Pods in the API (its podvnet rows asked conntrack for every packet) and had a veth floor: its report cannot be written again; rerun make bench", saved)
+	}
 	r.compare()
 	r.evaluate()
 	// The ratios and targets beside the report are judged again with it;

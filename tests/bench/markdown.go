@@ -93,8 +93,11 @@ tested): a ratio that close to its goal says little either way.
 			"EndpointSlice) in the API server (tests/cluster's etcd and kube-apiserver): podvnet serving Services\n"+
 			"itself (--service-mode bpf; the client's connect() translated by the socket hook), podvnet and the\n"+
 			"reference ptp plugin with the real kube-proxy of the pinned release in nftables and iptables modes,\n"+
-			"the bpf configuration's two pods without a Service, and the node-to-node limit (node eth0 to node eth0 on a\n"+
-			"pair of nodes that runs nothing). Every configuration runs at once on one VNet and\n"+
+			"the bpf configuration's two pods without a Service, the node-to-node limit (node eth0 to node eth0 on a\n"+
+			"pair of nodes that runs nothing) and the veth floor (two of ptp's pods on a pair of nodes that do not forward,\n"+
+			"whose packets two programs of a few instructions redirect between the pod's veth and the NIC: the least a\n"+
+			"pod path on veths costs). podvnet's pods are Pods in the API, so its agents ask conntrack only for packets\n"+
+			"from the ports kernel NAT may answer from. Every configuration runs at once on one VNet and\n"+
 			"API server, each on a node pair of its own (an agent's mode and kube-proxy's rules are a node's) with a\n"+
 			"measured Service of its own, so that UDP, RR and TCP connect/request/close measure all rows in lockstep\n"+
 			"as the data path's are (%d rounds; ratios paired by round). TCP connect/request/close: one connection per\n"+

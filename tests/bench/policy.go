@@ -135,16 +135,7 @@ func (api *policyAPI) fill(ctx context.Context) error {
 	}
 	var pods []podSpec
 	var policies []*networkingv1.NetworkPolicy
-	nsOf := func(name string, labels map[string]string) error {
-		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{}); err != nil {
-			return err
-		}
-		// Admission wants the namespace's default ServiceAccount, which no
-		// controller manager makes here.
-		_, err := cs.CoreV1().ServiceAccounts(name).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{})
-		return err
-	}
-	if err := nsOf(benchNamespace, map[string]string{"team": "bench"}); err != nil {
+	if err := createNamespace(ctx, cs, benchNamespace, map[string]string{"team": "bench"}); err != nil {
 		return err
 	}
 	if !api.policies {
@@ -177,7 +168,7 @@ func (api *policyAPI) fill(ctx context.Context) error {
 	// isolated, reachable from the next app of namespaces of one team.
 	for k := 0; len(pods) < api.scale.pods; k++ {
 		ns := fmt.Sprintf("np-%d", k)
-		if err := nsOf(ns, map[string]string{"team": fmt.Sprintf("t%d", k%5)}); err != nil {
+		if err := createNamespace(ctx, cs, ns, map[string]string{"team": fmt.Sprintf("t%d", k%5)}); err != nil {
 			return err
 		}
 		for j := 0; j < 50 && len(pods) < api.scale.pods; j++ {

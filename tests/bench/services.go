@@ -108,8 +108,9 @@ func (b *bench) servicesPhase(ctx context.Context, kubeDir string, services int)
 		return fmt.Errorf("PODVNET_BENCH_SERVICE_PATHS=%q names no configuration of the services phase", only)
 	}
 	work := filepath.Join(b.work, "services")
-	// The last node pair runs nothing: its nodes measure the limit.
-	c, err := cluster.NewControlPlane(ctx, cluster.Options{WorkDir: work, KubeDir: kubeDir, Nodes: 2*len(cfgs) + 2, BinDir: b.binDir,
+	// Two node pairs after the configurations': one runs nothing (its nodes
+	// measure the limit), the other the veth floor (floor.go).
+	c, err := cluster.NewControlPlane(ctx, cluster.Options{WorkDir: work, KubeDir: kubeDir, Nodes: 2*len(cfgs) + 4, BinDir: b.binDir,
 		Prefix: b.prefix + "s", Log: logWriter{b}, AlignedPools: true})
 	if err != nil {
 		return err
@@ -150,6 +151,17 @@ func (b *bench) servicesPhase(ctx context.Context, kubeDir string, services int)
 		return fmt.Errorf("%s: %w", pathLimit, err)
 	}
 	defer stopCRR()
+	fb, err := b.startFloor(ctx, c.VNet.Nodes[2*len(cfgs)+2:2*len(cfgs)+4])
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, fb.close(ctx)) }()
+	floor := flow{src: fb.client.peer, dst: fb.server.peer, addr: fb.server.ip}
+	stopFloorCRR, err := b.crrServer(ctx, floor.dst)
+	if err != nil {
+		return fmt.Errorf("%s: %w", pathFloor, err)
+	}
+	defer stopFloorCRR()
 	for _, bed := range beds {
 		via := []flow{{src: bed.client.peer, dst: bed.server.peer, addr: bed.cip}}
 		if err := waitFor(3*time.Minute, bed.cfg.path+": the Service answers", func() bool {
@@ -168,19 +180,19 @@ func (b *bench) servicesPhase(ctx context.Context, kubeDir string, services int)
 			return fmt.Errorf("%s: flush conntrack: %w", n.Name, err)
 		}
 	}
-	if err := b.measureServices(ctx, beds, limit); err != nil {
+	if err := b.measureServices(ctx, beds, limit, floor); err != nil {
 		return err
 	}
 	return b.changesAlone(ctx, cs, beds)
 }
 
 // measureServices measures every configuration's Service, the bpf
-// configuration's client to its server directly, and the node-to-node
-// limit, round by round: UDP, RR and CRR, each with all rows in lockstep
-// (lockstep.go).
-func (b *bench) measureServices(ctx context.Context, beds []*svcBed, limit flow) error {
-	rows := []*ServiceRow{{Path: pathLimit}}
-	flows := []flow{limit}
+// configuration's client to its server directly, the node-to-node limit
+// and the veth floor, round by round: UDP, RR and CRR, each with all rows
+// in lockstep (lockstep.go).
+func (b *bench) measureServices(ctx context.Context, beds []*svcBed, limit, floor flow) error {
+	rows := []*ServiceRow{{Path: pathLimit}, {Path: pathFloor}}
+	flows := []flow{limit, floor}
 	for _, bed := range beds {
 		rows = append(rows, &ServiceRow{Path: bed.cfg.path})
 		flows = append(flows, flow{src: bed.client.peer, dst: bed.server.peer, addr: bed.cip})
@@ -278,9 +290,7 @@ func (b *bench) startBed(ctx context.Context, c *cluster.Cluster, cs kubernetes.
 	cfg := bed.cfg
 	var cg string // the pods' cgroup (mode bpf): the client runs in it
 	if cfg.agentMode != "" {
-		// Services are measured, not NetworkPolicy (its own rows): the
-		// bench's pods are made through libcni and are no Pod objects, which
-		// NetworkPolicy's default (--policy-unknown=deny) would refuse.
+		// Services are measured, not NetworkPolicy (its own rows).
 		args := []string{"--kubeconfig", c.Kubeconfig(), "--service-mode", cfg.agentMode, "--network-policy=false"}
 		if cfg.agentMode == "bpf" {
 			root, dir, err := podCgroup(b.prefix)
@@ -308,11 +318,18 @@ func (b *bench) startBed(ctx context.Context, c *cluster.Cluster, cs kubernetes.
 			bed.kps = append(bed.kps, kp)
 		}
 	}
+	// podvnet's pods are Pods in the API, as in a cluster: an agent that
+	// knows every pod of its node asks conntrack only for packets from the
+	// ports kernel NAT may answer from (bench.go, waitCTByPort).
+	pl := cfg.plugin
+	if cfg.agentMode != "" {
+		pl.api = &policyAPI{c: c, client: cs, ctx: ctx}
+	}
 	var err error
-	if bed.client, err = newPod(b, bed.nodes[0], cfg.plugin, "client"); err != nil {
+	if bed.client, err = newPod(b, bed.nodes[0], pl, bed.service+"-client"); err != nil {
 		return err
 	}
-	if bed.server, err = newPod(b, bed.nodes[1], cfg.plugin, "server"); err != nil {
+	if bed.server, err = newPod(b, bed.nodes[1], pl, bed.service+"-server"); err != nil {
 		bed.client.ns.Delete()
 		return err
 	}
@@ -322,6 +339,11 @@ func (b *bench) startBed(ctx context.Context, c *cluster.Cluster, cs kubernetes.
 	})
 	for _, p := range []*pod{bed.client, bed.server} {
 		if _, err := p.add(ctx); err != nil {
+			return err
+		}
+	}
+	if cfg.agentMode != "" {
+		if err := waitCTByPort(bed.nodes); err != nil {
 			return err
 		}
 	}
@@ -500,7 +522,7 @@ func stopKubeProxies(c *cluster.Cluster, nodes []*vnet.Node, kps []*exec.Cmd) er
 // endpoints on the nodes (addresses of the VNet no pod holds: no traffic
 // goes there), in parallel; and the nodes' Node objects.
 func loadServices(ctx context.Context, cs kubernetes.Interface, nodes []*vnet.Node, n int) error {
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: benchNamespace}}, metav1.CreateOptions{}); err != nil {
+	if err := createNamespace(ctx, cs, benchNamespace, nil); err != nil {
 		return err
 	}
 	for _, nd := range nodes {

@@ -7,6 +7,7 @@
 #include <linux/ip.h>
 #include <linux/in.h>
 #include <linux/netfilter/nf_conntrack_common.h>
+#include <linux/netfilter/nf_conntrack_tcp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -30,9 +31,18 @@ struct bpf_ct_opts___pv {
 	__u8 reserved[3];
 };
 
-/* Only the field we read; CO-RE finds it in the running kernel. */
+/* Only the fields we read; CO-RE finds them in the running kernel. */
+struct ip_ct_tcp {
+	__u8 state;
+} __attribute__((preserve_access_index));
+
+union nf_conntrack_proto {
+	struct ip_ct_tcp tcp;
+} __attribute__((preserve_access_index));
+
 struct nf_conn {
 	unsigned long status;
+	union nf_conntrack_proto proto;
 } __attribute__((preserve_access_index));
 
 extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf_sock_tuple *tuple, __u32 tuple__sz,
@@ -62,10 +72,14 @@ static __always_inline int pv_is_frag_or_icmp_error(struct __sk_buff *skb, struc
 
 /* pv_ct_status is the status of conntrack's entry for the TCP or UDP tuple
  * (saddr, sport) -> (daddr, dport), found from either direction, or 0 when
- * conntrack holds none or the kernel has no lookup kfunc. */
+ * conntrack holds none or the kernel has no lookup kfunc. With live_only, a
+ * TCP connection that has ended (TIME_WAIT, CLOSE) holds none: see
+ * pv_nat_flow. */
 static __always_inline unsigned long pv_ct_status(struct __sk_buff *skb, __be32 saddr, __be32 daddr, __be16 sport,
-						  __be16 dport, __u8 proto)
+						  __be16 dport, __u8 proto, int live_only)
 {
+	__u8 state;
+
 	struct bpf_ct_opts___pv opts = { .netns_id = BPF_F_CURRENT_NETNS, .l4proto = proto };
 	struct bpf_sock_tuple tuple = {};
 	struct nf_conn *ct;
@@ -81,6 +95,11 @@ static __always_inline unsigned long pv_ct_status(struct __sk_buff *skb, __be32 
 	if (!ct)
 		return 0;
 	status = ct->status;
+	if (live_only && proto == IPPROTO_TCP) {
+		state = ct->proto.tcp.state;
+		if (state == TCP_CONNTRACK_TIME_WAIT || state == TCP_CONNTRACK_CLOSE)
+			status = 0;
+	}
 	bpf_ct_release(ct);
 	return status;
 }
@@ -89,7 +108,13 @@ static __always_inline unsigned long pv_ct_status(struct __sk_buff *skb, __be32 
  * TCP or UDP packet (in either direction). With PV_CFG_F_CT_BY_PORT only a
  * packet from a port kernel NAT can answer from is looked up: on the fast
  * path a NAT'd flow shows only as its reply, which comes from the port
- * kube-proxy DNAT'd to or portmap's container port (svc_ports). */
+ * kube-proxy DNAT'd to or portmap's container port (svc_ports).
+ * An ended TCP connection claims no packet: a client that reached a backend
+ * through its Service and then reaches it directly from the same port (the
+ * kernel lets it: the peer differs) opens a connection whose replies carry
+ * the old one's reply tuple, and conntrack would translate them back as the
+ * old one's, or drop them as invalid, until the old entry expires. (A
+ * reopened connection through the Service is conntrack's new entry, live.) */
 static __always_inline int pv_nat_flow(struct __sk_buff *skb, struct iphdr *ip, const struct pv_config *cfg)
 {
 	struct pv_ports *ports;
@@ -106,7 +131,7 @@ static __always_inline int pv_nat_flow(struct __sk_buff *skb, struct iphdr *ip, 
 		if (!bits || !(bits->ct & bit))
 			return 0;
 	}
-	return (pv_ct_status(skb, ip->saddr, ip->daddr, ports->sport, ports->dport, ip->protocol) & IPS_NAT_MASK) != 0;
+	return (pv_ct_status(skb, ip->saddr, ip->daddr, ports->sport, ports->dport, ip->protocol, 1) & IPS_NAT_MASK) != 0;
 }
 
 #endif /* PV_CONNTRACK_H */

@@ -316,7 +316,7 @@ static __always_inline int pv_service_reply(struct __sk_buff *skb, struct iphdr 
 
 	if (!ports)
 		return 0;
-	return (pv_ct_status(skb, ip->daddr, ip->saddr, ports->dport, ports->sport, ip->protocol) & IPS_DST_NAT) != 0;
+	return (pv_ct_status(skb, ip->daddr, ip->saddr, ports->dport, ports->sport, ip->protocol, 0) & IPS_DST_NAT) != 0;
 }
 
 #endif /* PV_POLICY_H */

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strconv"
@@ -249,6 +250,52 @@ func TestServices(t *testing.T) {
 	}
 	for _, err := range errs {
 		t.Logf("without the lookup, as expected: %v", err)
+	}
+}
+
+// TestServiceThenDirectFromSamePort: a client that reached a backend on
+// another node through a Service (kube-proxy's DNAT) and then connects to
+// the backend directly from the same port (the kernel lets it: the peer
+// differs) is answered. The backend closed the first connection, so the
+// client's port is free at once while conntrack on the client's node keeps
+// the connection, TIME_WAIT, for two minutes: the new connection's replies
+// carry its reply tuple. Handed to conntrack, they would be translated back
+// as the old connection's (from the Service IP), which the client refuses.
+func TestServiceThenDirectFromSamePort(t *testing.T) {
+	v := newVNet(t, vnet.Options{PerNode: 4})
+	startAgents(t, v)
+	a := addPod(t, v.Nodes[0], "a")
+	c := addPod(t, v.Nodes[1], "c")
+	whoami(t, v, c)
+	svc := netip.MustParseAddr("10.0.0.50")
+	for _, n := range v.Nodes {
+		kubeProxy(t, n, []service{{ip: svc, proto: "tcp", port: 80, backend: c.IP, bePort: whoamiPort}})
+	}
+	const port = 40123
+	ask := func(addr string) (string, error) {
+		var conn net.Conn
+		d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{IP: a.IP.AsSlice(), Port: port}}
+		if err := a.Do(func() (err error) { conn, err = d.Dial("tcp4", addr); return err }); err != nil {
+			return "", fmt.Errorf("connect %s from port %d: %w", addr, port, err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(3 * time.Second))
+		// To the server's close: the client closes second, so its port is
+		// free again at once (no TIME_WAIT on its side).
+		b, err := io.ReadAll(conn)
+		if err != nil {
+			return "", fmt.Errorf("read from %s: %w", addr, err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	for _, addr := range []string{hostPort(svc, 80), hostPort(c.IP, whoamiPort)} {
+		seen, err := ask(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen != a.IP.String() {
+			t.Fatalf("%s saw the client as %s, want %s", addr, seen, a.IP)
+		}
 	}
 }
 

@@ -8,6 +8,7 @@
 #include <linux/in.h>
 #include <linux/netfilter/nf_conntrack_common.h>
 #include <linux/netfilter/nf_conntrack_tcp.h>
+#include <linux/netfilter/nf_conntrack_tuple_common.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -34,7 +35,12 @@ struct bpf_ct_opts___pv {
 /* Only the fields we read; CO-RE finds them in the running kernel. */
 struct ip_ct_tcp {
 	__u8 state;
+	__u8 last_dir;
+	__u8 last_index;
 } __attribute__((preserve_access_index));
+
+/* enum tcp_bit_set (nf_conntrack_proto_tcp.c): the kind of the last packet. */
+#define PV_CT_TCP_SYN_SET 0
 
 union nf_conntrack_proto {
 	struct ip_ct_tcp tcp;
@@ -97,7 +103,11 @@ static __always_inline unsigned long pv_ct_status(struct __sk_buff *skb, __be32 
 	status = ct->status;
 	if (live_only && proto == IPPROTO_TCP) {
 		state = ct->proto.tcp.state;
-		if (state == TCP_CONNTRACK_TIME_WAIT || state == TCP_CONNTRACK_CLOSE)
+		/* Unless the client reopens it through the NAT: a SYN conntrack
+		 * could not tell from the old connection's is let through with
+		 * the entry left as it was, and the answer resyncs it. */
+		if ((state == TCP_CONNTRACK_TIME_WAIT || state == TCP_CONNTRACK_CLOSE) &&
+		    !(ct->proto.tcp.last_index == PV_CT_TCP_SYN_SET && ct->proto.tcp.last_dir == IP_CT_DIR_ORIGINAL))
 			status = 0;
 	}
 	bpf_ct_release(ct);
@@ -113,8 +123,9 @@ static __always_inline unsigned long pv_ct_status(struct __sk_buff *skb, __be32 
  * through its Service and then reaches it directly from the same port (the
  * kernel lets it: the peer differs) opens a connection whose replies carry
  * the old one's reply tuple, and conntrack would translate them back as the
- * old one's, or drop them as invalid, until the old entry expires. (A
- * reopened connection through the Service is conntrack's new entry, live.) */
+ * old one's, or drop them as invalid, until the old entry expires. A
+ * connection reopened through the Service is conntrack's new entry, or the
+ * ended one awaiting the answer to a SYN it let through (pv_ct_status). */
 static __always_inline int pv_nat_flow(struct __sk_buff *skb, struct iphdr *ip, const struct pv_config *cfg)
 {
 	struct pv_ports *ports;

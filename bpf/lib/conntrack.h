@@ -84,8 +84,6 @@ static __always_inline int pv_is_frag_or_icmp_error(struct __sk_buff *skb, struc
 static __always_inline unsigned long pv_ct_status(struct __sk_buff *skb, __be32 saddr, __be32 daddr, __be16 sport,
 						  __be16 dport, __u8 proto, int live_only)
 {
-	__u8 state;
-
 	struct bpf_ct_opts___pv opts = { .netns_id = BPF_F_CURRENT_NETNS, .l4proto = proto };
 	struct bpf_sock_tuple tuple = {};
 	struct nf_conn *ct;
@@ -102,7 +100,8 @@ static __always_inline unsigned long pv_ct_status(struct __sk_buff *skb, __be32 
 		return 0;
 	status = ct->status;
 	if (live_only && proto == IPPROTO_TCP) {
-		state = ct->proto.tcp.state;
+		__u8 state = ct->proto.tcp.state;
+
 		/* Unless the client reopens it through the NAT: a SYN conntrack
 		 * could not tell from the old connection's is let through with
 		 * the entry left as it was, and the answer resyncs it. */

@@ -170,14 +170,7 @@ const (
 func floorOut(gwMAC, nicMAC net.HardwareAddr, nic int) asm.Instructions {
 	insns := frameOrPass(ethLen)
 	insns = append(insns, writeMACs(gwMAC, nicMAC)...)
-	return append(insns,
-		asm.Mov.Imm(asm.R1, int32(nic)),
-		asm.Mov.Imm(asm.R2, 0),
-		asm.FnRedirect.Call(),
-		asm.Return(),
-		asm.Mov.Imm(asm.R0, 0).WithSymbol("pass"), // TC_ACT_OK
-		asm.Return(),
-	)
+	return append(insns, redirectOrPass(asm.FnRedirect, nic)...)
 }
 
 // floorIn hands IPv4 frames for pod into it through its host veth (ifindex
@@ -190,14 +183,19 @@ func floorIn(pod netip.Addr, podMAC, vethMAC net.HardwareAddr, veth int) asm.Ins
 		asm.JNE.Imm32(asm.R5, int32(binary.NativeEndian.Uint32(a[:])), "pass"),
 	)
 	insns = append(insns, writeMACs(podMAC, vethMAC)...)
-	return append(insns,
-		asm.Mov.Imm(asm.R1, int32(veth)),
+	return append(insns, redirectOrPass(asm.FnRedirectPeer, veth)...)
+}
+
+// redirectOrPass returns redirect(ifindex, 0) and, at "pass", TC_ACT_OK.
+func redirectOrPass(redirect asm.BuiltinFunc, ifindex int) asm.Instructions {
+	return asm.Instructions{
+		asm.Mov.Imm(asm.R1, int32(ifindex)),
 		asm.Mov.Imm(asm.R2, 0),
-		asm.FnRedirectPeer.Call(),
+		redirect.Call(),
 		asm.Return(),
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("pass"),
 		asm.Return(),
-	)
+	}
 }
 
 // frameOrPass leaves the frame's start in R2 and jumps to "pass" unless the

@@ -143,7 +143,7 @@ func TestPlatformEndpoints(t *testing.T) {
 
 	t.Run("health probes from 168.63.129.16 reach pods and get their replies", func(t *testing.T) {
 		for _, p := range pods {
-			seen, err := vnet.WhoAmIFrom(v.Fabric, vnet.WireserverIP, hostPort(p.IP, whoamiPort), 5*time.Second)
+			seen, err := vnet.WhoAmIFrom(v.Fabric, netip.AddrPortFrom(vnet.WireserverIP, 0), hostPort(p.IP, whoamiPort), 5*time.Second)
 			if err != nil {
 				t.Errorf("probe of %s: %v", p.Name, err)
 			} else if seen != vnet.WireserverIP.String() {

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"strconv"
@@ -271,25 +270,10 @@ func TestServiceThenDirectFromSamePort(t *testing.T) {
 	for _, n := range v.Nodes {
 		kubeProxy(t, n, []service{{ip: svc, proto: "tcp", port: 80, backend: c.IP, bePort: whoamiPort}})
 	}
-	const port = 40123
-	ask := func(addr string) (string, error) {
-		var conn net.Conn
-		d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{IP: a.IP.AsSlice(), Port: port}}
-		if err := a.Do(func() (err error) { conn, err = d.Dial("tcp4", addr); return err }); err != nil {
-			return "", fmt.Errorf("connect %s from port %d: %w", addr, port, err)
-		}
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(3 * time.Second))
-		// To the server's close: the client closes second, so its port is
-		// free again at once (no TIME_WAIT on its side).
-		b, err := io.ReadAll(conn)
-		if err != nil {
-			return "", fmt.Errorf("read from %s: %w", addr, err)
-		}
-		return strings.TrimSpace(string(b)), nil
-	}
+	// Reading to the server's close, the client's port is free at once.
+	from := netip.AddrPortFrom(a.IP, 40123)
 	for _, addr := range []string{hostPort(svc, 80), hostPort(c.IP, whoamiPort)} {
-		seen, err := ask(addr)
+		seen, err := vnet.WhoAmIFrom(a, from, addr, 3*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -200,12 +200,13 @@ func WhoAmIServer(ns Netns, port int, closeWith func(func() error)) error {
 // WhoAmI connects from ns to addr's WhoAmIServer and returns the source
 // address the server saw.
 func WhoAmI(ns Netns, addr string, timeout time.Duration) (string, error) {
-	return WhoAmIFrom(ns, netip.Addr{}, addr, timeout)
+	return WhoAmIFrom(ns, netip.AddrPort{}, addr, timeout)
 }
 
-// WhoAmIFrom is WhoAmI from the local address src (invalid: the one the
-// route gives).
-func WhoAmIFrom(ns Netns, src netip.Addr, addr string, timeout time.Duration) (string, error) {
+// WhoAmIFrom is WhoAmI from the local address src (an invalid address: the
+// one the route gives; port 0: any). It reads to the server's close, so
+// the client closes second and its port is free again at once.
+func WhoAmIFrom(ns Netns, src netip.AddrPort, addr string, timeout time.Duration) (string, error) {
 	c, err := dialFrom(ns, "tcp4", src, addr, timeout)
 	if err != nil {
 		return "", fmt.Errorf("connect %s: %w", addr, err)
@@ -252,17 +253,17 @@ func listenUDP(ns Netns, port int) (pc net.PacketConn, err error) {
 }
 
 func dial(ns Netns, network, addr string, timeout time.Duration) (c net.Conn, err error) {
-	return dialFrom(ns, network, netip.Addr{}, addr, timeout)
+	return dialFrom(ns, network, netip.AddrPort{}, addr, timeout)
 }
 
-// dialFrom is dial from the local address src, when valid.
-func dialFrom(ns Netns, network string, src netip.Addr, addr string, timeout time.Duration) (c net.Conn, err error) {
+// dialFrom is dial from the local address src, when its address is valid.
+func dialFrom(ns Netns, network string, src netip.AddrPort, addr string, timeout time.Duration) (c net.Conn, err error) {
 	d := net.Dialer{Timeout: timeout}
-	if src.IsValid() {
+	if src.Addr().IsValid() {
 		if network == "udp4" {
-			d.LocalAddr = &net.UDPAddr{IP: src.AsSlice()}
+			d.LocalAddr = net.UDPAddrFromAddrPort(src)
 		} else {
-			d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+			d.LocalAddr = net.TCPAddrFromAddrPort(src)
 		}
 	}
 	err = ns.Do(func() (err error) {
